@@ -1,0 +1,5 @@
+import sys
+
+from fakepop.cli import main
+
+sys.exit(main())

@@ -1,0 +1,89 @@
+"""A message as a POP3 server holds it: its wire form, size and unique id."""
+
+from __future__ import annotations
+
+import email.message
+import email.policy
+import hashlib
+
+from fakepop.mail.wire import CRLF, dot_stuff, to_crlf
+
+UID_MAX_LENGTH = 70  # RFC 1939, section 7: 1 to 70 characters in the range 0x21 to 0x7E
+
+MessageSource = bytes | str | email.message.Message
+
+
+def as_bytes(source: MessageSource) -> bytes:
+    """The octets of a message given as bytes, text or an ``email`` message object."""
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str):
+        return source.encode("utf-8")
+    if isinstance(source, email.message.Message):
+        # SMTPUTF8 keeps raw UTF-8 headers (RFC 6532) instead of encoding them.
+        return source.as_bytes(policy=email.policy.SMTPUTF8)
+    raise TypeError(
+        f"a message must be bytes, str or email.message.Message, not {type(source).__name__}"
+    )
+
+
+def content_uid(wire: bytes) -> str:
+    """A unique id derived from the content, so the same mail gets the same id every run."""
+    return hashlib.sha1(wire, usedforsecurity=False).hexdigest()
+
+
+def check_uid(uid: str) -> str:
+    """Return ``uid`` if RFC 1939 allows it as a unique-id, else raise ValueError saying why."""
+    if not 1 <= len(uid) <= UID_MAX_LENGTH:
+        raise ValueError(f"a UID must be 1 to {UID_MAX_LENGTH} characters, not {len(uid)}: {uid!r}")
+    if not all(0x21 <= ord(c) <= 0x7E for c in uid):
+        raise ValueError(f"a UID may hold only printable ASCII without spaces (0x21-0x7E): {uid!r}")
+    return uid
+
+
+class Message:
+    """One message: its wire form (CRLF line ends), size in octets and unique id.
+
+    The byte-stuffed form is made once, on first retrieval, and sent as it is
+    for every RETR after that.
+    """
+
+    __slots__ = ("_stuffed", "uid", "wire")
+
+    def __init__(self, source: MessageSource, uid: str | None = None) -> None:
+        self.wire = to_crlf(as_bytes(source))
+        self.uid = check_uid(uid) if uid is not None else content_uid(self.wire)
+        self._stuffed: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        """Octets as sent, before byte-stuffing: what STAT, LIST and RETR report."""
+        return len(self.wire)
+
+    def stuffed(self) -> bytes:
+        """The byte-stuffed wire form, without the terminating ".", made once."""
+        if self._stuffed is None:
+            self._stuffed = dot_stuff(self.wire)
+        return self._stuffed
+
+    def top(self, lines: int) -> bytes:
+        """The byte-stuffed header, the blank line and the first ``lines`` lines of the body."""
+        wire = self.wire
+        if wire.startswith(CRLF):
+            end = 2
+        else:
+            end = wire.find(b"\r\n\r\n")
+            if end < 0:  # no body at all
+                return self.stuffed()
+            end += 4
+        for _ in range(lines):
+            end = wire.find(CRLF, end)
+            if end < 0:
+                return self.stuffed()
+            end += 2
+        if end >= len(wire):
+            return self.stuffed()
+        return dot_stuff(wire[:end])
+
+    def __repr__(self) -> str:
+        return f"<Message uid={self.uid!r} size={self.size}>"

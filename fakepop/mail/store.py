@@ -1,0 +1,167 @@
+"""Accounts and their maildrops: the lock held for a session and the commit at QUIT."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Set
+from dataclasses import dataclass, field
+
+from fakepop.mail.message import Message, MessageSource, check_uid
+
+
+class MaildropError(Exception):
+    """A maildrop cannot be opened now; ``code`` is the RFC 2449 response code to send."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+class Mailbox:
+    """The messages of one account, in the order they arrived.
+
+    Sessions see a snapshot taken when they log in, so message numbers never
+    shift under a client; mail added meanwhile shows in the next session.
+    """
+
+    def __init__(self) -> None:
+        self._messages: list[Message] = []
+        self._uids: set[str] = set()
+        self._mutex = threading.Lock()  # guards the list against concurrent add/commit
+        self._holder: object | None = None
+
+    def add(self, message: MessageSource | Message, *, uid: str | None = None) -> str:
+        """Append a message and return its UID.
+
+        Args:
+            message: raw bytes, text, an ``email.message.Message`` or a ``Message``.
+            uid: the UIDL id to give it; by default one derived from the content
+                (with a ``-2``, ``-3`` ... suffix when the same content is added again).
+        """
+        msg = message if isinstance(message, Message) else Message(message)
+        with self._mutex:
+            if uid is not None:
+                check_uid(uid)
+                if uid in self._uids:
+                    raise ValueError(f"UID {uid!r} is already in this mailbox; UIDs must be unique")
+                msg.uid = uid
+            elif msg.uid in self._uids:
+                base, n = msg.uid, 2
+                while f"{base}-{n}" in self._uids:
+                    n += 1
+                msg.uid = f"{base}-{n}"
+            self._messages.append(msg)
+            self._uids.add(msg.uid)
+            return msg.uid
+
+    def extend(self, messages: Iterable[MessageSource | Message]) -> list[str]:
+        return [self.add(m) for m in messages]
+
+    def clear(self) -> None:
+        with self._mutex:
+            self._messages.clear()
+            self._uids.clear()
+
+    @property
+    def messages(self) -> list[Message]:
+        """A copy of the current list of messages."""
+        with self._mutex:
+            return list(self._messages)
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(self.messages)
+
+    @property
+    def locked(self) -> bool:
+        """True while a session holds the maildrop."""
+        return self._holder is not None
+
+    def acquire(self, holder: object) -> list[Message]:
+        """Lock the maildrop for ``holder`` and return the snapshot it works on."""
+        with self._mutex:
+            if self._holder is not None:
+                raise MaildropError("IN-USE", "Mailbox is locked by another session")
+            self._holder = holder
+            return list(self._messages)
+
+    def release(self, holder: object, delete: Set[str] = frozenset()) -> None:
+        """Remove the messages whose UIDs are in ``delete``, then unlock.
+
+        Only a QUIT from the transaction state passes ``delete``; a dropped or
+        timed-out session releases with nothing, so it deletes nothing.
+        """
+        with self._mutex:
+            if self._holder is not holder:
+                return
+            if delete:
+                self._messages = [m for m in self._messages if m.uid not in delete]
+                self._uids -= delete
+            self._holder = None
+
+
+@dataclass
+class Account:
+    """A login name, its password and its maildrop."""
+
+    name: str
+    password: str
+    mailbox: Mailbox = field(default_factory=Mailbox)
+    expire: int | None = None  # per-user EXPIRE days, overriding the server's policy
+    login_delay: int | None = None  # per-user LOGIN-DELAY seconds, overriding the server's
+    last_login: float | None = None
+
+
+class MailStore:
+    """All accounts of one server."""
+
+    def __init__(self, users: dict[str, str] | None = None) -> None:
+        self._accounts: dict[str, Account] = {}
+        for name, password in (users or {}).items():
+            self.add_account(name, password)
+
+    def add_account(self, name: str, password: str) -> Account:
+        """Create an account, or change the password of an existing one."""
+        if not name or any(c in name for c in "\r\n\0"):
+            raise ValueError(f"an account name must be non-empty, on one line: {name!r}")
+        account = self._accounts.get(name)
+        if account is None:
+            account = self._accounts[name] = Account(name, password)
+        else:
+            account.password = password
+        return account
+
+    def remove_account(self, name: str) -> None:
+        del self._accounts[name]
+
+    def get(self, name: str) -> Account | None:
+        return self._accounts.get(name)
+
+    def __getitem__(self, name: str) -> Account:
+        try:
+            return self._accounts[name]
+        except KeyError:
+            raise KeyError(
+                f"no account {name!r}; create it with server.users[{name!r}] = password"
+            ) from None
+
+    def __iter__(self) -> Iterator[Account]:
+        return iter(list(self._accounts.values()))
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    def open(
+        self, account: Account, holder: object, now: float, login_delay: int | None
+    ) -> list[Message]:
+        """Log ``holder`` in to ``account``: enforce LOGIN-DELAY, take the lock, snapshot."""
+        delay = account.login_delay if account.login_delay is not None else login_delay
+        if delay and account.last_login is not None and now - account.last_login < delay:
+            wait = delay - (now - account.last_login)
+            raise MaildropError("LOGIN-DELAY", f"Wait {wait:.0f} seconds before logging in again")
+        messages = account.mailbox.acquire(holder)
+        account.last_login = now
+        return messages

@@ -1,0 +1,63 @@
+"""What the session asks its server to do: send a reply, close the connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fakepop.mail.wire import CRLF, TERMINATOR
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A reply: its status line and, for a multi-line reply, the byte-stuffed body.
+
+    ``body`` ends with the terminating ".\\r\\n" when the reply is multi-line; a
+    message is carried as its stored stuffed bytes, never copied.
+    """
+
+    status: bytes
+    body: tuple[bytes, ...] = ()
+    summary: str | None = None  # stands for the body in the transcript
+
+    @property
+    def ok(self) -> bool:
+        return self.status.startswith(b"+")
+
+    @property
+    def size(self) -> int:
+        """Octets on the wire."""
+        return len(self.status) + sum(len(chunk) for chunk in self.body)
+
+    def __bytes__(self) -> bytes:
+        return self.status + b"".join(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection once every reply before it is sent."""
+
+
+CLOSE = Close()
+
+Event = Reply | Close
+
+
+def status(ok: bool, text: str, code: str | None = None) -> bytes:
+    """A status line: "+OK text" or "-ERR [CODE] text", with CRLF."""
+    parts = ["+OK" if ok else "-ERR"]
+    if code:
+        parts.append(f"[{code}]")
+    if text:
+        parts.append(text)
+    return " ".join(parts).encode("utf-8") + CRLF
+
+
+TRANSCRIPT_BODY_LINES = 50  # a longer listing is summarised in the transcript
+
+
+def multiline(text: str, lines: list[str]) -> Reply:
+    """A multi-line reply made of text lines (CAPA, LIST, UIDL, LANG)."""
+    stuffed = [("." + line) if line.startswith(".") else line for line in lines]
+    body = "".join(line + "\r\n" for line in stuffed).encode("utf-8") + TERMINATOR
+    summary = f"<{len(lines)} lines>" if len(lines) > TRANSCRIPT_BODY_LINES else None
+    return Reply(status(True, text), (body,), summary)

@@ -1,0 +1,437 @@
+"""A POP3 session without I/O: bytes in, replies and actions out.
+
+The server feeds what it reads from the socket to ``receive_data`` and carries
+out the events it gets back, in order. Nothing here touches a socket, a thread
+or a clock the caller did not hand in, so the whole protocol is tested in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import os
+import time
+from collections.abc import Callable
+
+from fakepop._version import __version__
+from fakepop.mail.message import Message
+from fakepop.mail.store import Account, MaildropError, MailStore
+from fakepop.mail.wire import TERMINATOR
+from fakepop.protocol.buffer import Line, LineBuffer, Overflow
+from fakepop.protocol.commands import (
+    ARG_MAX_LENGTH,
+    AUTHORIZATION,
+    BOTH,
+    COMMANDS,
+    TRANSACTION,
+    CommandError,
+    State,
+    command,
+)
+from fakepop.protocol.events import CLOSE, Event, Reply, multiline, status
+from fakepop.protocol.settings import Settings
+from fakepop.protocol.transcript import SessionTranscript
+
+MASK = "****"
+
+# The clock part of APOP timestamps: unique per session, as RFC 1939 requires.
+_apop_clock = itertools.count(time.time_ns() // 1000)
+
+
+def apop_timestamp(hostname: str) -> str:
+    """A fresh timestamp in RFC 1939's msg-id form ``<process-ID.clock@hostname>``."""
+    return f"<{os.getpid()}.{next(_apop_clock)}@{hostname}>"
+
+
+def apop_digest(timestamp: str, password: str) -> str:
+    """The digest a client sends with APOP: MD5 of the timestamp and the password, in hex."""
+    data = (timestamp + password).encode("utf-8")
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _messages(count: int) -> str:
+    return f"{count} message" + ("" if count == 1 else "s")
+
+
+def _ok(text: str = "") -> Reply:
+    return Reply(status(True, text))
+
+
+def _err(text: str, code: str | None = None) -> Reply:
+    return Reply(status(False, text, code))
+
+
+class Session:
+    """One client's conversation with the server.
+
+    Args:
+        store: the accounts and maildrops the session logs in to.
+        settings: what the server offers and its limits.
+        transcript: where the lines of the session are recorded.
+        clock: seconds since the epoch, for LOGIN-DELAY.
+    """
+
+    def __init__(
+        self,
+        store: MailStore,
+        settings: Settings | None = None,
+        *,
+        transcript: SessionTranscript | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings or Settings()
+        self.transcript = transcript if transcript is not None else SessionTranscript(0)
+        self.state = State.AUTHORIZATION
+        self.closed = False
+        self.utf8 = False
+        self.language = self.settings.languages[0][0]
+        self.account: Account | None = None
+        self.timestamp = apop_timestamp(self.settings.hostname) if self.settings.apop else None
+        self._clock = clock
+        self._buffer = LineBuffer(self.settings.max_line_length)
+        self._user: str | None = None  # named by USER, waiting for PASS
+        self._messages: list[Message] = []
+        self._deleted: set[int] = set()  # indexes into _messages
+        self._highest = 0  # for LAST
+        self._bad_commands = 0
+
+    # --- the interface to a server --------------------------------------------------------
+
+    def start(self) -> list[Event]:
+        """The greeting."""
+        text = "fakepop ready" + (f" {self.timestamp}" if self.timestamp else "")
+        return [self._send(_ok(text))]
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Take bytes from the client; return what to send, and whether to close, in order."""
+        if self.closed:
+            return []
+        self._buffer.feed(data)
+        events: list[Event] = []
+        while not self.closed:
+            line = self._buffer.next_line()
+            if line is None:
+                break
+            if line is Overflow.LINE_TOO_LONG:
+                self.transcript.add("C", f"<line over {self.settings.max_line_length} octets>")
+                limit = self.settings.max_line_length
+                events += self._bad(f"Line too long: the limit is {limit} octets")
+            else:
+                assert isinstance(line, Line)
+                events += self._line(line)
+        return events
+
+    def timed_out(self) -> list[Event]:
+        """The client was idle for ``settings.idle_timeout``: autologout, deleting nothing."""
+        if self.closed:
+            return []
+        events = [self._send(_err("Autologout: idle for too long")), self._close()]
+        self.connection_lost()
+        return events
+
+    def connection_lost(self) -> None:
+        """The connection is gone: unlock the maildrop without applying deletions."""
+        self.closed = True
+        if self.account is not None:
+            self.account.mailbox.release(self)
+            self.account = None
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    def _line(self, line: Line) -> list[Event]:
+        raw = line.data
+        try:
+            text = raw.decode("utf-8")
+            valid = True
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "replace")
+            valid = False
+        verb, _, rest = text.partition(" ")
+        cmd = COMMANDS.get(verb.upper())
+        masked = f"{cmd.verb} {cmd.mask(rest)}" if cmd and cmd.mask and rest else None
+        self.transcript.add("C", text, masked)
+
+        if b"\0" in raw or b"\r" in raw:
+            return self._bad("Command contains a NUL or a bare CR")
+        if not valid:
+            return self._bad("Command is not valid UTF-8")
+        if not verb:
+            return self._bad("Empty command" if not rest else "Command starts with a space")
+        if cmd is None or not cmd.available(self):
+            return self._bad(f"Unknown command: {self._echo(verb)}")
+        if self.state not in cmd.states:
+            where = "before login" if self.state is State.AUTHORIZATION else "after login"
+            return self._bad(f"{cmd.verb} is not allowed {where}")
+        if cmd.rest:
+            args: tuple[str, ...] = (rest,) if rest else ()
+        else:
+            args = tuple(rest.split())
+            if any(len(a) > ARG_MAX_LENGTH for a in args):
+                return self._bad(f"Argument too long: the limit is {ARG_MAX_LENGTH} characters")
+        if not cmd.min_args <= len(args) <= cmd.max_args:
+            return self._bad(f"Usage: {cmd.syntax}")
+        try:
+            result: Reply | list[Event] = cmd.handler(self, args)
+        except CommandError as e:
+            if e.bad:
+                return self._bad(e.text)
+            return [self._send(_err(e.text, e.code))]
+        if isinstance(result, Reply):
+            return [self._send(result)]
+        return result
+
+    def _bad(self, text: str) -> list[Event]:
+        """Answer a client's mistake; past the budget, say so and close."""
+        self._bad_commands += 1
+        if self._bad_commands >= self.settings.max_bad_commands:
+            reply = self._send(_err("Too many bad commands, closing the connection"))
+            events: list[Event] = [reply, self._close()]
+            self.connection_lost()
+            return events
+        return [self._send(_err(text))]
+
+    def _send(self, reply: Reply) -> Reply:
+        """Record a reply in the transcript on its way out."""
+        self.transcript.add("S", reply.status[:-2].decode("utf-8", "replace"))
+        if reply.summary is not None:
+            self.transcript.add("S", reply.summary)
+        elif reply.body:
+            for text in b"".join(reply.body).split(b"\r\n")[:-1]:
+                self.transcript.add("S", text.decode("utf-8", "replace"))
+        return reply
+
+    def _close(self) -> Event:
+        self.closed = True
+        return CLOSE
+
+    def _echo(self, text: str) -> str:
+        """Client text quoted in a reply: short, and ASCII unless UTF8 mode is on."""
+        text = text[:ARG_MAX_LENGTH]
+        return text if self.utf8 else text.encode("ascii", "backslashreplace").decode("ascii")
+
+    # --- helpers for the handlers -------------------------------------------------------
+
+    def _message(self, arg: str) -> tuple[int, Message]:
+        """The message a client's argument names, as (number, message)."""
+        if not (arg.isascii() and arg.isdigit()):
+            raise CommandError(f"Invalid message number: {self._echo(arg)}", bad=True)
+        number = int(arg)
+        if not 1 <= number <= len(self._messages):
+            count = len(self._messages)
+            raise CommandError(f"No such message: {arg} (the maildrop has {count})")
+        if number - 1 in self._deleted:
+            raise CommandError(f"Message {number} is deleted")
+        return number, self._messages[number - 1]
+
+    def _live(self) -> list[tuple[int, Message]]:
+        return [(i + 1, m) for i, m in enumerate(self._messages) if i not in self._deleted]
+
+    def _totals(self) -> tuple[int, int]:
+        live = self._live()
+        return len(live), sum(m.size for _, m in live)
+
+    def _login(self, name: str, verify: Callable[[Account], bool]) -> Reply:
+        self._user = None
+        account = self.store.get(name)
+        if account is None or not verify(account):
+            return _err("Invalid user name or password", "AUTH")
+        try:
+            now = self._clock()
+            self._messages = self.store.open(account, self, now, self.settings.login_delay)
+        except MaildropError as e:
+            return _err(e.text, e.code)
+        self.account = account
+        self.state = State.TRANSACTION
+        count, octets = self._totals()
+        return _ok(f"{self._echo(name)}'s maildrop has {_messages(count)} ({octets} octets)")
+
+    def _check_utf8(self, text: str, what: str) -> None:
+        if not text.isascii() and not self.utf8:
+            raise CommandError(f"Non-ASCII {what} need the UTF8 command first", "UTF8")
+
+    def _expire(self) -> str:
+        account = self.account
+        if account is not None and account.expire is not None:
+            days: int | None = account.expire
+        else:
+            days = self.settings.expire
+        line = "EXPIRE " + ("NEVER" if days is None else str(days))
+        if account is None and any(a.expire is not None for a in self.store):
+            line += " USER"
+        return line
+
+    def _login_delay(self) -> str | None:
+        account = self.account
+        per_user = any(a.login_delay is not None for a in self.store)
+        if account is None:
+            if not (self.settings.login_delay or per_user):
+                return None
+            return f"LOGIN-DELAY {self.settings.login_delay or 0}" + (" USER" if per_user else "")
+        delay = account.login_delay
+        if delay is None:
+            delay = self.settings.login_delay
+        return f"LOGIN-DELAY {delay}" if delay else None
+
+    # --- the commands --------------------------------------------------------------------
+
+    @command(
+        "USER name",
+        AUTHORIZATION,
+        rest=True,
+        capability="USER",
+        available=lambda s: s.settings.user_login,
+    )
+    def do_user(self, args: tuple[str, ...]) -> Reply:
+        name = args[0].strip()
+        self._check_utf8(name, "user names")
+        self._user = name
+        return _ok("Send PASS")
+
+    @command(
+        "PASS string",
+        AUTHORIZATION,
+        rest=True,
+        available=lambda s: s.settings.user_login,
+        mask=lambda _: MASK,
+    )
+    def do_pass(self, args: tuple[str, ...]) -> Reply:
+        if self._user is None:
+            raise CommandError("Send USER first", bad=True)
+        password = args[0]
+        self._check_utf8(password, "passwords")
+        given = password.encode("utf-8")
+        return self._login(
+            self._user, lambda a: hmac.compare_digest(a.password.encode("utf-8"), given)
+        )
+
+    @command(
+        "APOP name digest",
+        AUTHORIZATION,
+        rest=True,
+        available=lambda s: s.timestamp is not None,
+        mask=lambda rest: f"{rest.rsplit(' ', 1)[0]} {MASK}",
+    )
+    def do_apop(self, args: tuple[str, ...]) -> Reply:
+        name, _, digest = args[0].strip().rpartition(" ")
+        if not name or len(digest) != 32 or not all(c in "0123456789abcdefABCDEF" for c in digest):
+            raise CommandError("Usage: APOP name digest (32 hex digits)", bad=True)
+        self._check_utf8(name, "user names")
+        timestamp = self.timestamp or ""
+        given = digest.lower().encode("ascii")
+        return self._login(
+            name,
+            lambda a: hmac.compare_digest(apop_digest(timestamp, a.password).encode(), given),
+        )
+
+    @command("QUIT", BOTH)
+    def do_quit(self, args: tuple[str, ...]) -> list[Event]:
+        account = self.account
+        if account is None:
+            return [self._send(_ok("fakepop signing off")), self._close()]
+        self.state = State.UPDATE
+        removed = {self._messages[i].uid for i in self._deleted}
+        account.mailbox.release(self, delete=removed)
+        self.account = None
+        left = len(self._messages) - len(removed)
+        reply = _ok(f"fakepop signing off ({len(removed)} deleted, {left} left)")
+        return [self._send(reply), self._close()]
+
+    @command("STAT", TRANSACTION)
+    def do_stat(self, args: tuple[str, ...]) -> Reply:
+        count, octets = self._totals()
+        return _ok(f"{count} {octets}")  # exactly "+OK nn mm": clients parse it
+
+    @command("LIST [msg]", TRANSACTION)
+    def do_list(self, args: tuple[str, ...]) -> Reply:
+        if args:
+            number, message = self._message(args[0])
+            return _ok(f"{number} {message.size}")
+        live = self._live()
+        octets = sum(m.size for _, m in live)
+        lines = [f"{n} {m.size}" for n, m in live]
+        return multiline(f"{_messages(len(live))} ({octets} octets)", lines)
+
+    @command("RETR msg", TRANSACTION)
+    def do_retr(self, args: tuple[str, ...]) -> Reply:
+        number, message = self._message(args[0])
+        self._highest = max(self._highest, number)
+        return Reply(
+            status(True, f"{message.size} octets"),
+            (message.stuffed(), TERMINATOR),
+            f"<message {number}: {message.size} octets>",
+        )
+
+    @command("TOP msg n", TRANSACTION, capability="TOP")
+    def do_top(self, args: tuple[str, ...]) -> Reply:
+        number, message = self._message(args[0])
+        count = args[1]
+        if not (count.isascii() and count.isdigit()):
+            raise CommandError(f"Invalid line count: {self._echo(count)}", bad=True)
+        self._highest = max(self._highest, number)
+        top = message.top(int(count))
+        return Reply(
+            status(True, "top of message follows"),
+            (top, TERMINATOR),
+            f"<top of message {number}: {len(top)} octets, stuffed>",
+        )
+
+    @command("DELE msg", TRANSACTION)
+    def do_dele(self, args: tuple[str, ...]) -> Reply:
+        number, _ = self._message(args[0])
+        self._deleted.add(number - 1)
+        self._highest = max(self._highest, number)
+        return _ok(f"Message {number} deleted")
+
+    @command("NOOP", TRANSACTION)
+    def do_noop(self, args: tuple[str, ...]) -> Reply:
+        return _ok()
+
+    @command("RSET", TRANSACTION)
+    def do_rset(self, args: tuple[str, ...]) -> Reply:
+        self._deleted.clear()
+        self._highest = 0
+        count, octets = self._totals()
+        return _ok(f"maildrop has {_messages(count)} ({octets} octets)")
+
+    @command("UIDL [msg]", TRANSACTION, capability="UIDL")
+    def do_uidl(self, args: tuple[str, ...]) -> Reply:
+        if args:
+            number, message = self._message(args[0])
+            return _ok(f"{number} {message.uid}")
+        return multiline("unique-id listing follows", [f"{n} {m.uid}" for n, m in self._live()])
+
+    @command("LAST", TRANSACTION, available=lambda s: s.settings.last)
+    def do_last(self, args: tuple[str, ...]) -> Reply:
+        return _ok(str(self._highest))
+
+    @command("CAPA", BOTH)
+    def do_capa(self, args: tuple[str, ...]) -> Reply:
+        lines = [c.capability for c in COMMANDS.values() if c.capability and c.available(self)]
+        lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", self._expire()]
+        login_delay = self._login_delay()
+        if login_delay:
+            lines.append(login_delay)
+        lines.append(f"IMPLEMENTATION fakepop {__version__}")
+        return multiline("Capability list follows", lines)
+
+    @command("UTF8", AUTHORIZATION, capability="UTF8 USER", available=lambda s: s.settings.utf8)
+    def do_utf8(self, args: tuple[str, ...]) -> Reply:
+        self.utf8 = True
+        return _ok("UTF8 enabled")
+
+    @command("LANG [tag]", BOTH, capability="LANG", available=lambda s: s.settings.utf8)
+    def do_lang(self, args: tuple[str, ...]) -> Reply:
+        languages = self.settings.languages
+        if not args:
+            return multiline("Language listing follows", [f"{t} {name}" for t, name in languages])
+        wanted = args[0]
+        if wanted == "*":
+            self.language = languages[0][0]
+            return _ok(f"Language is the default, {self.language}")
+        for tag, _ in languages:
+            if tag.lower() == wanted.lower():
+                self.language = tag
+                return _ok(f"Language changed to {tag}")
+        raise CommandError(f"Unsupported language: {self._echo(wanted)}")
