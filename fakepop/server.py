@@ -182,7 +182,7 @@ class POP3Server:
             raise ExceptionGroup("errors in fakepop server threads", errors)  # type: ignore[type-var]
 
     def __enter__(self) -> POP3Server:
-        return self.start()
+        return self if self.running else self.start()
 
     def __exit__(
         self,

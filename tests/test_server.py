@@ -1,0 +1,230 @@
+"""The threaded server over real sockets: locking, commits, limits, lifecycle."""
+
+from __future__ import annotations
+
+import poplib
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fakepop import Message, POP3Server
+
+MAIL = b"Subject: test\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def server() -> Iterator[POP3Server]:
+    with POP3Server(users={"alice": "secret"}) as server:
+        server.mailbox("alice").extend([MAIL, MAIL, MAIL])
+        yield server
+
+
+def login(server: POP3Server) -> poplib.POP3:
+    client = poplib.POP3(server.host, server.port, timeout=5)
+    client.user("alice")
+    client.pass_("secret")
+    return client
+
+
+class Raw:
+    """A client that sends bytes as given and reads replies line by line."""
+
+    def __init__(self, server: POP3Server) -> None:
+        self.sock = socket.create_connection((server.host, server.port), timeout=5)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.line()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        return self.file.readline()
+
+    def closed_by_server(self) -> bool:
+        return self.file.read() == b""
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def wait_until_unlocked(server: POP3Server, user: str) -> None:
+    """The server releases the lock in its own thread, just after the client's socket closes."""
+    deadline = time.monotonic() + 5
+    while server.mailbox(user).locked:
+        assert time.monotonic() < deadline, "the maildrop stayed locked"
+        time.sleep(0.001)
+
+
+def test_second_login_gets_in_use_until_the_first_quits(server: POP3Server) -> None:
+    first = login(server)
+    second = poplib.POP3(server.host, server.port, timeout=5)
+    second.user("alice")
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[IN-USE\]"):
+        second.pass_("secret")
+    first.quit()
+    wait_until_unlocked(server, "alice")
+    second.user("alice")
+    assert second.pass_("secret").startswith(b"+OK")
+    second.quit()
+
+
+def test_dele_then_drop_deletes_nothing(server: POP3Server) -> None:
+    client = login(server)
+    client.dele(1)
+    client.dele(2)
+    client.close()  # no QUIT
+    wait_until_unlocked(server, "alice")
+    assert len(server.mailbox("alice")) == 3
+
+
+def test_dele_then_quit_deletes(server: POP3Server) -> None:
+    client = login(server)
+    client.dele(1)
+    client.quit()
+    wait_until_unlocked(server, "alice")
+    assert len(server.mailbox("alice")) == 2
+
+
+def test_mail_added_during_a_session_shows_in_the_next(server: POP3Server) -> None:
+    client = login(server)
+    server.mailbox("alice").add(b"Subject: late\r\n\r\nlate\r\n")
+    assert client.stat()[0] == 3
+    client.quit()
+    wait_until_unlocked(server, "alice")
+    client = login(server)
+    assert client.stat()[0] == 4
+    client.quit()
+
+
+def test_pipelined_commands_in_one_packet_are_answered_in_order(server: POP3Server) -> None:
+    raw = Raw(server)
+    raw.send(b"USER alice\r\nPASS secret\r\nSTAT\r\nLIST 2\r\nNOOP\r\nQUIT\r\n")
+    replies = [raw.line() for _ in range(6)]
+    assert replies[0].startswith(b"+OK")
+    assert replies[1].startswith(b"+OK alice's maildrop has 3 messages")
+    assert replies[2:] == [
+        f"+OK 3 {3 * len(MAIL)}\r\n".encode(),
+        f"+OK 2 {len(MAIL)}\r\n".encode(),
+        b"+OK\r\n",
+        b"+OK fakepop signing off (0 deleted, 3 left)\r\n",
+    ]
+    assert raw.closed_by_server()
+    raw.close()
+
+
+def test_overlong_line_gets_err_and_the_session_goes_on(server: POP3Server) -> None:
+    raw = Raw(server)
+    raw.send(b"NOOP " + b"x" * 10_000 + b"\r\nCAPA\r\n")
+    assert raw.line() == b"-ERR Line too long: the limit is 4096 octets\r\n"
+    assert raw.line() == b"+OK Capability list follows\r\n"
+    raw.close()
+
+
+def test_bad_command_budget_closes_the_connection() -> None:
+    with POP3Server(users={"alice": "secret"}, max_bad_commands=3) as server:
+        raw = Raw(server)
+        raw.send(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n")
+        assert raw.line() == b"-ERR Unknown command: FOO\r\n"
+        assert raw.line() == b"-ERR Unknown command: BAR\r\n"
+        assert raw.line() == b"-ERR Too many bad commands, closing the connection\r\n"
+        assert raw.closed_by_server()
+        raw.close()
+
+
+def test_idle_client_is_logged_out_and_nothing_is_deleted() -> None:
+    with POP3Server(users={"alice": "secret"}, idle_timeout=0.2) as server:
+        server.mailbox("alice").add(MAIL)
+        raw = Raw(server)
+        raw.send(b"USER alice\r\nPASS secret\r\nDELE 1\r\n")
+        for _ in range(3):
+            assert raw.line().startswith(b"+OK")
+        assert raw.line() == b"-ERR Autologout: idle for too long\r\n"
+        assert raw.closed_by_server()
+        raw.close()
+        wait_until_unlocked(server, "alice")
+        assert len(server.mailbox("alice")) == 1
+
+
+def test_ipv6_loopback() -> None:
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6")
+    try:
+        server = POP3Server(users={"alice": "secret"}, host="::1").start()
+    except OSError as e:
+        pytest.skip(f"no IPv6 loopback here: {e}")
+    with server:
+        assert server.url == f"pop://[::1]:{server.port}"
+        client = poplib.POP3("::1", server.port, timeout=5)
+        client.user("alice")
+        assert client.pass_("secret").startswith(b"+OK")
+        client.quit()
+
+
+def test_restart_on_the_same_port_rebinds_at_once(server: POP3Server) -> None:
+    login(server).quit()  # leaves a connection in TIME_WAIT
+    port = server.port
+    server.stop()
+    with POP3Server(users={"alice": "secret"}, port=port) as again:
+        assert again.port == port
+        login(again).quit()
+    server.start()  # the fixture stops it again
+
+
+def test_port_in_use_says_so(server: POP3Server) -> None:
+    with pytest.raises(OSError, match=f"port {server.port} on 127.0.0.1 is already in use"):
+        POP3Server(port=server.port).start()
+
+
+def test_url_and_users(server: POP3Server) -> None:
+    assert server.url == f"pop://127.0.0.1:{server.port}"
+    server.users["bob"] = "hunter2"
+    assert dict(server.users) == {"alice": "secret", "bob": "hunter2"}
+    assert len(server.mailbox("bob")) == 0
+    del server.users["bob"]
+    with pytest.raises(KeyError, match=r"server.users\['bob'\] = password"):
+        server.mailbox("bob")
+
+
+def test_stop_closes_open_sessions_without_committing(server: POP3Server) -> None:
+    client = login(server)
+    client.dele(1)
+    server.stop()
+    with pytest.raises((poplib.error_proto, OSError)):
+        client.stat()
+    client.close()
+    assert len(server.mailbox("alice")) == 3
+    assert not server.mailbox("alice").locked
+    server.start()
+
+
+class Exploding(Message):
+    def stuffed(self) -> bytes:
+        raise RuntimeError("boom")
+
+
+def test_errors_in_server_threads_are_reraised_by_check(server: POP3Server) -> None:
+    server.mailbox("alice").add(Exploding(b"Subject: x\r\n\r\nx\r\n"))
+    client = login(server)
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[SYS/TEMP\]"):
+        client.retr(4)
+    client.close()
+    deadline = time.monotonic() + 5
+    with pytest.raises(RuntimeError, match="boom"):  # noqa: PT012
+        while time.monotonic() < deadline:
+            server.check()
+            time.sleep(0.001)
+    server.check()  # reported once
+
+
+def test_transcript_records_both_directions_and_masks_the_password(server: POP3Server) -> None:
+    login(server).quit()
+    wait_until_unlocked(server, "alice")
+    text = server.transcript.text()
+    assert "C: USER alice" in text
+    assert "C: PASS ****" in text
+    assert "secret" not in text
+    assert "C: PASS secret" in server.transcript.text(mask=False)
+    assert server.transcript[0].lines()[0].startswith("S: +OK fakepop ready <")
