@@ -1,4 +1,4 @@
-"""The threaded server: a listener thread, one thread a connection, sessions fed from sockets."""
+"""The threaded server: listener threads, one thread a connection, sessions fed from sockets."""
 
 from __future__ import annotations
 
@@ -6,16 +6,26 @@ import contextlib
 import errno
 import selectors
 import socket
+import ssl
 import threading
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from fakepop.mail.store import Mailbox, MailStore
-from fakepop.protocol.events import Close, Event, status
+from fakepop.protocol.events import Close, Event, StartTLS, status
 from fakepop.protocol.session import Session
 from fakepop.protocol.settings import IDLE_TIMEOUT, MAX_BAD_COMMANDS, MAX_LINE_LENGTH, Settings
-from fakepop.protocol.transcript import Transcript
+from fakepop.protocol.transcript import SessionTranscript, Transcript
+from fakepop.tls import (
+    DEFAULT_NAMES,
+    Authority,
+    CertificateFault,
+    KeyType,
+    ServerCertificate,
+    default_authority,
+)
 
 RECV_SIZE = 65536
 COALESCE_LIMIT = 65536  # replies smaller than this are gathered into one write
@@ -52,7 +62,7 @@ class Users(MutableMapping[str, str]):
 class _Listening:
     """The sockets and thread of a started server."""
 
-    listener: socket.socket
+    listeners: dict[socket.socket, bool]  # each listener, and whether it speaks implicit TLS
     wake_read: socket.socket  # readable when stop() wants the accept loop to end
     wake_write: socket.socket
     thread: threading.Thread
@@ -81,6 +91,22 @@ class POP3Server:
         apop: offer APOP (the greeting then carries a timestamp).
         utf8: offer RFC 6856's UTF8 and LANG.
         last: accept RFC 1081's LAST command.
+        tls: serve TLS: STLS on ``port`` and implicit TLS on ``tls_port``.
+        stls: with ``tls``, offer STLS on the plain port (RFC 2595).
+        implicit_tls: with ``tls``, listen for implicit TLS too (RFC 8314).
+        tls_port: the implicit-TLS port; 0 picks a free one.
+        require_tls: refuse USER, PASS and APOP until the connection is under TLS.
+        tls_minimum: the oldest TLS version accepted (TLS 1.2 by default).
+        tls_maximum: the newest TLS version offered.
+        tls_names: host names and addresses the certificate names besides
+            localhost, 127.0.0.1 and ::1.
+        key_type: "ecdsa" or "rsa", for the certificate's key.
+        certificate_fault: make the certificate wrong in one way, to test that a
+            client refuses it: "expired", "not-yet-valid", "wrong-host",
+            "untrusted-ca" or "self-signed".
+        certificate: your own certificate chain and key, as PEM files
+            ``(certfile, keyfile)``, instead of one from the throwaway CA.
+        authority: the CA to issue the certificate from; by default the process's own.
     """
 
     def __init__(
@@ -99,7 +125,21 @@ class POP3Server:
         apop: bool = True,
         utf8: bool = True,
         last: bool = False,
+        tls: bool = False,
+        stls: bool = True,
+        implicit_tls: bool = True,
+        tls_port: int = 0,
+        require_tls: bool = False,
+        tls_minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+        tls_maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+        tls_names: Sequence[str] = (),
+        key_type: KeyType = "ecdsa",
+        certificate_fault: CertificateFault | str | None = None,
+        certificate: tuple[str | Path, str | Path] | None = None,
+        authority: Authority | None = None,
     ) -> None:
+        if require_tls and not tls:
+            raise ValueError("require_tls=True needs tls=True: without TLS nobody could log in")
         self.settings = Settings(
             hostname=hostname,
             idle_timeout=idle_timeout,
@@ -111,14 +151,29 @@ class POP3Server:
             apop=apop,
             utf8=utf8,
             last=last,
+            require_tls=require_tls,
         )
         self.store = MailStore(dict(users or {}))
         self.users: MutableMapping[str, str] = Users(self.store)
         self.transcript = Transcript()
         self.host = host
         self.port = port
+        self.tls_port: int | None = tls_port if tls and implicit_tls else None
+        self.stls = tls and stls
+        self.authority = authority or default_authority() if tls and certificate is None else None
+        self._tls_context: ssl.SSLContext | None = None
+        if tls:
+            if certificate is not None:
+                chain, key = (Path(p).read_bytes() for p in certificate)
+                leaf = ServerCertificate(chain, key)
+            else:
+                assert self.authority is not None
+                fault = CertificateFault(certificate_fault) if certificate_fault else None
+                names = tuple(dict.fromkeys((*DEFAULT_NAMES, *tls_names)))
+                leaf = self.authority.certificate(names, key_type, fault)
+            self._tls_context = leaf.server_context(tls_minimum, tls_maximum)
         self._listening: _Listening | None = None
-        self._connections: dict[socket.socket, threading.Thread] = {}
+        self._connections: dict[int, _Connection] = {}
         self._lock = threading.Lock()
         self._errors: list[BaseException] = []
 
@@ -127,8 +182,23 @@ class POP3Server:
     @property
     def url(self) -> str:
         """The server as an RFC 2384 POP URL, e.g. ``pop://127.0.0.1:1110``."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"pop://{host}:{self.port}"
+        return f"pop://{self._netloc(self.port)}"
+
+    @property
+    def tls_url(self) -> str:
+        """The implicit-TLS listener as a URL, e.g. ``pop3s://127.0.0.1:1995``."""
+        if self.tls_port is None:
+            raise RuntimeError("this server has no implicit-TLS port: make it with tls=True")
+        return f"pop3s://{self._netloc(self.tls_port)}"
+
+    @property
+    def ca_pem(self) -> Path:
+        """The path of the CA certificate in PEM, for external clients to trust."""
+        return self._require_authority().ca_pem
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """An ``ssl.SSLContext`` that trusts the server's CA and checks host names."""
+        return self._require_authority().client_context()
 
     @property
     def running(self) -> bool:
@@ -142,34 +212,43 @@ class POP3Server:
         """Listen and serve in background threads; returns at once, ready for clients."""
         if self._listening is not None:
             raise RuntimeError("the server is already running")
-        listener = self._listen()
-        self.port = listener.getsockname()[1]
+        listeners = {self._listen(self.port): False}
+        if self.tls_port is not None:
+            try:
+                listeners[self._listen(self.tls_port)] = True
+            except OSError:
+                for sock in listeners:
+                    sock.close()
+                raise
+        ports = [sock.getsockname()[1] for sock in listeners]
+        self.port = ports[0]
+        if self.tls_port is not None:
+            self.tls_port = ports[1]
         wake_read, wake_write = socket.socketpair()
         thread = threading.Thread(
             target=self._accept_loop,
-            args=(listener, wake_read),
+            args=(listeners, wake_read),
             name=f"fakepop-accept-{self.port}",
             daemon=True,
         )
-        self._listening = _Listening(listener, wake_read, wake_write, thread)
+        self._listening = _Listening(listeners, wake_read, wake_write, thread)
         thread.start()
         return self
 
     def stop(self) -> None:
-        """Close the listener and every connection, join every thread, then ``check()``."""
+        """Close the listeners and every connection, join every thread, then ``check()``."""
         listening, self._listening = self._listening, None
         if listening is not None:
             listening.wake_write.send(b"x")
             listening.thread.join()
-            for sock in (listening.listener, listening.wake_read, listening.wake_write):
+            for sock in (*listening.listeners, listening.wake_read, listening.wake_write):
                 sock.close()
             with self._lock:
-                connections = list(self._connections.items())
-            for sock, _ in connections:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            for _, thread in connections:
-                thread.join()
+                connections = list(self._connections.values())
+            for connection in connections:
+                connection.abort()
+            for connection in connections:
+                connection.thread.join()
         self.check()
 
     def check(self) -> None:
@@ -196,12 +275,23 @@ class POP3Server:
         state = self.url if self.running else "stopped"
         return f"<POP3Server {state} users={sorted(self.users)}>"
 
-    # --- threads --------------------------------------------------------------------------
+    # --- internals ------------------------------------------------------------------------
 
-    def _listen(self) -> socket.socket:
+    def _netloc(self, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{port}"
+
+    def _require_authority(self) -> Authority:
+        if self.authority is None:
+            raise RuntimeError(
+                "this server has no CA of its own: make it with tls=True and no certificate="
+            )
+        return self.authority
+
+    def _listen(self, port: int) -> socket.socket:
         try:
             infos = socket.getaddrinfo(
-                self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+                self.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
         except socket.gaierror as e:
             raise OSError(f"cannot listen on {self.host!r}: {e.strerror}") from None
@@ -217,101 +307,162 @@ class POP3Server:
             if e.errno == errno.EADDRINUSE:
                 raise OSError(
                     e.errno,
-                    f"port {self.port} on {self.host} is already in use; pick another"
+                    f"port {port} on {self.host} is already in use; pick another"
                     " or pass port=0 for any free port",
                 ) from None
             raise
         return sock
 
-    def _accept_loop(self, listener: socket.socket, wake: socket.socket) -> None:
+    def _accept_loop(self, listeners: dict[socket.socket, bool], wake: socket.socket) -> None:
         with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ)
+            for listener, implicit_tls in listeners.items():
+                selector.register(listener, selectors.EVENT_READ, implicit_tls)
             selector.register(wake, selectors.EVENT_READ)
             while True:
                 for key, _ in selector.select():
                     if key.fileobj is wake:
                         return
+                    assert isinstance(key.fileobj, socket.socket)
                     try:
-                        conn, peer = listener.accept()
+                        sock, peer = key.fileobj.accept()
                     except OSError as e:
                         if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                             self._record(e)
                         continue
-                    self._spawn(conn, peer)
+                    self._spawn(sock, peer, implicit_tls=key.data)
 
-    def _spawn(self, conn: socket.socket, peer: tuple[str, int] | str) -> None:
-        thread = threading.Thread(
-            target=self._serve, args=(conn, peer), name=f"fakepop-session-{peer}", daemon=True
-        )
-        with self._lock:
-            self._connections[conn] = thread
-        thread.start()
-
-    def _serve(self, conn: socket.socket, peer: tuple[str, int] | str) -> None:
+    def _spawn(self, sock: socket.socket, peer: tuple[str, int] | str, implicit_tls: bool) -> None:
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        session = Session(self.store, self.settings, transcript=self.transcript.new_session(where))
+        connection = _Connection(self, sock, self.transcript.new_session(where), implicit_tls)
+        with self._lock:
+            self._connections[id(connection)] = connection
+        connection.thread.start()
+
+    def _finished(self, connection: _Connection, error: BaseException | None) -> None:
+        with self._lock:
+            self._connections.pop(id(connection), None)
+            if error is not None:
+                self._errors.append(error)
+
+    def _record(self, error: BaseException) -> None:
+        with self._lock:
+            self._errors.append(error)
+
+
+class _Connection:
+    """One client: its socket (wrapped in TLS when it comes to that), its session, its thread."""
+
+    def __init__(
+        self,
+        server: POP3Server,
+        sock: socket.socket,
+        transcript: SessionTranscript,
+        implicit_tls: bool,
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.transcript = transcript
+        self.implicit_tls = implicit_tls
+        self.thread = threading.Thread(
+            target=self.run, name=f"fakepop-session-{transcript.peer}", daemon=True
+        )
+
+    def abort(self) -> None:
+        """Wake the thread from any read or write by shutting the socket down under it."""
+        with contextlib.suppress(OSError):
+            # The plain socket's method: SSLSocket.shutdown would drop the TLS state the
+            # connection thread is still using.
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+
+    def run(self) -> None:
+        server = self.server
+        error: BaseException | None = None
+        session = Session(
+            server.store,
+            server.settings,
+            transcript=self.transcript,
+            stls=server.stls and not self.implicit_tls,
+            secure=self.implicit_tls,
+        )
         try:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(self.settings.idle_timeout)
-            closing = self._write(conn, session.start())
-            while not closing:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.settimeout(server.settings.idle_timeout)
+            if self.implicit_tls and not self._handshake():
+                return
+            action = self._send(session.start())
+            while not isinstance(action, Close):
+                if isinstance(action, StartTLS):
+                    if not self._handshake():
+                        return
+                    session.tls_started()
                 try:
-                    data = conn.recv(RECV_SIZE)
+                    data = self.sock.recv(RECV_SIZE)
                 except TimeoutError:
                     events = session.timed_out()
                 else:
                     if not data:
-                        break
+                        return
                     events = session.receive_data(data)
-                closing = self._write(conn, events)
-            else:
-                self._close_gracefully(conn)
+                action = self._send(events)
+            self._close_gracefully()
         except OSError:
             pass  # the client went away, or stop() shut the socket: nothing is committed
         except Exception as e:
-            self._record(e)
+            error = e
             with contextlib.suppress(OSError):
-                conn.sendall(status(False, "Internal server error", "SYS/TEMP"))
+                self.sock.sendall(status(False, "Internal server error", "SYS/TEMP"))
         finally:
             session.connection_lost()
-            conn.close()
-            with self._lock:
-                self._connections.pop(conn, None)
+            self.sock.close()
+            server._finished(self, error)
 
-    @staticmethod
-    def _write(conn: socket.socket, events: Iterable[Event]) -> bool:
-        """Send the replies among ``events``; True when one of them asks to close."""
+    def _handshake(self) -> bool:
+        """Run the TLS handshake as server; False, noted in the transcript, if it fails."""
+        assert self.server._tls_context is not None
+        try:
+            self.sock = self.server._tls_context.wrap_socket(self.sock, server_side=True)
+        except (ssl.SSLError, OSError) as e:
+            self.transcript.add("*", f"TLS handshake failed: {e}")
+            return False
+        assert isinstance(self.sock, ssl.SSLSocket)
+        self.transcript.add("*", f"TLS established: {self.sock.version()} {self.sock.cipher()}")
+        return True
+
+    def _send(self, events: Iterable[Event]) -> Close | StartTLS | None:
+        """Send the replies among ``events``; return the action that ends them, if any."""
         pending = bytearray()
-        closing = False
+        action: Close | StartTLS | None = None
         for event in events:
-            if isinstance(event, Close):
-                closing = True
+            if isinstance(event, (Close, StartTLS)):
+                action = event
                 continue
             for piece in (event.status, *event.body):
                 if len(piece) < COALESCE_LIMIT:
                     pending += piece
                     continue
                 if pending:
-                    conn.sendall(pending)
+                    self.sock.sendall(pending)
                     pending.clear()
-                conn.sendall(piece)
+                self.sock.sendall(piece)
         if pending:
-            conn.sendall(pending)
-        return closing
+            self.sock.sendall(pending)
+        return action
 
-    @staticmethod
-    def _close_gracefully(conn: socket.socket) -> None:
-        """Half-close, then read what the client still sends, so the close is a FIN, not a reset.
+    def _close_gracefully(self) -> None:
+        """End TLS with close_notify, half-close, and read what the client still sends.
 
         Closing with unread input makes the kernel send a reset, which can
-        destroy our last reply before the client reads it (pipelined QUIT).
+        destroy our last reply before the client reads it (pipelined QUIT);
+        closing TLS without close_notify makes clients such as openssl s_client
+        report an error.
         """
-        conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(CLOSE_DRAIN_TIMEOUT)
+        self.sock.settimeout(CLOSE_DRAIN_TIMEOUT)
+        if isinstance(self.sock, ssl.SSLSocket):
+            try:
+                self.sock = self.sock.unwrap()
+            except (ssl.SSLError, OSError):
+                return  # the client closed first: nothing left to say
         with contextlib.suppress(OSError):
-            while conn.recv(RECV_SIZE):
+            self.sock.shutdown(socket.SHUT_WR)
+            while self.sock.recv(RECV_SIZE):
                 pass
-
-    def _record(self, error: BaseException) -> None:
-        with self._lock:
-            self._errors.append(error)

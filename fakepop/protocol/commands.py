@@ -53,13 +53,26 @@ class Command:
     min_args: int
     max_args: int
     rest: bool  # the one argument is the rest of the line, spaces included (PASS)
-    capability: str | None  # its CAPA line, if it has one
+    capability: Callable[[Session], str | None] | None  # its CAPA line, if it has one
     available: Callable[[Session], bool]
     mask: Callable[[str], str] | None  # hides secrets in the arguments for the transcript
     handler: Handler
 
 
 COMMANDS: dict[str, Command] = {}
+
+
+def _advertise(
+    capability: str | Callable[[Session], str | None] | None, available: Callable[[Session], bool]
+) -> Callable[[Session], str | None] | None:
+    """The CAPA line of a command as a function of the session: never shown when unavailable."""
+    if capability is None:
+        return None
+    if isinstance(capability, str):
+        line = capability
+        return lambda session: line if available(session) else None
+    shown = capability
+    return lambda session: shown(session) if available(session) else None
 
 
 def _always(session: Session) -> bool:
@@ -71,14 +84,15 @@ def command(
     states: frozenset[State],
     *,
     rest: bool = False,
-    capability: str | None = None,
+    capability: str | Callable[[Session], str | None] | None = None,
     available: Callable[[Session], bool] = _always,
     mask: Callable[[str], str] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated session method as the handler of the verb ``syntax`` names.
 
     ``syntax`` is the usage as the RFCs write it, optional arguments in
-    brackets: "LIST [msg]", "TOP msg n".
+    brackets: "LIST [msg]", "TOP msg n". ``capability`` is the command's CAPA
+    line, or a function of the session that gives it (or None to leave it out).
     """
     verb, *names = syntax.split()
     required = sum(not n.startswith("[") for n in names)
@@ -92,7 +106,7 @@ def command(
             min_args=min(required, 1) if rest else required,
             max_args=min(len(names), 1) if rest else len(names),
             rest=rest,
-            capability=capability,
+            capability=_advertise(capability, available),
             available=available,
             mask=mask,
             handler=handler,

@@ -39,7 +39,15 @@ class Close:
 
 CLOSE = Close()
 
-Event = Reply | Close
+
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    """Run the TLS handshake as server once the replies before it are sent (RFC 2595 STLS)."""
+
+
+START_TLS = StartTLS()
+
+Event = Reply | Close | StartTLS
 
 
 def status(ok: bool, text: str, code: str | None = None) -> bytes:

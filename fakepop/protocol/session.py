@@ -29,7 +29,7 @@ from fakepop.protocol.commands import (
     State,
     command,
 )
-from fakepop.protocol.events import CLOSE, Event, Reply, multiline, status
+from fakepop.protocol.events import CLOSE, START_TLS, Event, Reply, multiline, status
 from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript
 
@@ -70,6 +70,8 @@ class Session:
         settings: what the server offers and its limits.
         transcript: where the lines of the session are recorded.
         clock: seconds since the epoch, for LOGIN-DELAY.
+        stls: offer STLS on this connection (the server has a certificate).
+        secure: the connection is already under TLS (the implicit-TLS port).
     """
 
     def __init__(
@@ -79,6 +81,8 @@ class Session:
         *,
         transcript: SessionTranscript | None = None,
         clock: Callable[[], float] = time.time,
+        stls: bool = False,
+        secure: bool = False,
     ) -> None:
         self.store = store
         self.settings = settings or Settings()
@@ -89,6 +93,9 @@ class Session:
         self.language = self.settings.languages[0][0]
         self.account: Account | None = None
         self.timestamp = apop_timestamp(self.settings.hostname) if self.settings.apop else None
+        self.stls = stls
+        self.secure = secure
+        self._awaiting_tls = False  # STLS was answered: input is dropped until the handshake
         self._clock = clock
         self._buffer = LineBuffer(self.settings.max_line_length)
         self._user: str | None = None  # named by USER, waiting for PASS
@@ -106,11 +113,11 @@ class Session:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Take bytes from the client; return what to send, and whether to close, in order."""
-        if self.closed:
-            return []
+        if self.closed or self._awaiting_tls:
+            return []  # after STLS, plaintext sent before the handshake is never executed
         self._buffer.feed(data)
         events: list[Event] = []
-        while not self.closed:
+        while not (self.closed or self._awaiting_tls):
             line = self._buffer.next_line()
             if line is None:
                 break
@@ -122,6 +129,19 @@ class Session:
                 assert isinstance(line, Line)
                 events += self._line(line)
         return events
+
+    def tls_started(self) -> None:
+        """The STLS handshake is done: start afresh, forgetting all the client said before.
+
+        RFC 2595, section 4: the server must discard what it learnt from the
+        client before TLS, such as a user name, and the client must ask CAPA again.
+        """
+        self._awaiting_tls = False
+        self.secure = True
+        self._user = None
+        self.utf8 = False
+        self.language = self.settings.languages[0][0]
+        self._buffer.clear()
 
     def timed_out(self) -> list[Event]:
         """The client was idle for ``settings.idle_timeout``: autologout, deleting nothing."""
@@ -247,6 +267,15 @@ class Session:
         count, octets = self._totals()
         return _ok(f"{self._echo(name)}'s maildrop has {_messages(count)} ({octets} octets)")
 
+    def _plaintext_allowed(self) -> bool:
+        return self.secure or not self.settings.require_tls
+
+    def _check_tls(self) -> None:
+        if not self._plaintext_allowed():
+            raise CommandError(
+                "Plaintext authentication needs TLS: send STLS first, or use the TLS port", "AUTH"
+            )
+
     def _check_utf8(self, text: str, what: str) -> None:
         if not text.isascii() and not self.utf8:
             raise CommandError(f"Non-ASCII {what} need the UTF8 command first", "UTF8")
@@ -280,10 +309,11 @@ class Session:
         "USER name",
         AUTHORIZATION,
         rest=True,
-        capability="USER",
+        capability=lambda s: "USER" if s._plaintext_allowed() else None,
         available=lambda s: s.settings.user_login,
     )
     def do_user(self, args: tuple[str, ...]) -> Reply:
+        self._check_tls()
         name = args[0].strip()
         self._check_utf8(name, "user names")
         self._user = name
@@ -297,6 +327,7 @@ class Session:
         mask=lambda _: MASK,
     )
     def do_pass(self, args: tuple[str, ...]) -> Reply:
+        self._check_tls()
         if self._user is None:
             raise CommandError("Send USER first", bad=True)
         password = args[0]
@@ -317,6 +348,7 @@ class Session:
         name, _, digest = args[0].strip().rpartition(" ")
         if not name or len(digest) != 32 or not all(c in "0123456789abcdefABCDEF" for c in digest):
             raise CommandError("Usage: APOP name digest (32 hex digits)", bad=True)
+        self._check_tls()
         self._check_utf8(name, "user names")
         timestamp = self.timestamp or ""
         given = digest.lower().encode("ascii")
@@ -408,13 +440,26 @@ class Session:
 
     @command("CAPA", BOTH)
     def do_capa(self, args: tuple[str, ...]) -> Reply:
-        lines = [c.capability for c in COMMANDS.values() if c.capability and c.available(self)]
+        lines = [line for c in COMMANDS.values() if c.capability and (line := c.capability(self))]
         lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", self._expire()]
         login_delay = self._login_delay()
         if login_delay:
             lines.append(login_delay)
         lines.append(f"IMPLEMENTATION fakepop {__version__}")
         return multiline("Capability list follows", lines)
+
+    @command(
+        "STLS",
+        AUTHORIZATION,
+        capability=lambda s: None if s.secure else "STLS",
+        available=lambda s: s.stls,
+    )
+    def do_stls(self, args: tuple[str, ...]) -> list[Event]:
+        if self.secure:
+            raise CommandError("TLS is already active")
+        self._awaiting_tls = True
+        self._buffer.clear()
+        return [self._send(_ok("Begin TLS negotiation")), START_TLS]
 
     @command("UTF8", AUTHORIZATION, capability="UTF8 USER", available=lambda s: s.settings.utf8)
     def do_utf8(self, args: tuple[str, ...]) -> Reply:

@@ -24,6 +24,7 @@ class Settings:
     utf8: bool = True  # RFC 6856 UTF8 offered
     languages: tuple[tuple[str, str], ...] = (("en", "English"),)  # RFC 6856 LANG: tag, name
     last: bool = False  # RFC 1081's LAST, for old clients
+    require_tls: bool = False  # refuse plaintext logins before TLS, and do not offer them
 
     def __post_init__(self) -> None:
         if self.max_line_length < 255:

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-Direction = Literal["C", "S"]
+Direction = Literal["C", "S", "*"]  # from the client, from the server, a note on the connection
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     time: float
-    direction: Direction  # "C" from the client, "S" from the server
+    direction: Direction
     text: str
     masked: str | None = None  # the text with secrets replaced, when it holds any
 

@@ -1,0 +1,210 @@
+"""Certificates made at run time: a throwaway CA, leaf certificates and SSL contexts.
+
+The CA is made once per process and its leaves once per set of names, so a
+TLS server after the first costs no more to start than a plain one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import enum
+import functools
+import ipaddress
+import shutil
+import ssl
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
+COMMON_NAME = "localhost"  # fetchmail 6.4 rejects a leaf whose subject has no common name
+WRONG_HOST = "wrong-host.invalid"  # never resolves (RFC 2606), so never matches what a client dials
+
+KeyType = Literal["ecdsa", "rsa"]
+_TRUSTME_KEY = {"ecdsa": trustme.KeyType.ECDSA, "rsa": trustme.KeyType.RSA}
+
+
+class CertificateFault(enum.Enum):
+    """A way the server's certificate can be wrong, for testing a client's verification."""
+
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    WRONG_HOST = "wrong-host"
+    UNTRUSTED_CA = "untrusted-ca"
+    SELF_SIGNED = "self-signed"
+
+
+@dataclass(frozen=True)
+class ServerCertificate:
+    """A certificate chain and its private key, in PEM."""
+
+    chain_pem: bytes
+    key_pem: bytes
+
+    def server_context(
+        self,
+        minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
+        maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
+    ) -> ssl.SSLContext:
+        """A server-side context with this certificate, made once per set of versions."""
+        return _server_context(self, minimum, maximum)
+
+
+@functools.cache
+def _server_context(
+    certificate: ServerCertificate, minimum: ssl.TLSVersion, maximum: ssl.TLSVersion
+) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = minimum
+    context.maximum_version = maximum
+    if minimum < ssl.TLSVersion.TLSv1_2:
+        context.set_ciphers(
+            "DEFAULT:@SECLEVEL=0"
+        )  # OpenSSL refuses TLS 1.0/1.1 at its default level
+    # load_cert_chain reads only files: hand it the PEM through one that lives for the call.
+    with tempfile.NamedTemporaryFile(suffix=".pem") as pem:
+        pem.write(certificate.key_pem + certificate.chain_pem)
+        pem.flush()
+        context.load_cert_chain(pem.name)
+    return context
+
+
+class Authority:
+    """A certificate authority and the PEM file of its certificate for clients to trust.
+
+    Args:
+        ca: the trustme CA to use; a new ECDSA one by default.
+    """
+
+    def __init__(self, ca: trustme.CA | None = None) -> None:
+        self.ca = ca or trustme.CA()
+        self._lock = threading.Lock()
+        self._leaves: dict[
+            tuple[tuple[str, ...], KeyType, CertificateFault | None], ServerCertificate
+        ] = {}
+        self._ca_pem: Path | None = None
+
+    @property
+    def ca_pem(self) -> Path:
+        """The CA certificate as a PEM file: give it to curl --cacert, fetchmail, openssl."""
+        with self._lock:
+            if self._ca_pem is None:
+                directory = Path(tempfile.mkdtemp(prefix="fakepop-ca-"))
+                atexit.register(shutil.rmtree, directory, ignore_errors=True)
+                self._ca_pem = directory / "ca.pem"
+                self.ca.cert_pem.write_to_path(str(self._ca_pem))
+            return self._ca_pem
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context that trusts this CA and checks host names."""
+        # Only this CA: loading the system's store as well would cost tens of milliseconds.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies, and checks host names
+        context.load_verify_locations(cadata=self.ca.cert_pem.bytes().decode("ascii"))
+        return context
+
+    def certificate(
+        self,
+        names: tuple[str, ...] = DEFAULT_NAMES,
+        key_type: KeyType = "ecdsa",
+        fault: CertificateFault | None = None,
+    ) -> ServerCertificate:
+        """A leaf for ``names``, issued once per set of names, key type and fault."""
+        key = (names, key_type, fault)
+        with self._lock:
+            certificate = self._leaves.get(key)
+            if certificate is None:
+                certificate = self._leaves[key] = self._issue(names, key_type, fault)
+            return certificate
+
+    def _issue(
+        self, names: tuple[str, ...], key_type: KeyType, fault: CertificateFault | None
+    ) -> ServerCertificate:
+        if fault is CertificateFault.SELF_SIGNED:
+            return _self_signed(names, key_type)
+        issuer = stranger_authority().ca if fault is CertificateFault.UNTRUSTED_CA else self.ca
+        now = datetime.datetime.now(datetime.UTC)
+        not_before, not_after = None, None
+        if fault is CertificateFault.EXPIRED:
+            not_before, not_after = (
+                now - datetime.timedelta(days=60),
+                now - datetime.timedelta(days=1),
+            )
+        elif fault is CertificateFault.NOT_YET_VALID:
+            not_before, not_after = (
+                now + datetime.timedelta(days=1),
+                now + datetime.timedelta(days=60),
+            )
+        common_name = COMMON_NAME
+        if fault is CertificateFault.WRONG_HOST:
+            names, common_name = (WRONG_HOST,), WRONG_HOST
+        leaf = issuer.issue_cert(
+            *names,
+            common_name=common_name,
+            not_before=not_before,
+            not_after=not_after,
+            key_type=_TRUSTME_KEY[key_type],
+        )
+        chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
+        return ServerCertificate(chain, leaf.private_key_pem.bytes())
+
+
+@functools.cache
+def default_authority() -> Authority:
+    """The process's CA, made on first use."""
+    return Authority()
+
+
+@functools.cache
+def stranger_authority() -> Authority:
+    """A second CA that no client is told to trust, for the untrusted-CA fault."""
+    return Authority()
+
+
+def _self_signed(names: tuple[str, ...], key_type: KeyType) -> ServerCertificate:
+    """A leaf that signs itself: trustme issues only CA-signed leaves."""
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    if key_type == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, COMMON_NAME)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return ServerCertificate(
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+def _general_names(names: tuple[str, ...]) -> list[x509.GeneralName]:
+    result: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            result.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            result.append(x509.DNSName(name))
+    return result
