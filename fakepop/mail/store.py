@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ class Mailbox:
             uid: the UIDL id to give it; by default one derived from the content
                 (with a ``-2``, ``-3`` ... suffix when the same content is added again).
         """
-        msg = message if isinstance(message, Message) else Message(message)
+        # A Message passed in may sit in another mailbox, or here already: give this one its own.
+        msg = copy.copy(message) if isinstance(message, Message) else Message(message)
         with self._mutex:
             if uid is not None:
                 check_uid(uid)
@@ -112,6 +114,8 @@ class Account:
     mailbox: Mailbox = field(default_factory=Mailbox)
     expire: int | None = None  # per-user EXPIRE days, overriding the server's policy
     login_delay: int | None = None  # per-user LOGIN-DELAY seconds, overriding the server's
+    tokens: dict[str, float | None] = field(default_factory=dict)  # OAuth token -> expiry
+    may_act_as: set[str] = field(default_factory=set)  # SASL authorization identities allowed
     last_login: float | None = None
 
 

@@ -144,7 +144,10 @@ class Session:
         self._buffer.clear()
 
     def timed_out(self) -> list[Event]:
-        """The client was idle for ``settings.idle_timeout``: autologout, deleting nothing."""
+        """The client was idle for ``settings.idle_timeout``: autologout, deleting nothing.
+
+        RFC 1939 would close without a word; like Dovecot, the client is told why.
+        """
         if self.closed:
             return []
         events = [self._send(_err("Autologout: idle for too long")), self._close()]
@@ -169,7 +172,8 @@ class Session:
             text = raw.decode("utf-8", "replace")
             valid = False
         verb, _, rest = text.partition(" ")
-        cmd = COMMANDS.get(verb.upper())
+        # Keywords are ASCII (RFC 2449, section 3): str.upper() would map "\u017ftat" to "STAT".
+        cmd = COMMANDS.get(verb.upper()) if verb.isascii() else None
         masked = f"{cmd.verb} {cmd.mask(rest)}" if cmd and cmd.mask and rest else None
         self.transcript.add("C", text, masked)
 
@@ -342,7 +346,7 @@ class Session:
         AUTHORIZATION,
         rest=True,
         available=lambda s: s.timestamp is not None,
-        mask=lambda rest: f"{rest.rsplit(' ', 1)[0]} {MASK}",
+        mask=lambda rest: f"{rest.strip().rpartition(' ')[0]} {MASK}",  # as do_apop splits
     )
     def do_apop(self, args: tuple[str, ...]) -> Reply:
         name, _, digest = args[0].strip().rpartition(" ")

@@ -1,0 +1,243 @@
+"""Maildrops, their locks and LOGIN-DELAY; the store of accounts."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakepop.mail import Account, Mailbox, MaildropError, MailStore, Message
+
+A = b"Subject: a\r\n\r\nA\r\n"
+B = b"Subject: b\r\n\r\nB\r\n"
+C = b"Subject: c\r\n\r\nC\r\n"
+
+
+def uids(mailbox: Mailbox) -> list[str]:
+    return [m.uid for m in mailbox]
+
+
+def test_add_returns_the_content_uid() -> None:
+    box = Mailbox()
+    assert box.add(A) == Message(A).uid
+    assert box.add("Subject: b\n\nB\n") == Message(B).uid
+    assert uids(box) == [Message(A).uid, Message(B).uid]
+    assert len(box) == 2
+
+
+def test_same_content_gets_numbered_suffixes() -> None:
+    box = Mailbox()
+    base = Message(A).uid
+    assert box.extend([A, A, A]) == [base, f"{base}-2", f"{base}-3"]
+
+
+def test_the_same_message_object_added_twice_gets_two_uids() -> None:
+    box = Mailbox()
+    message = Message(A)
+    first = box.add(message)
+    second = box.add(message)
+    assert first != second
+    # UIDL must list distinct ids (RFC 1939, section 7).
+    assert uids(box) == [first, second]
+
+
+def test_adding_a_message_to_another_mailbox_leaves_the_first_alone() -> None:
+    first, second = Mailbox(), Mailbox()
+    message = Message(A)
+    uid = first.add(message)
+    second.add(message, uid="elsewhere")
+    assert uids(first) == [uid]
+    assert uids(second) == ["elsewhere"]
+
+
+def test_explicit_uid_is_validated() -> None:
+    box = Mailbox()
+    with pytest.raises(ValueError, match="UID"):
+        box.add(A, uid="has space")
+    with pytest.raises(ValueError, match="UID"):
+        box.add(A, uid="")
+    assert len(box) == 0
+
+
+def test_explicit_uid_must_be_unique() -> None:
+    box = Mailbox()
+    auto = box.add(A)
+    assert box.add(B, uid="mine") == "mine"
+    with pytest.raises(ValueError, match="already in this mailbox"):
+        box.add(C, uid="mine")
+    with pytest.raises(ValueError, match="already in this mailbox"):
+        box.add(C, uid=auto)
+    assert uids(box) == [auto, "mine"]
+
+
+def test_suffixes_skip_uids_taken_explicitly() -> None:
+    box = Mailbox()
+    base = box.add(A)
+    box.add(B, uid=f"{base}-2")
+    assert box.add(A) == f"{base}-3"
+
+
+def test_messages_is_a_copy_and_clear_empties() -> None:
+    box = Mailbox()
+    box.add(A)
+    box.messages.clear()
+    assert len(box) == 1
+    box.clear()
+    assert len(box) == 0
+    assert box.add(A) == Message(A).uid  # the uid is free again
+
+
+def test_acquire_locks_and_a_second_holder_gets_in_use() -> None:
+    box = Mailbox()
+    box.add(A)
+    first, second = object(), object()
+    assert not box.locked
+    assert [m.wire for m in box.acquire(first)] == [A]
+    assert box.locked
+    with pytest.raises(MaildropError) as info:
+        box.acquire(second)
+    assert info.value.code == "IN-USE"
+    box.release(first)
+    assert not box.locked
+    box.acquire(second)
+    assert box.locked
+
+
+def test_release_removes_exactly_the_deleted() -> None:
+    box = Mailbox()
+    a, b, c = box.extend([A, B, C])
+    holder = object()
+    box.acquire(holder)
+    box.release(holder, delete={a, c})
+    assert uids(box) == [b]
+    assert not box.locked
+    assert box.add(A) == a  # a removed uid may be used again
+
+
+def test_release_without_deletions_keeps_everything() -> None:
+    box = Mailbox()
+    box.extend([A, B])
+    holder = object()
+    box.acquire(holder)
+    box.release(holder)
+    assert len(box) == 2
+
+
+def test_release_by_a_non_holder_does_nothing() -> None:
+    box = Mailbox()
+    a, _ = box.extend([A, B])
+    holder = object()
+    box.acquire(holder)
+    box.release(object(), delete={a})
+    assert box.locked
+    assert len(box) == 2
+    box.release(holder)
+    assert not box.locked
+
+
+def test_a_snapshot_does_not_see_later_mail() -> None:
+    box = Mailbox()
+    box.add(A)
+    holder = object()
+    snapshot = box.acquire(holder)
+    box.add(B)
+    assert [m.wire for m in snapshot] == [A]
+    box.release(holder)
+    assert [m.wire for m in box.acquire(holder)] == [A, B]
+
+
+def test_a_commit_keeps_mail_that_arrived_during_the_session() -> None:
+    box = Mailbox()
+    a = box.add(A)
+    holder = object()
+    box.acquire(holder)
+    b = box.add(B)
+    box.release(holder, delete={a})
+    assert uids(box) == [b]
+
+
+def test_store_creates_accounts_from_users() -> None:
+    store = MailStore({"alice": "secret", "bob": "hunter2"})
+    assert len(store) == 2
+    assert [a.name for a in store] == ["alice", "bob"]
+    assert store["alice"].password == "secret"
+    assert store.get("carol") is None
+
+
+def test_add_account_changes_the_password_and_keeps_the_mail() -> None:
+    store = MailStore({"alice": "secret"})
+    store["alice"].mailbox.add(A)
+    account = store.add_account("alice", "new")
+    assert account is store["alice"]
+    assert account.password == "new"
+    assert len(account.mailbox) == 1
+
+
+@pytest.mark.parametrize("name", ["", "a\r", "a\nb", "a\0"])
+def test_add_account_rejects_names_that_are_not_one_line(name: str) -> None:
+    with pytest.raises(ValueError, match="account name"):
+        MailStore().add_account(name, "pw")
+
+
+def test_unknown_account_says_how_to_create_it() -> None:
+    with pytest.raises(KeyError, match=r"server.users\['bob'\] = password"):
+        MailStore()["bob"]
+
+
+def test_remove_account() -> None:
+    store = MailStore({"alice": "secret"})
+    store.remove_account("alice")
+    assert store.get("alice") is None
+
+
+def test_open_takes_the_lock_and_records_the_login() -> None:
+    store = MailStore({"alice": "secret"})
+    account = store["alice"]
+    account.mailbox.add(A)
+    holder = object()
+    assert [m.wire for m in store.open(account, holder, 100.0, None)] == [A]
+    assert account.last_login == 100.0
+    with pytest.raises(MaildropError) as info:
+        store.open(account, object(), 200.0, None)
+    assert info.value.code == "IN-USE"
+    assert account.last_login == 100.0  # a refused login is no login
+
+
+def test_open_enforces_login_delay() -> None:
+    store = MailStore({"alice": "secret"})
+    account = store["alice"]
+    holder = object()
+    store.open(account, holder, 1000.0, 300)
+    account.mailbox.release(holder)
+    with pytest.raises(MaildropError) as info:
+        store.open(account, holder, 1100.0, 300)
+    assert info.value.code == "LOGIN-DELAY"
+    assert info.value.text == "Wait 200 seconds before logging in again"
+    assert not account.mailbox.locked
+    assert account.last_login == 1000.0
+    store.open(account, holder, 1300.0, 300)
+    assert account.last_login == 1300.0
+
+
+def test_the_first_login_is_never_delayed() -> None:
+    store = MailStore({"alice": "secret"})
+    store.open(store["alice"], object(), 0.0, 300)
+
+
+def test_a_per_account_login_delay_overrides_the_servers() -> None:
+    store = MailStore({"alice": "secret", "bob": "pw"})
+    alice, bob = store["alice"], store["bob"]
+    alice.login_delay = 0  # exempt
+    bob.login_delay = 60
+    for account in (alice, bob):
+        holder = object()
+        store.open(account, holder, 1000.0, 3600)
+        account.mailbox.release(holder)
+    store.open(alice, object(), 1001.0, 3600)
+    with pytest.raises(MaildropError, match="Wait 30 seconds"):
+        store.open(bob, object(), 1030.0, 3600)
+    store.open(bob, object(), 1060.0, 3600)
+
+
+def test_account_defaults() -> None:
+    account = Account("alice", "secret")
+    assert (account.expire, account.login_delay, account.last_login) == (None, None, None)
+    assert len(account.mailbox) == 0
