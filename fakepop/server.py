@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import secrets
 import selectors
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from fakepop.mail.store import Mailbox, MailStore
-from fakepop.protocol.events import Close, Event, StartTLS, status
+from fakepop.protocol.events import Close, Event, Pause, StartTLS, status
+from fakepop.protocol.sasl import MECHANISMS
 from fakepop.protocol.session import Session
 from fakepop.protocol.settings import IDLE_TIMEOUT, MAX_BAD_COMMANDS, MAX_LINE_LENGTH, Settings
 from fakepop.protocol.transcript import SessionTranscript, Transcript
@@ -91,6 +94,13 @@ class POP3Server:
         apop: offer APOP (the greeting then carries a timestamp).
         utf8: offer RFC 6856's UTF8 and LANG.
         last: accept RFC 1081's LAST command.
+        sasl: the AUTH mechanisms offered (RFC 5034), all of them by default; empty
+            for none. With ``user_login=False`` and ``apop=False`` a server is SASL only.
+        domains: virtual domains: ``user@domain`` logs in to the account ``user``.
+            ``user+host`` always finds the account ``user@host``.
+        recent_prefix: accept Gmail's ``recent:user`` login names.
+        auth_failure_delay: seconds to wait before refusing a login, as Dovecot does.
+        max_auth_failures: failed logins on a connection before the server hangs up.
         tls: serve TLS: STLS on ``port`` and implicit TLS on ``tls_port``.
         stls: with ``tls``, offer STLS on the plain port (RFC 2595).
         implicit_tls: with ``tls``, listen for implicit TLS too (RFC 8314).
@@ -125,6 +135,11 @@ class POP3Server:
         apop: bool = True,
         utf8: bool = True,
         last: bool = False,
+        sasl: Sequence[str] = tuple(MECHANISMS),
+        domains: Sequence[str] = (),
+        recent_prefix: bool = False,
+        auth_failure_delay: float = 0.0,
+        max_auth_failures: int | None = None,
         tls: bool = False,
         stls: bool = True,
         implicit_tls: bool = True,
@@ -152,6 +167,11 @@ class POP3Server:
             utf8=utf8,
             last=last,
             require_tls=require_tls,
+            sasl=tuple(m.upper() for m in sasl),
+            domains=tuple(domains),
+            recent_prefix=recent_prefix,
+            auth_failure_delay=auth_failure_delay,
+            max_auth_failures=max_auth_failures,
         )
         self.store = MailStore(dict(users or {}))
         self.users: MutableMapping[str, str] = Users(self.store)
@@ -176,6 +196,7 @@ class POP3Server:
         self._connections: dict[int, _Connection] = {}
         self._lock = threading.Lock()
         self._errors: list[BaseException] = []
+        self._stopping = threading.Event()
 
     # --- public API -----------------------------------------------------------------------
 
@@ -208,6 +229,22 @@ class POP3Server:
         """The maildrop of ``user``; KeyError, saying how to add the account, if there is none."""
         return self.store[user].mailbox
 
+    def add_token(
+        self, user: str, token: str | None = None, *, expires_in: float | None = None
+    ) -> str:
+        """Give ``user`` an OAuth token for XOAUTH2 and OAUTHBEARER, and return it.
+
+        Args:
+            user: the account.
+            token: the token; a random one by default.
+            expires_in: seconds until the server refuses it, as an expired token;
+                it never expires by default. A negative value makes it expired already.
+        """
+        token = token or secrets.token_urlsafe(32)
+        expires = None if expires_in is None else time.time() + expires_in
+        self.store[user].tokens[token] = expires
+        return token
+
     def start(self) -> POP3Server:
         """Listen and serve in background threads; returns at once, ready for clients."""
         if self._listening is not None:
@@ -232,6 +269,7 @@ class POP3Server:
             daemon=True,
         )
         self._listening = _Listening(listeners, wake_read, wake_write, thread)
+        self._stopping.clear()
         thread.start()
         return self
 
@@ -239,6 +277,7 @@ class POP3Server:
         """Close the listeners and every connection, join every thread, then ``check()``."""
         listening, self._listening = self._listening, None
         if listening is not None:
+            self._stopping.set()
             listening.wake_write.send(b"x")
             listening.thread.join()
             for sock in (*listening.listeners, listening.wake_read, listening.wake_write):
@@ -435,6 +474,12 @@ class _Connection:
         for event in events:
             if isinstance(event, (Close, StartTLS)):
                 action = event
+                continue
+            if isinstance(event, Pause):
+                if pending:
+                    self.sock.sendall(pending)
+                    pending.clear()
+                self.server._stopping.wait(event.seconds)  # stop() cuts the pause short
                 continue
             for piece in (event.status, *event.body):
                 if len(piece) < COALESCE_LIMIT:

@@ -155,6 +155,33 @@ class MailStore:
     def __iter__(self) -> Iterator[Account]:
         return iter(list(self._accounts.values()))
 
+    def resolve(
+        self, login: str, domains: Iterable[str] = (), recent_prefix: bool = False
+    ) -> Account | None:
+        """The account a login name names.
+
+        Besides the exact name: ``user+host`` for the account ``user@host`` (the
+        SDPS style, for clients that cannot send "@"), ``user@domain`` for
+        ``user`` when ``domain`` is one of the server's virtual ``domains``, and,
+        with ``recent_prefix``, Gmail's ``recent:user``.
+        """
+        if recent_prefix and login.startswith("recent:"):
+            login = login.removeprefix("recent:")
+        accounts = self._accounts
+        if login in accounts:
+            return accounts[login]
+        local, at, domain = login.rpartition("@")
+        if at and domain in domains and local in accounts:
+            return accounts[local]
+        user, plus, host = login.rpartition("+")
+        if plus and not at:
+            return self.resolve(f"{user}@{host}", domains)
+        return None
+
+    def token_owner(self, token: str) -> Account | None:
+        """The account that holds an OAuth token."""
+        return next((a for a in self._accounts.values() if token in a.tokens), None)
+
     def __len__(self) -> int:
         return len(self._accounts)
 

@@ -47,7 +47,15 @@ class StartTLS:
 
 START_TLS = StartTLS()
 
-Event = Reply | Close | StartTLS
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait this many seconds before going on, as a server slowing down a password guesser."""
+
+    seconds: float
+
+
+Event = Reply | Close | StartTLS | Pause
 
 
 def status(ok: bool, text: str, code: str | None = None) -> bytes:

@@ -7,6 +7,8 @@ or a clock the caller did not hand in, so the whole protocol is tested in memory
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import itertools
@@ -29,7 +31,8 @@ from fakepop.protocol.commands import (
     State,
     command,
 )
-from fakepop.protocol.events import CLOSE, START_TLS, Event, Reply, multiline, status
+from fakepop.protocol.events import CLOSE, START_TLS, Event, Pause, Reply, multiline, status
+from fakepop.protocol.sasl import MECHANISMS, Challenge, Exchange, Failure, Step, Success
 from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript
 
@@ -103,6 +106,8 @@ class Session:
         self._deleted: set[int] = set()  # indexes into _messages
         self._highest = 0  # for LAST
         self._bad_commands = 0
+        self._auth_failures = 0
+        self._exchange: Exchange | None = None  # a SASL exchange under way
 
     # --- the interface to a server --------------------------------------------------------
 
@@ -122,9 +127,13 @@ class Session:
             if line is None:
                 break
             if line is Overflow.LINE_TOO_LONG:
-                self.transcript.add("C", f"<line over {self.settings.max_line_length} octets>")
                 limit = self.settings.max_line_length
-                events += self._bad(f"Line too long: the limit is {limit} octets")
+                self.transcript.add("C", f"<line over {limit} octets>")
+                if self._exchange is not None:
+                    self._exchange = None
+                    events.append(self._send(_err(f"SASL response over {limit} octets")))
+                else:
+                    events += self._bad(f"Line too long: the limit is {limit} octets")
             else:
                 assert isinstance(line, Line)
                 events += self._line(line)
@@ -165,6 +174,9 @@ class Session:
 
     def _line(self, line: Line) -> list[Event]:
         raw = line.data
+        if self._exchange is not None:
+            self.transcript.add("C", raw.decode("ascii", "replace"), MASK)
+            return self._sasl_response(raw)
         try:
             text = raw.decode("utf-8")
             valid = True
@@ -256,11 +268,15 @@ class Session:
         live = self._live()
         return len(live), sum(m.size for _, m in live)
 
-    def _login(self, name: str, verify: Callable[[Account], bool]) -> Reply:
+    def _login(self, name: str, verify: Callable[[Account], bool]) -> list[Event]:
         self._user = None
-        account = self.store.get(name)
+        account = self.resolve(name)
         if account is None or not verify(account):
-            return _err("Invalid user name or password", "AUTH")
+            return self._auth_failed("Invalid user name or password")
+        return [self._send(self._enter(account))]
+
+    def _enter(self, account: Account) -> Reply:
+        """Lock the maildrop and move to the transaction state."""
         try:
             now = self._clock()
             self._messages = self.store.open(account, self, now, self.settings.login_delay)
@@ -269,7 +285,66 @@ class Session:
         self.account = account
         self.state = State.TRANSACTION
         count, octets = self._totals()
-        return _ok(f"{self._echo(name)}'s maildrop has {_messages(count)} ({octets} octets)")
+        name = self._echo(account.name)
+        return _ok(f"{name}'s maildrop has {_messages(count)} ({octets} octets)")
+
+    def _auth_failed(self, text: str, code: str = "AUTH") -> list[Event]:
+        """Refuse a login: after the configured delay, and past the limit, hang up."""
+        self._auth_failures += 1
+        events: list[Event] = []
+        if self.settings.auth_failure_delay:
+            events.append(Pause(self.settings.auth_failure_delay))
+        limit = self.settings.max_auth_failures
+        if limit is not None and self._auth_failures >= limit:
+            text = "Too many authentication failures, closing the connection"
+            events += [self._send(_err(text, code)), self._close()]
+            self.connection_lost()
+            return events
+        events.append(self._send(_err(text, code)))
+        return events
+
+    # --- what SASL mechanisms ask of the session (fakepop.protocol.sasl.Accounts) ---------
+
+    def resolve(self, name: str) -> Account | None:
+        settings = self.settings
+        return self.store.resolve(name, settings.domains, settings.recent_prefix)
+
+    def now(self) -> float:
+        return self._clock()
+
+    def challenge_stamp(self) -> str:
+        return apop_timestamp(self.settings.hostname)
+
+    def token_owner(self, token: str) -> Account | None:
+        return self.store.token_owner(token)
+
+    def _mechanisms(self) -> list[str]:
+        """The SASL mechanisms on offer now: plaintext ones wait for TLS where it is required."""
+        plaintext = self._plaintext_allowed()
+        return [m for m in self.settings.sasl if plaintext or not MECHANISMS[m].plaintext]
+
+    def _sasl_response(self, raw: bytes) -> list[Event]:
+        """A line of an AUTH exchange: "*" cancels (RFC 5034, section 4), else base64."""
+        assert self._exchange is not None
+        if raw.strip() == b"*":
+            self._exchange = None
+            return [self._send(_err("Authentication cancelled"))]
+        try:
+            data = base64.b64decode(raw, validate=True)
+        except binascii.Error:
+            self._exchange = None
+            return [self._send(_err("Invalid base64 in SASL response"))]
+        return self._sasl_step(self._exchange.respond(data))
+
+    def _sasl_step(self, step: Step) -> list[Event]:
+        if isinstance(step, Challenge):
+            challenge = b"+ " + base64.b64encode(step.data) + b"\r\n"
+            return [self._send(Reply(challenge))]
+        self._exchange = None
+        if isinstance(step, Success):
+            return [self._send(self._enter(step.account))]
+        assert isinstance(step, Failure)
+        return self._auth_failed(step.text, step.code)
 
     def _plaintext_allowed(self) -> bool:
         return self.secure or not self.settings.require_tls
@@ -330,7 +405,7 @@ class Session:
         available=lambda s: s.settings.user_login,
         mask=lambda _: MASK,
     )
-    def do_pass(self, args: tuple[str, ...]) -> Reply:
+    def do_pass(self, args: tuple[str, ...]) -> list[Event]:
         self._check_tls()
         if self._user is None:
             raise CommandError("Send USER first", bad=True)
@@ -348,7 +423,7 @@ class Session:
         available=lambda s: s.timestamp is not None,
         mask=lambda rest: f"{rest.strip().rpartition(' ')[0]} {MASK}",  # as do_apop splits
     )
-    def do_apop(self, args: tuple[str, ...]) -> Reply:
+    def do_apop(self, args: tuple[str, ...]) -> list[Event]:
         name, _, digest = args[0].strip().rpartition(" ")
         if not name or len(digest) != 32 or not all(c in "0123456789abcdefABCDEF" for c in digest):
             raise CommandError("Usage: APOP name digest (32 hex digits)", bad=True)
@@ -453,10 +528,39 @@ class Session:
         return multiline("Capability list follows", lines)
 
     @command(
+        "AUTH [mechanism] [initial-response]",
+        AUTHORIZATION,
+        rest=True,
+        capability=lambda s: " ".join(["SASL", *s._mechanisms()]) if s._mechanisms() else None,
+        available=lambda s: bool(s.settings.sasl),
+        mask=lambda rest: f"{rest.split()[0]} {MASK}" if len(rest.split()) > 1 else rest,
+    )
+    def do_auth(self, args: tuple[str, ...]) -> list[Event] | Reply:
+        words = args[0].split() if args else []
+        if not words:  # a probe some clients send: list the mechanisms
+            return multiline("Supported SASL mechanisms follow", self._mechanisms())
+        if len(words) > 2:
+            raise CommandError("Usage: AUTH mechanism [initial-response]", bad=True)
+        name = words[0].upper()
+        if name not in self.settings.sasl:
+            raise CommandError(f"Unsupported SASL mechanism: {self._echo(words[0])}")
+        exchange = MECHANISMS[name](self)
+        if exchange.plaintext:
+            self._check_tls()
+        initial = None
+        if len(words) == 2:
+            try:  # RFC 5034, section 4: "=" is an empty initial response
+                initial = b"" if words[1] == "=" else base64.b64decode(words[1], validate=True)
+            except binascii.Error:
+                raise CommandError("Invalid base64 in the initial response") from None
+        self._exchange = exchange
+        return self._sasl_step(exchange.start(initial))
+
+    @command(
         "STLS",
         AUTHORIZATION,
         capability=lambda s: None if s.secure else "STLS",
-        available=lambda s: s.stls,
+        available=lambda s: s.stls or s.secure,  # under TLS it answers "already active"
     )
     def do_stls(self, args: tuple[str, ...]) -> list[Event]:
         if self.secure:

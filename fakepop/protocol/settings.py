@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fakepop.protocol.sasl import MECHANISMS
+
 MAX_LINE_LENGTH = 4096  # RFC 2449 asks clients for 255 octets; long XOAUTH2 lines need more
 MAX_BAD_COMMANDS = 20  # as Dovecot: then the server says so and closes
 IDLE_TIMEOUT = 600.0  # RFC 1939, section 3: an autologout timer of at least 10 minutes
@@ -25,6 +27,11 @@ class Settings:
     languages: tuple[tuple[str, str], ...] = (("en", "English"),)  # RFC 6856 LANG: tag, name
     last: bool = False  # RFC 1081's LAST, for old clients
     require_tls: bool = False  # refuse plaintext logins before TLS, and do not offer them
+    sasl: tuple[str, ...] = tuple(MECHANISMS)  # AUTH mechanisms offered, in CAPA's order
+    domains: tuple[str, ...] = ()  # virtual domains: "user@domain" logs in as "user"
+    recent_prefix: bool = False  # accept Gmail's "recent:user" login names
+    auth_failure_delay: float = 0.0  # seconds before answering a failed login (Dovecot: 2)
+    max_auth_failures: int | None = None  # failed logins before the server hangs up
 
     def __post_init__(self) -> None:
         if self.max_line_length < 255:
@@ -35,3 +42,12 @@ class Settings:
             raise ValueError("idle_timeout must be a positive number of seconds")
         if not self.languages:
             raise ValueError("languages needs at least one (tag, name) pair")
+        unknown = [name for name in self.sasl if name not in MECHANISMS]
+        if unknown:
+            raise ValueError(
+                f"unknown SASL mechanism {', '.join(unknown)}; known: {', '.join(MECHANISMS)}"
+            )
+        if self.auth_failure_delay < 0:
+            raise ValueError("auth_failure_delay must not be negative")
+        if self.max_auth_failures is not None and self.max_auth_failures < 1:
+            raise ValueError("max_auth_failures must be at least 1, or None for no limit")
