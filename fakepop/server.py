@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import secrets
 import selectors
 import socket
@@ -481,7 +482,7 @@ class _Connection:
                     pending.clear()
                 self.server._stopping.wait(event.seconds)  # stop() cuts the pause short
                 continue
-            for piece in (event.status, *event.body):
+            for piece in itertools.chain((event.status,), event.body):
                 if len(piece) < COALESCE_LIMIT:
                     pending += piece
                     continue

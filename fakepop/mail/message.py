@@ -5,6 +5,8 @@ from __future__ import annotations
 import email.message
 import email.policy
 import hashlib
+from collections.abc import Iterable
+from typing import Protocol
 
 from fakepop.mail.wire import CRLF, dot_stuff, to_crlf
 
@@ -41,8 +43,28 @@ def check_uid(uid: str) -> str:
     return uid
 
 
+class StoredMessage(Protocol):
+    """What a session needs of a message, wherever the mailbox keeps it."""
+
+    @property
+    def uid(self) -> str: ...
+
+    @property
+    def size(self) -> int:
+        """Octets as sent, before byte-stuffing: what STAT, LIST and RETR report."""
+
+    def read(self) -> bytes:
+        """The wire form (CRLF line ends), unstuffed."""
+
+    def chunks(self) -> Iterable[bytes]:
+        """The byte-stuffed wire form, without the terminating ".", in pieces to send."""
+
+    def top_chunks(self, lines: int) -> Iterable[bytes]:
+        """The byte-stuffed header, blank line and first ``lines`` lines of the body."""
+
+
 class Message:
-    """One message: its wire form (CRLF line ends), size in octets and unique id.
+    """One message in memory: its wire form (CRLF line ends), size in octets and unique id.
 
     The byte-stuffed form is made once, on first retrieval, and sent as it is
     for every RETR after that.
@@ -59,6 +81,15 @@ class Message:
     def size(self) -> int:
         """Octets as sent, before byte-stuffing: what STAT, LIST and RETR report."""
         return len(self.wire)
+
+    def read(self) -> bytes:
+        return self.wire
+
+    def chunks(self) -> tuple[bytes]:
+        return (self.stuffed(),)
+
+    def top_chunks(self, lines: int) -> tuple[bytes]:
+        return (self.top(lines),)
 
     def stuffed(self) -> bytes:
         """The byte-stuffed wire form, without the terminating ".", made once."""

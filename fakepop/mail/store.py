@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 
-from fakepop.mail.message import Message, MessageSource, check_uid
+from fakepop.mail.message import Message, MessageSource, StoredMessage, as_bytes, check_uid
 
 
 class MaildropError(Exception):
@@ -20,17 +20,26 @@ class MaildropError(Exception):
 
 
 class Mailbox:
-    """The messages of one account, in the order they arrived.
+    """The messages of one account, kept in memory, in the order they arrived.
 
     Sessions see a snapshot taken when they log in, so message numbers never
     shift under a client; mail added meanwhile shows in the next session.
+    Subclasses keep the messages elsewhere (``MaildirMailbox``) by overriding
+    ``_snapshot``, ``_append``, ``_remove`` and ``_clear``; the lock, the commit
+    and the record of what happened stay here.
+
+    Attributes:
+        deleted: UIDs whose deletion a session committed at QUIT, oldest first.
+        retrieved: per session number, the UIDs it was sent by RETR or TOP.
     """
 
     def __init__(self) -> None:
-        self._messages: list[Message] = []
+        self._messages: list[StoredMessage] = []
         self._uids: set[str] = set()
-        self._mutex = threading.Lock()  # guards the list against concurrent add/commit
+        self._mutex = threading.Lock()  # guards the messages against concurrent add/commit
         self._holder: object | None = None
+        self.deleted: list[str] = []
+        self.retrieved: dict[int, list[str]] = {}
 
     def add(self, message: MessageSource | Message, *, uid: str | None = None) -> str:
         """Append a message and return its UID.
@@ -40,41 +49,29 @@ class Mailbox:
             uid: the UIDL id to give it; by default one derived from the content
                 (with a ``-2``, ``-3`` ... suffix when the same content is added again).
         """
-        # A Message passed in may sit in another mailbox, or here already: give this one its own.
-        msg = copy.copy(message) if isinstance(message, Message) else Message(message)
+        item = message if isinstance(message, Message) else as_bytes(message)
+        if uid is not None:
+            check_uid(uid)
         with self._mutex:
-            if uid is not None:
-                check_uid(uid)
-                if uid in self._uids:
-                    raise ValueError(f"UID {uid!r} is already in this mailbox; UIDs must be unique")
-                msg.uid = uid
-            elif msg.uid in self._uids:
-                base, n = msg.uid, 2
-                while f"{base}-{n}" in self._uids:
-                    n += 1
-                msg.uid = f"{base}-{n}"
-            self._messages.append(msg)
-            self._uids.add(msg.uid)
-            return msg.uid
+            return self._append(item, uid)
 
     def extend(self, messages: Iterable[MessageSource | Message]) -> list[str]:
         return [self.add(m) for m in messages]
 
     def clear(self) -> None:
         with self._mutex:
-            self._messages.clear()
-            self._uids.clear()
+            self._clear()
 
     @property
-    def messages(self) -> list[Message]:
-        """A copy of the current list of messages."""
+    def messages(self) -> list[StoredMessage]:
+        """The messages there now."""
         with self._mutex:
-            return list(self._messages)
+            return self._snapshot()
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self.messages)
 
-    def __iter__(self) -> Iterator[Message]:
+    def __iter__(self) -> Iterator[StoredMessage]:
         return iter(self.messages)
 
     @property
@@ -82,13 +79,13 @@ class Mailbox:
         """True while a session holds the maildrop."""
         return self._holder is not None
 
-    def acquire(self, holder: object) -> list[Message]:
+    def acquire(self, holder: object) -> list[StoredMessage]:
         """Lock the maildrop for ``holder`` and return the snapshot it works on."""
         with self._mutex:
             if self._holder is not None:
                 raise MaildropError("IN-USE", "Mailbox is locked by another session")
             self._holder = holder
-            return list(self._messages)
+            return self._snapshot()
 
     def release(self, holder: object, delete: Set[str] = frozenset()) -> None:
         """Remove the messages whose UIDs are in ``delete``, then unlock.
@@ -99,10 +96,44 @@ class Mailbox:
         with self._mutex:
             if self._holder is not holder:
                 return
-            if delete:
-                self._messages = [m for m in self._messages if m.uid not in delete]
-                self._uids -= delete
-            self._holder = None
+            try:
+                if delete:
+                    self._remove(delete)
+                    self.deleted.extend(sorted(delete))
+            finally:
+                self._holder = None
+
+    def record_retrieval(self, session: int, uid: str) -> None:
+        self.retrieved.setdefault(session, []).append(uid)
+
+    # --- storage: in memory here ----------------------------------------------------------
+
+    def _snapshot(self) -> list[StoredMessage]:
+        return list(self._messages)
+
+    def _append(self, item: bytes | Message, uid: str | None) -> str:
+        # A Message passed in may sit in another mailbox, or here already: give this one its own.
+        message = copy.copy(item) if isinstance(item, Message) else Message(item)
+        if uid is not None:
+            message.uid = uid
+        if uid is not None and uid in self._uids:
+            raise ValueError(f"UID {uid!r} is already in this mailbox; UIDs must be unique")
+        if uid is None and message.uid in self._uids:
+            base, n = message.uid, 2
+            while f"{base}-{n}" in self._uids:
+                n += 1
+            message.uid = f"{base}-{n}"
+        self._messages.append(message)
+        self._uids.add(message.uid)
+        return message.uid
+
+    def _remove(self, uids: Set[str]) -> None:
+        self._messages = [m for m in self._messages if m.uid not in uids]
+        self._uids -= uids
+
+    def _clear(self) -> None:
+        self._messages.clear()
+        self._uids.clear()
 
 
 @dataclass
@@ -187,7 +218,7 @@ class MailStore:
 
     def open(
         self, account: Account, holder: object, now: float, login_delay: int | None
-    ) -> list[Message]:
+    ) -> list[StoredMessage]:
         """Log ``holder`` in to ``account``: enforce LOGIN-DELAY, take the lock, snapshot."""
         delay = account.login_delay if account.login_delay is not None else login_delay
         if delay and account.last_login is not None and now - account.last_login < delay:

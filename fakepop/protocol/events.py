@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fakepop.mail.wire import CRLF, TERMINATOR
@@ -11,12 +12,13 @@ from fakepop.mail.wire import CRLF, TERMINATOR
 class Reply:
     """A reply: its status line and, for a multi-line reply, the byte-stuffed body.
 
-    ``body`` ends with the terminating ".\\r\\n" when the reply is multi-line; a
-    message is carried as its stored stuffed bytes, never copied.
+    ``body`` ends with the terminating ".\\r\\n" when the reply is multi-line. A
+    message's body is produced as it is sent (a stored message is never copied,
+    a message on disk is read in pieces), so it can be iterated only once.
     """
 
     status: bytes
-    body: tuple[bytes, ...] = ()
+    body: Iterable[bytes] = ()
     summary: str | None = None  # stands for the body in the transcript
 
     @property

@@ -14,10 +14,10 @@ import hmac
 import itertools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from fakepop._version import __version__
-from fakepop.mail.message import Message
+from fakepop.mail.message import StoredMessage
 from fakepop.mail.store import Account, MaildropError, MailStore
 from fakepop.mail.wire import TERMINATOR
 from fakepop.protocol.buffer import Line, LineBuffer, Overflow
@@ -102,7 +102,7 @@ class Session:
         self._clock = clock
         self._buffer = LineBuffer(self.settings.max_line_length)
         self._user: str | None = None  # named by USER, waiting for PASS
-        self._messages: list[Message] = []
+        self._messages: list[StoredMessage] = []
         self._deleted: set[int] = set()  # indexes into _messages
         self._highest = 0  # for LAST
         self._bad_commands = 0
@@ -249,7 +249,7 @@ class Session:
 
     # --- helpers for the handlers -------------------------------------------------------
 
-    def _message(self, arg: str) -> tuple[int, Message]:
+    def _message(self, arg: str) -> tuple[int, StoredMessage]:
         """The message a client's argument names, as (number, message)."""
         if not (arg.isascii() and arg.isdigit()):
             raise CommandError(f"Invalid message number: {self._echo(arg)}", bad=True)
@@ -261,7 +261,19 @@ class Session:
             raise CommandError(f"Message {number} is deleted")
         return number, self._messages[number - 1]
 
-    def _live(self) -> list[tuple[int, Message]]:
+    def _read(self, number: int, chunks: Callable[[], Iterable[bytes]]) -> Iterable[bytes]:
+        """A message's content to send, noted as retrieved; a store that fails says so."""
+        try:
+            body = chunks()
+        except OSError as e:
+            raise CommandError(f"Message {number} cannot be read: {e.strerror}", "SYS/TEMP") from e
+        assert self.account is not None
+        self.account.mailbox.record_retrieval(
+            self.transcript.session_id, self._messages[number - 1].uid
+        )
+        return body
+
+    def _live(self) -> list[tuple[int, StoredMessage]]:
         return [(i + 1, m) for i, m in enumerate(self._messages) if i not in self._deleted]
 
     def _totals(self) -> tuple[int, int]:
@@ -468,9 +480,10 @@ class Session:
     def do_retr(self, args: tuple[str, ...]) -> Reply:
         number, message = self._message(args[0])
         self._highest = max(self._highest, number)
+        body = self._read(number, lambda: message.chunks())
         return Reply(
             status(True, f"{message.size} octets"),
-            (message.stuffed(), TERMINATOR),
+            itertools.chain(body, (TERMINATOR,)),
             f"<message {number}: {message.size} octets>",
         )
 
@@ -481,11 +494,11 @@ class Session:
         if not (count.isascii() and count.isdigit()):
             raise CommandError(f"Invalid line count: {self._echo(count)}", bad=True)
         self._highest = max(self._highest, number)
-        top = message.top(int(count))
+        body = self._read(number, lambda: message.top_chunks(int(count)))
         return Reply(
             status(True, "top of message follows"),
-            (top, TERMINATOR),
-            f"<top of message {number}: {len(top)} octets, stuffed>",
+            itertools.chain(body, (TERMINATOR,)),
+            f"<top of message {number}, {count} lines>",
         )
 
     @command("DELE msg", TRANSACTION)
