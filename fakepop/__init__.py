@@ -2,17 +2,27 @@
 
 from fakepop._version import __version__
 from fakepop.mail import Account, Mailbox, MailStore, Message
+from fakepop.mail.loaders import load, load_eml, load_eml_dir, load_maildir, load_mbox
+from fakepop.mail.maildir import MaildirMailbox
+from fakepop.mail.message import LoadedMessage
 from fakepop.protocol import Session, Settings, Transcript
 from fakepop.server import POP3Server
 
 __all__ = [
     "Account",
+    "LoadedMessage",
     "MailStore",
     "Mailbox",
+    "MaildirMailbox",
     "Message",
     "POP3Server",
     "Session",
     "Settings",
     "Transcript",
     "__version__",
+    "load",
+    "load_eml",
+    "load_eml_dir",
+    "load_maildir",
+    "load_mbox",
 ]

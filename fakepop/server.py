@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from fakepop.mail.maildir import maildir_per_account
 from fakepop.mail.store import Mailbox, MailStore
 from fakepop.protocol.events import Close, Event, Pause, StartTLS, status
 from fakepop.protocol.sasl import MECHANISMS
@@ -102,6 +103,8 @@ class POP3Server:
         recent_prefix: accept Gmail's ``recent:user`` login names.
         auth_failure_delay: seconds to wait before refusing a login, as Dovecot does.
         max_auth_failures: failed logins on a connection before the server hangs up.
+        maildir: keep each account's maildrop on disk, as the Maildir ``maildir/<name>``
+            (made if missing), instead of in memory.
         tls: serve TLS: STLS on ``port`` and implicit TLS on ``tls_port``.
         stls: with ``tls``, offer STLS on the plain port (RFC 2595).
         implicit_tls: with ``tls``, listen for implicit TLS too (RFC 8314).
@@ -141,6 +144,7 @@ class POP3Server:
         recent_prefix: bool = False,
         auth_failure_delay: float = 0.0,
         max_auth_failures: int | None = None,
+        maildir: str | Path | None = None,
         tls: bool = False,
         stls: bool = True,
         implicit_tls: bool = True,
@@ -174,7 +178,9 @@ class POP3Server:
             auth_failure_delay=auth_failure_delay,
             max_auth_failures=max_auth_failures,
         )
-        self.store = MailStore(dict(users or {}))
+        self.store = MailStore(
+            dict(users or {}), maildir_per_account(maildir) if maildir is not None else None
+        )
         self.users: MutableMapping[str, str] = Users(self.store)
         self.transcript = Transcript()
         self.host = host

@@ -36,7 +36,7 @@ def serve() -> Iterator[tuple[subprocess.Popen[str], str, int]]:
 
 def test_serve_serves_the_demo_maildrop(serve: tuple[subprocess.Popen[str], str, int]) -> None:
     _, host, port = serve
-    demo = load_eml_dir(fixtures_dir() / "demo")
+    demo = [m.raw for m in load_eml_dir(fixtures_dir() / "demo")]
     client = poplib.POP3(host, port, timeout=5)
     client.user("user")
     client.pass_("password")

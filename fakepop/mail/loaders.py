@@ -1,15 +1,94 @@
-"""Reading fixture mail from disk."""
+"""Reading fixture mail from disk: .eml files, mbox and Maildir, with stable UIDs.
+
+Parsing is the stdlib ``mailbox`` module's; what is added here is undoing mbox
+``>From`` quoting and choosing each message's UID so that it is the same on
+every run: the Maildir unique name, the .eml file name, or a content digest.
+"""
 
 from __future__ import annotations
 
+import mailbox
+import os
+import re
 from pathlib import Path
+from typing import Literal
+
+from fakepop.mail.maildir import maildir_uid
+from fakepop.mail.message import LoadedMessage, check_uid
+
+MboxFlavor = Literal["mboxrd", "mboxo"]
+
+# mboxrd quotes every "From " line with one more ">"; mboxo quotes only "From " itself.
+_QUOTED = {"mboxrd": re.compile(rb"^>(>*From )", re.M), "mboxo": re.compile(rb"^>(From )", re.M)}
 
 
-def load_eml_dir(path: Path) -> list[bytes]:
-    """The ``.eml`` files of a directory, in name order, as raw bytes."""
-    if not path.is_dir():
-        raise FileNotFoundError(f"no directory of .eml files at {path}")
-    return [p.read_bytes() for p in sorted(path.glob("*.eml"))]
+def _valid_uid(text: str) -> str | None:
+    try:
+        return check_uid(text)
+    except ValueError:
+        return None
+
+
+def load_eml(path: str | os.PathLike[str]) -> LoadedMessage:
+    """One .eml file; its UID is the file name without ``.eml`` where RFC 1939 allows it."""
+    file = Path(path)
+    return LoadedMessage(file.read_bytes(), _valid_uid(file.stem))
+
+
+def load_eml_dir(path: str | os.PathLike[str]) -> list[LoadedMessage]:
+    """The ``.eml`` files of a directory, in name order."""
+    directory = Path(path)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no directory of .eml files at {directory}")
+    return [load_eml(p) for p in sorted(directory.glob("*.eml"))]
+
+
+def load_mbox(path: str | os.PathLike[str], flavor: MboxFlavor = "mboxrd") -> list[LoadedMessage]:
+    """The messages of an mbox file, in order, with ``>From`` quoting undone.
+
+    Args:
+        path: the mbox file.
+        flavor: "mboxrd" (unquote every ``>...>From `` line by one ``>``) or "mboxo"
+            (unquote only ``>From ``, the one quoting mboxo writers apply).
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"no mbox file at {file}")
+    if flavor not in _QUOTED:
+        raise ValueError(f"unknown mbox flavor {flavor!r}: use 'mboxrd' or 'mboxo'")
+    box = mailbox.mbox(file, create=False)
+    try:
+        return [
+            LoadedMessage(_QUOTED[flavor].sub(rb"\1", box.get_bytes(key))) for key in box.iterkeys()
+        ]
+    finally:
+        box.close()
+
+
+def load_maildir(path: str | os.PathLike[str]) -> list[LoadedMessage]:
+    """The messages of a Maildir (new/ and cur/), in unique-name order, UIDs from those names."""
+    directory = Path(path)
+    if not (directory / "cur").is_dir() or not (directory / "new").is_dir():
+        raise FileNotFoundError(f"no Maildir at {directory}: it needs cur/ and new/")
+    box = mailbox.Maildir(directory, factory=None, create=False)
+    return [LoadedMessage(box.get_bytes(key), maildir_uid(key)) for key in sorted(box.iterkeys())]
+
+
+def load(path: str | os.PathLike[str], flavor: MboxFlavor = "mboxrd") -> list[LoadedMessage]:
+    """Whatever is at ``path``: a Maildir, a directory of .eml files, an .eml file or an mbox."""
+    target = Path(path)
+    if target.is_dir():
+        if (target / "cur").is_dir() and (target / "new").is_dir():
+            return load_maildir(target)
+        return load_eml_dir(target)
+    if not target.exists():
+        raise FileNotFoundError(f"no mail at {target}: give an .eml file, a directory, an mbox")
+    if target.suffix.lower() == ".eml":
+        return [load_eml(target)]
+    with target.open("rb") as file:
+        if file.read(5) == b"From ":
+            return load_mbox(target, flavor)
+    return [load_eml(target)]  # a lone message saved under another name
 
 
 def fixtures_dir() -> Path:

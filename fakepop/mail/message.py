@@ -6,6 +6,7 @@ import email.message
 import email.policy
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from fakepop.mail.wire import CRLF, dot_stuff, to_crlf
@@ -41,6 +42,14 @@ def check_uid(uid: str) -> str:
     if not all(0x21 <= ord(c) <= 0x7E for c in uid):
         raise ValueError(f"a UID may hold only printable ASCII without spaces (0x21-0x7E): {uid!r}")
     return uid
+
+
+@dataclass(frozen=True)
+class LoadedMessage:
+    """A message read from a fixture, with the UID it should get (None: one from its content)."""
+
+    raw: bytes
+    uid: str | None = None
 
 
 class StoredMessage(Protocol):

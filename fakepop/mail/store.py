@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable, Iterator, Set
+from collections.abc import Callable, Iterable, Iterator, Set
 from dataclasses import dataclass, field
 
-from fakepop.mail.message import Message, MessageSource, StoredMessage, as_bytes, check_uid
+from fakepop.mail.message import (
+    LoadedMessage,
+    Message,
+    MessageSource,
+    StoredMessage,
+    as_bytes,
+    check_uid,
+)
 
 
 class MaildropError(Exception):
@@ -41,21 +48,28 @@ class Mailbox:
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
 
-    def add(self, message: MessageSource | Message, *, uid: str | None = None) -> str:
+    def add(
+        self, message: MessageSource | Message | LoadedMessage, *, uid: str | None = None
+    ) -> str:
         """Append a message and return its UID.
 
         Args:
-            message: raw bytes, text, an ``email.message.Message`` or a ``Message``.
+            message: raw bytes, text, an ``email.message.Message``, a ``Message``, or a
+                ``LoadedMessage`` from ``fakepop.load`` (which brings its UID).
             uid: the UIDL id to give it; by default one derived from the content
                 (with a ``-2``, ``-3`` ... suffix when the same content is added again).
         """
-        item = message if isinstance(message, Message) else as_bytes(message)
+        item: bytes | Message
+        if isinstance(message, LoadedMessage):
+            item, uid = message.raw, uid or message.uid
+        else:
+            item = message if isinstance(message, Message) else as_bytes(message)
         if uid is not None:
             check_uid(uid)
         with self._mutex:
             return self._append(item, uid)
 
-    def extend(self, messages: Iterable[MessageSource | Message]) -> list[str]:
+    def extend(self, messages: Iterable[MessageSource | Message | LoadedMessage]) -> list[str]:
         return [self.add(m) for m in messages]
 
     def clear(self) -> None:
@@ -151,10 +165,21 @@ class Account:
 
 
 class MailStore:
-    """All accounts of one server."""
+    """All accounts of one server.
 
-    def __init__(self, users: dict[str, str] | None = None) -> None:
+    Args:
+        users: account names and passwords to start with.
+        new_mailbox: makes the maildrop of a new account from its name; by
+            default an empty one in memory.
+    """
+
+    def __init__(
+        self,
+        users: dict[str, str] | None = None,
+        new_mailbox: Callable[[str], Mailbox] | None = None,
+    ) -> None:
         self._accounts: dict[str, Account] = {}
+        self._new_mailbox = new_mailbox or (lambda name: Mailbox())
         for name, password in (users or {}).items():
             self.add_account(name, password)
 
@@ -164,7 +189,8 @@ class MailStore:
             raise ValueError(f"an account name must be non-empty, on one line: {name!r}")
         account = self._accounts.get(name)
         if account is None:
-            account = self._accounts[name] = Account(name, password)
+            account = Account(name, password, self._new_mailbox(name))
+            self._accounts[name] = account
         else:
             account.password = password
         return account

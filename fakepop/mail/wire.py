@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 CRLF = b"\r\n"
 TERMINATOR = b".\r\n"  # ends every multi-line reply
@@ -37,3 +38,59 @@ def dot_stuff(wire: bytes) -> bytes:
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     return stuffed
+
+
+def crlf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``to_crlf`` over a stream: the same bytes, whatever the chunk boundaries.
+
+    A CR at the end of a chunk is held back until the next one shows whether
+    it begins a CRLF.
+    """
+    held_cr = False
+    last = b""
+    for chunk in chunks:
+        if held_cr:
+            chunk = b"\r" + chunk
+        held_cr = chunk.endswith(b"\r")
+        if held_cr:
+            chunk = chunk[:-1]
+        if chunk:
+            last = _LINE_END.sub(CRLF, chunk) if b"\r" in chunk else chunk.replace(b"\n", CRLF)
+            yield last
+    if held_cr or (last and not last.endswith(CRLF)):  # a held CR ends the text as a CRLF
+        yield CRLF
+
+
+def stuff_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``dot_stuff`` over a stream of CRLF text: correct at every chunk boundary.
+
+    Within a chunk every "." after a CRLF is doubled; across a boundary the
+    line may start at the chunk's first byte (the CRLF ended the last chunk),
+    or at its second (the chunk starts with the LF of a split CRLF).
+    """
+    tail = CRLF  # the stream starts at the start of a line
+    for chunk in chunks:
+        if not chunk:
+            continue
+        stuffed = chunk.replace(b"\r\n.", b"\r\n..")
+        if chunk[:1] == b"." and tail.endswith(CRLF):
+            stuffed = b"." + stuffed
+        elif chunk[:2] == b"\n." and tail.endswith(b"\r"):
+            stuffed = b"\n." + stuffed[1:]
+        yield stuffed
+        tail = (tail + chunk)[-2:]
+
+
+def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a stream of CRLF text, each with its CRLF."""
+    rest = b""
+    for chunk in chunks:
+        data = rest + chunk
+        end = data.rfind(CRLF)
+        if end < 0:
+            rest = data
+            continue
+        yield from data[: end + 2].splitlines(keepends=True)
+        rest = data[end + 2 :]
+    if rest:
+        yield rest

@@ -1,0 +1,221 @@
+"""A maildrop kept on disk as a Maildir: read when sent, committed with a journal.
+
+Messages stay in their files; only names and sizes are held in memory, so a
+large Maildir is served with a small resident size. Deliveries follow the
+Maildir protocol (write in tmp/, rename into new/), so mail another program
+delivers shows in the next session. Deletions at QUIT are written to a journal
+first, then carried out; a journal left by a killed process is finished when
+the Maildir is next opened, so a commit is all or nothing and no message is
+ever lost, duplicated, or both deleted and present.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import itertools
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Set
+from dataclasses import dataclass
+from pathlib import Path
+
+from fakepop.mail.message import Message, StoredMessage, check_uid
+from fakepop.mail.store import Mailbox
+from fakepop.mail.wire import CRLF, crlf_chunks, lines_of, stuff_chunks
+
+READ_SIZE = 1 << 16
+JOURNAL = "fakepop-commit"  # in the Maildir's root: the files a commit is deleting
+_WIRE_SIZE = re.compile(r",W=(\d+)")  # Maildir++: the size with CRLF line ends, as Dovecot writes
+_deliveries = itertools.count()
+
+
+def _read(path: Path) -> Iterator[bytes]:
+    """The file's bytes in pieces; opened at once, so a missing file fails here, not later."""
+    file = path.open("rb")
+
+    def pieces() -> Iterator[bytes]:
+        with file:
+            while chunk := file.read(READ_SIZE):
+                yield chunk
+
+    return pieces()
+
+
+def _wire_size(path: Path) -> int:
+    match = _WIRE_SIZE.search(path.name)
+    if match:
+        return int(match[1])
+    return sum(len(chunk) for chunk in crlf_chunks(_read(path)))
+
+
+def maildir_uid(name: str) -> str:
+    """The UID of a Maildir file: its unique name, or a digest of it where RFC 1939 forbids it."""
+    key = name.split(":", 1)[0]
+    try:
+        return check_uid(key)
+    except ValueError:
+        return hashlib.sha1(
+            key.encode("utf-8", "surrogateescape"), usedforsecurity=False
+        ).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class MaildirMessage:
+    """A message in a Maildir file, read each time it is sent."""
+
+    path: Path
+    uid: str
+    size: int
+
+    def read(self) -> bytes:
+        return b"".join(crlf_chunks(_read(self.path)))
+
+    def chunks(self) -> Iterator[bytes]:
+        return stuff_chunks(crlf_chunks(_read(self.path)))
+
+    def top_chunks(self, lines: int) -> Iterator[bytes]:
+        wire = lines_of(crlf_chunks(_read(self.path)))
+
+        def top() -> Iterator[bytes]:
+            for line in wire:  # the header, up to and including the blank line
+                yield line
+                if line == CRLF:
+                    break
+            yield from itertools.islice(wire, lines)
+
+        return stuff_chunks(top())
+
+
+class MaildirMailbox(Mailbox):
+    """A maildrop in a Maildir directory (``cur/``, ``new/``, ``tmp/``), served from disk.
+
+    Args:
+        path: the Maildir; created if it does not exist and ``create`` is true.
+        create: make the directory and its three subdirectories when missing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], create: bool = True) -> None:
+        super().__init__()
+        self.path = Path(path)
+        missing = [d for d in ("cur", "new", "tmp") if not (self.path / d).is_dir()]
+        if missing and not create:
+            raise FileNotFoundError(f"{self.path} is not a Maildir: it lacks {', '.join(missing)}/")
+        for sub in missing:
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        self._sizes: dict[str, tuple[int, int, int]] = {}  # name: (st_size, st_mtime_ns, size)
+        self._finish_commit()
+
+    def __repr__(self) -> str:
+        return f"<MaildirMailbox {self.path}>"
+
+    # --- storage ---------------------------------------------------------------------------
+
+    def _snapshot(self) -> list[StoredMessage]:
+        return list(self._scan())
+
+    def _scan(self) -> list[MaildirMessage]:
+        self._finish_commit()
+        found: list[tuple[str, Path, os.stat_result]] = []
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as entries:
+                for entry in entries:
+                    if not entry.name.startswith(".") and entry.is_file():
+                        found.append((entry.name, Path(entry.path), entry.stat()))
+        found.sort(key=lambda item: item[0])  # unique names start with the delivery time
+        messages = []
+        sizes: dict[str, tuple[int, int, int]] = {}
+        for name, path, stat in found:
+            cached = self._sizes.get(name)
+            if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
+                size = cached[2]
+            else:
+                try:
+                    size = _wire_size(path)
+                except FileNotFoundError:
+                    continue  # deleted by someone else since the scan
+            sizes[name] = (stat.st_size, stat.st_mtime_ns, size)
+            messages.append(MaildirMessage(path, maildir_uid(name), size))
+        self._sizes = sizes
+        return messages
+
+    def _append(self, item: bytes | Message, uid: str | None) -> str:
+        raw = item.wire if isinstance(item, Message) else item
+        if uid is not None and ("/" in uid or ":" in uid or uid.startswith(".")):
+            raise ValueError(f"a Maildir UID names a file: {uid!r} cannot contain / or :")
+        if uid is not None and self._exists(uid):
+            raise ValueError(f"UID {uid!r} is already in this mailbox; UIDs must be unique")
+        name = uid or f"{time.time_ns()}.P{os.getpid()}Q{next(_deliveries)}.fakepop"
+        temporary = self.path / "tmp" / name
+        with temporary.open("xb") as file:
+            file.write(raw)
+            file.flush()
+            os.fsync(file.fileno())
+        os.rename(temporary, self.path / "new" / name)
+        return maildir_uid(name)
+
+    def _exists(self, name: str) -> bool:
+        if (self.path / "new" / name).exists():
+            return True
+        return (
+            any((self.path / "cur").glob(f"{glob.escape(name)}:*"))
+            or (self.path / "cur" / name).exists()
+        )
+
+    def _remove(self, uids: Set[str]) -> None:
+        doomed = [m.path for m in self._scan() if m.uid in uids]
+        if not doomed:
+            return
+        journal = self.path / JOURNAL
+        temporary = self.path / "tmp" / f"{JOURNAL}.{os.getpid()}.{next(_deliveries)}"
+        with temporary.open("w", encoding="utf-8", errors="surrogateescape") as file:
+            file.write("".join(f"{p.parent.name}/{p.name}\n" for p in doomed))
+            file.flush()
+            os.fsync(file.fileno())
+        os.rename(temporary, journal)  # the commit point: from here on the deletion happens
+        _sync_directory(self.path)
+        self._finish_commit()
+
+    def _clear(self) -> None:
+        self._remove({m.uid for m in self._scan()})
+
+    def _finish_commit(self) -> None:
+        """Carry out a journal's deletions, whether written just now or by a killed process."""
+        journal = self.path / JOURNAL
+        try:
+            names = journal.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        except FileNotFoundError:
+            return
+        for name in names:
+            sub, _, file = name.partition("/")
+            if sub in ("new", "cur") and file and "/" not in file and file not in (".", ".."):
+                (self.path / sub / file).unlink(missing_ok=True)
+        for sub in ("new", "cur"):
+            _sync_directory(self.path / sub)
+        journal.unlink()
+        _sync_directory(self.path)
+
+
+def _sync_directory(path: Path) -> None:
+    """Make renames and unlinks in a directory durable."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def maildir_per_account(root: str | os.PathLike[str]) -> Callable[[str], MaildirMailbox]:
+    """Maildrops as Maildirs named after their accounts under ``root``."""
+    base = Path(root)
+
+    def new_mailbox(name: str) -> MaildirMailbox:
+        # The name becomes a directory: it must not climb out of the root or hide.
+        if "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+            raise ValueError(
+                f"account {name!r} cannot be a Maildir under {base}: no /, \\ or leading dot"
+            )
+        return MaildirMailbox(base / name)
+
+    return new_mailbox
