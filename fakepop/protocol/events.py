@@ -60,13 +60,17 @@ class Pause:
 Event = Reply | Close | StartTLS | Pause
 
 
+_ESCAPE_LINE_ENDS = str.maketrans({"\r": "\\r", "\n": "\\n"})
+
+
 def status(ok: bool, text: str, code: str | None = None) -> bytes:
     """A status line: "+OK text" or "-ERR [CODE] text", with CRLF."""
     parts = ["+OK" if ok else "-ERR"]
     if code:
         parts.append(f"[{code}]")
     if text:
-        parts.append(text)
+        # Text may quote the client: a CR or LF in it must not start a forged reply line.
+        parts.append(text.translate(_ESCAPE_LINE_ENDS))
     return " ".join(parts).encode("utf-8") + CRLF
 
 
