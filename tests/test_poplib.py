@@ -94,7 +94,7 @@ def test_dele_then_quit_deletes(server: POP3Server, client: poplib.POP3) -> None
     client.dele(2)
     client.dele(4)
     assert client.quit().startswith(b"+OK")
-    left = [m.wire for m in server.mailbox("alice").messages]
+    left = [m.read() for m in server.mailbox("alice").messages]
     assert left == [to_crlf(m) for i, m in enumerate(MESSAGES, 1) if i not in (2, 4)]
 
 

@@ -102,6 +102,11 @@ def mechanism(cls: type[Exchange]) -> type[Exchange]:
     return cls
 
 
+def _quoted(name: str) -> str:
+    """A client's name, fit to quote in a one-line ASCII reply: CR, LF and the like escaped."""
+    return name.encode("unicode_escape").decode("ascii")
+
+
 def _text(data: bytes) -> str | None:
     try:
         return data.decode("utf-8")
@@ -133,7 +138,7 @@ class Plain(Exchange):
         target = self.accounts.resolve(authzid)
         if target is account or (target is not None and target.name in account.may_act_as):
             return Success(target)
-        return Failure(f"{authcid} may not log in as {authzid}")
+        return Failure(f"{_quoted(authcid)} may not log in as {_quoted(authzid)}")
 
 
 @mechanism

@@ -90,7 +90,7 @@ def test_acquire_locks_and_a_second_holder_gets_in_use() -> None:
     box.add(A)
     first, second = object(), object()
     assert not box.locked
-    assert [m.wire for m in box.acquire(first)] == [A]
+    assert [m.read() for m in box.acquire(first)] == [A]
     assert box.locked
     with pytest.raises(MaildropError) as info:
         box.acquire(second)
@@ -139,9 +139,9 @@ def test_a_snapshot_does_not_see_later_mail() -> None:
     holder = object()
     snapshot = box.acquire(holder)
     box.add(B)
-    assert [m.wire for m in snapshot] == [A]
+    assert [m.read() for m in snapshot] == [A]
     box.release(holder)
-    assert [m.wire for m in box.acquire(holder)] == [A, B]
+    assert [m.read() for m in box.acquire(holder)] == [A, B]
 
 
 def test_a_commit_keeps_mail_that_arrived_during_the_session() -> None:
@@ -193,7 +193,7 @@ def test_open_takes_the_lock_and_records_the_login() -> None:
     account = store["alice"]
     account.mailbox.add(A)
     holder = object()
-    assert [m.wire for m in store.open(account, holder, 100.0, None)] == [A]
+    assert [m.read() for m in store.open(account, holder, 100.0, None)] == [A]
     assert account.last_login == 100.0
     with pytest.raises(MaildropError) as info:
         store.open(account, object(), 200.0, None)

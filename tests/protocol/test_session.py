@@ -316,7 +316,7 @@ def test_quit_after_login_commits_the_deletions() -> None:
     assert pair.cmd("QUIT") == b"+OK fakepop signing off (1 deleted, 1 left)\r\n"
     assert pair.closed
     assert pair.session.state is State.UPDATE
-    assert [m.wire for m in pair.mailbox] == [M2_WIRE]
+    assert [m.read() for m in pair.mailbox] == [M2_WIRE]
     assert not pair.mailbox.locked
 
 
