@@ -2,6 +2,7 @@
 
 from fakepop._version import __version__
 from fakepop.mail import Account, Mailbox, MailStore, Message
+from fakepop.mail.generate import generate_messages, iter_messages
 from fakepop.mail.loaders import load, load_eml, load_eml_dir, load_maildir, load_mbox
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.message import LoadedMessage
@@ -20,6 +21,8 @@ __all__ = [
     "Settings",
     "Transcript",
     "__version__",
+    "generate_messages",
+    "iter_messages",
     "load",
     "load_eml",
     "load_eml_dir",

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 from fakepop.mail.maildir import maildir_per_account
+from fakepop.mail.manifest import load_manifest
 from fakepop.mail.store import Mailbox, MailStore
 from fakepop.protocol.events import Close, Event, Pause, StartTLS, status
 from fakepop.protocol.sasl import MECHANISMS
@@ -235,6 +236,16 @@ class POP3Server:
     def mailbox(self, user: str) -> Mailbox:
         """The maildrop of ``user``; KeyError, saying how to add the account, if there is none."""
         return self.store[user].mailbox
+
+    def load_manifest(self, path: str | Path) -> None:
+        """Create the accounts a ``fakepop.toml`` declares and give them their mail.
+
+        Args:
+            path: the manifest, or the fixtures directory that holds it.
+        """
+        for name, fixture in load_manifest(path).items():
+            self.users[name] = fixture.password
+            self.mailbox(name).extend(fixture.messages)
 
     def add_token(
         self, user: str, token: str | None = None, *, expires_in: float | None = None

@@ -19,6 +19,7 @@ from fakepop.mail.message import LoadedMessage, check_uid
 MboxFlavor = Literal["mboxrd", "mboxo"]
 
 # mboxrd quotes every "From " line with one more ">"; mboxo quotes only "From " itself.
+_QUOTE_MBOXRD = re.compile(rb"^(>*From )", re.M)
 _QUOTED = {"mboxrd": re.compile(rb"^>(>*From )", re.M), "mboxo": re.compile(rb"^>(From )", re.M)}
 
 
@@ -63,6 +64,15 @@ def load_mbox(path: str | os.PathLike[str], flavor: MboxFlavor = "mboxrd") -> li
         ]
     finally:
         box.close()
+
+
+def mboxrd_entry(raw: bytes, sender: str = "MAILER-DAEMON") -> bytes:
+    """One message as an mboxrd entry: a From_ line, ``>From`` quoting added, LF line ends."""
+    body = raw.replace(b"\r\n", b"\n")
+    body = _QUOTE_MBOXRD.sub(rb">\1", body)
+    if not body.endswith(b"\n"):
+        body += b"\n"
+    return b"From " + sender.encode("ascii") + b" Thu Jan  1 00:00:00 1970\n" + body + b"\n"
 
 
 def load_maildir(path: str | os.PathLike[str]) -> list[LoadedMessage]:
