@@ -9,17 +9,20 @@ import secrets
 import selectors
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from fakepop.faults import FaultPlan, Rule
 from fakepop.mail.maildir import maildir_per_account
 from fakepop.mail.manifest import load_manifest
 from fakepop.mail.store import Mailbox, MailStore
-from fakepop.protocol.events import Close, Event, Pause, StartTLS, status
+from fakepop.protocol.events import Close, Event, Pause, Stall, StartTLS, Throttle, status
 from fakepop.protocol.sasl import MECHANISMS
 from fakepop.protocol.session import Session
 from fakepop.protocol.settings import IDLE_TIMEOUT, MAX_BAD_COMMANDS, MAX_LINE_LENGTH, Settings
@@ -106,6 +109,9 @@ class POP3Server:
         max_auth_failures: failed logins on a connection before the server hangs up.
         maildir: keep each account's maildrop on disk, as the Maildir ``maildir/<name>``
             (made if missing), instead of in memory.
+        faults: the rules of misbehaviour to start with: a ``FaultPlan``, rules (or their
+            data as mappings), or the path of a TOML or JSON fault file. Add more any
+            time with ``server.faults.add(...)``.
         tls: serve TLS: STLS on ``port`` and implicit TLS on ``tls_port``.
         stls: with ``tls``, offer STLS on the plain port (RFC 2595).
         implicit_tls: with ``tls``, listen for implicit TLS too (RFC 8314).
@@ -146,6 +152,7 @@ class POP3Server:
         auth_failure_delay: float = 0.0,
         max_auth_failures: int | None = None,
         maildir: str | Path | None = None,
+        faults: FaultPlan | Iterable[Rule | Mapping[str, Any]] | str | Path | None = None,
         tls: bool = False,
         stls: bool = True,
         implicit_tls: bool = True,
@@ -184,6 +191,13 @@ class POP3Server:
         )
         self.users: MutableMapping[str, str] = Users(self.store)
         self.transcript = Transcript()
+        if isinstance(faults, FaultPlan):
+            self.faults = faults
+        elif isinstance(faults, str | Path):
+            self.faults = FaultPlan()
+            self.faults.load(faults)
+        else:
+            self.faults = FaultPlan(faults or ())
         self.host = host
         self.port = port
         self.tls_port: int | None = tls_port if tls and implicit_tls else None
@@ -440,6 +454,7 @@ class _Connection:
             transcript=self.transcript,
             stls=server.stls and not self.implicit_tls,
             secure=self.implicit_tls,
+            faults=server.faults,
         )
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -447,7 +462,7 @@ class _Connection:
             if self.implicit_tls and not self._handshake():
                 return
             action = self._send(session.start())
-            while not isinstance(action, Close):
+            while not isinstance(action, Close | Stall):
                 if isinstance(action, StartTLS):
                     if not self._handshake():
                         return
@@ -461,7 +476,12 @@ class _Connection:
                         return
                     events = session.receive_data(data)
                 action = self._send(events)
-            self._close_gracefully()
+            if isinstance(action, Stall):
+                self._stall()
+            elif action.reset:
+                self._reset()
+            else:
+                self._close_gracefully()
         except OSError:
             pass  # the client went away, or stop() shut the socket: nothing is committed
         except Exception as e:
@@ -476,6 +496,8 @@ class _Connection:
     def _handshake(self) -> bool:
         """Run the TLS handshake as server; False, noted in the transcript, if it fails."""
         assert self.server._tls_context is not None
+        if not self._handshake_faults():
+            return False
         try:
             self.sock = self.server._tls_context.wrap_socket(self.sock, server_side=True)
         except (ssl.SSLError, OSError) as e:
@@ -485,31 +507,74 @@ class _Connection:
         self.transcript.add("*", f"TLS established: {self.sock.version()} {self.sock.cipher()}")
         return True
 
-    def _send(self, events: Iterable[Event]) -> Close | StartTLS | None:
+    def _handshake_faults(self) -> bool:
+        """Carry out a fault at the TLS handshake; False when it ends the connection."""
+        rule = self.server.faults.check("tls-handshake", session=self.transcript.session_id)
+        if rule is None:
+            return True
+        self.transcript.add("*", f"fault: {rule.describe()}")
+        if rule.action == "delay":
+            self.server._stopping.wait(rule.params["seconds"])
+            return True
+        if rule.action == "stall":
+            self._stall()
+        elif rule.params.get("mode") == "reset":
+            self._reset()
+        elif rule.params.get("mode") == "garbage":
+            self.sock.sendall(rule.random().randbytes(64))  # not a ServerHello
+        return False
+
+    def _send(self, events: Iterable[Event]) -> Close | StartTLS | Stall | None:
         """Send the replies among ``events``; return the action that ends them, if any."""
         pending = bytearray()
-        action: Close | StartTLS | None = None
+        action: Close | StartTLS | Stall | None = None
+        rate: float | None = None
         for event in events:
-            if isinstance(event, (Close, StartTLS)):
+            if isinstance(event, Close | StartTLS | Stall):
                 action = event
-                continue
-            if isinstance(event, Pause):
-                if pending:
-                    self.sock.sendall(pending)
-                    pending.clear()
+            elif isinstance(event, Throttle):
+                self._write(pending, rate)
+                pending.clear()
+                rate = event.bytes_per_second
+            elif isinstance(event, Pause):
+                self._write(pending, rate)
+                pending.clear()
                 self.server._stopping.wait(event.seconds)  # stop() cuts the pause short
-                continue
-            for piece in itertools.chain((event.status,), event.body):
-                if len(piece) < COALESCE_LIMIT:
-                    pending += piece
-                    continue
-                if pending:
-                    self.sock.sendall(pending)
+            else:
+                for piece in itertools.chain((event.status,), event.body):
+                    if len(piece) < COALESCE_LIMIT:
+                        pending += piece
+                        continue
+                    self._write(pending, rate)
                     pending.clear()
-                self.sock.sendall(piece)
-        if pending:
-            self.sock.sendall(pending)
+                    self._write(piece, rate)
+        self._write(pending, rate)
         return action
+
+    def _write(self, data: bytes | bytearray, rate: float | None) -> None:
+        """Send ``data``, no faster than ``rate`` bytes a second when there is a rate."""
+        if not data:
+            return
+        if rate is None:
+            self.sock.sendall(data)
+            return
+        view = memoryview(data)
+        step = max(1, int(rate / 20))  # twenty slices a second
+        for offset in range(0, len(view), step):
+            self.sock.sendall(view[offset : offset + step])
+            if self.server._stopping.wait(step / rate):
+                return
+
+    def _stall(self) -> None:
+        """Say nothing more; read and drop what the client sends until it or the server gives up."""
+        self.sock.settimeout(None)
+        with contextlib.suppress(OSError):
+            while self.sock.recv(RECV_SIZE):
+                pass
+
+    def _reset(self) -> None:
+        """Close abortively: the client sees a connection reset, not an orderly end."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def _close_gracefully(self) -> None:
         """End TLS with close_notify, half-close, and read what the client still sends.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Set
 from dataclasses import dataclass, field
 
@@ -45,6 +47,7 @@ class Mailbox:
         self._uids: set[str] = set()
         self._mutex = threading.Lock()  # guards the messages against concurrent add/commit
         self._holder: object | None = None
+        self._hold: _Hold | None = None  # a lock "held by another session", from a fault
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
 
@@ -93,10 +96,35 @@ class Mailbox:
         """True while a session holds the maildrop."""
         return self._holder is not None
 
+    @contextlib.contextmanager
+    def hold_lock(self) -> Iterator[None]:
+        """Hold the maildrop's lock, as a delivery agent would: logins get ``[IN-USE]`` meanwhile.
+
+        Raises:
+            MaildropError: a session holds the lock already.
+        """
+        holder = object()
+        self.acquire(holder)
+        try:
+            yield
+        finally:
+            self.release(holder)
+
+    def hold(self, attempts: int | None = None, seconds: float | None = None) -> None:
+        """Refuse the next ``attempts`` logins, or all logins for ``seconds``, with ``[IN-USE]``.
+
+        Both together: whichever ends first.
+        """
+        until = None if seconds is None else time.monotonic() + seconds
+        with self._mutex:
+            self._hold = _Hold(attempts, until)
+
     def acquire(self, holder: object) -> list[StoredMessage]:
         """Lock the maildrop for ``holder`` and return the snapshot it works on."""
         with self._mutex:
-            if self._holder is not None:
+            if self._hold is not None and not self._hold.refuses():
+                self._hold = None
+            if self._holder is not None or self._hold is not None:
                 raise MaildropError("IN-USE", "Mailbox is locked by another session")
             self._holder = holder
             return self._snapshot()
@@ -148,6 +176,24 @@ class Mailbox:
     def _clear(self) -> None:
         self._messages.clear()
         self._uids.clear()
+
+
+@dataclass
+class _Hold:
+    """A lock held by no session, for a number of login attempts or until a time."""
+
+    attempts: int | None
+    until: float | None
+
+    def refuses(self) -> bool:
+        """Whether this login attempt is refused; counts it."""
+        if self.until is not None and time.monotonic() >= self.until:
+            return False
+        if self.attempts is not None:
+            if self.attempts <= 0:
+                return False
+            self.attempts -= 1
+        return True
 
 
 @dataclass

@@ -36,7 +36,9 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close the connection once every reply before it is sent."""
+    """Close the connection once every reply before it is sent; with ``reset``, abortively."""
+
+    reset: bool = False
 
 
 CLOSE = Close()
@@ -57,7 +59,21 @@ class Pause:
     seconds: float
 
 
-Event = Reply | Close | StartTLS | Pause
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """Send the replies after this one no faster than ``bytes_per_second``."""
+
+    bytes_per_second: float
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """Answer nothing more: hold the connection open until the client gives up."""
+
+
+STALL = Stall()
+
+Event = Reply | Close | StartTLS | Pause | Throttle | Stall
 
 
 _ESCAPE_LINE_ENDS = str.maketrans({"\r": "\\r", "\n": "\\n"})

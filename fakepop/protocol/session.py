@@ -15,11 +15,13 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from fakepop._version import __version__
 from fakepop.mail.message import StoredMessage
 from fakepop.mail.store import Account, MaildropError, MailStore
 from fakepop.mail.wire import TERMINATOR
+from fakepop.protocol import faulty
 from fakepop.protocol.buffer import Line, LineBuffer, Overflow
 from fakepop.protocol.commands import (
     ARG_MAX_LENGTH,
@@ -31,10 +33,24 @@ from fakepop.protocol.commands import (
     State,
     command,
 )
-from fakepop.protocol.events import CLOSE, START_TLS, Event, Pause, Reply, multiline, status
+from fakepop.protocol.events import (
+    CLOSE,
+    STALL,
+    START_TLS,
+    Close,
+    Event,
+    Pause,
+    Reply,
+    Throttle,
+    multiline,
+    status,
+)
 from fakepop.protocol.sasl import MECHANISMS, Challenge, Exchange, Failure, Step, Success
 from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript
+
+if TYPE_CHECKING:
+    from fakepop.faults import FaultPlan, Rule
 
 MASK = "****"
 
@@ -75,6 +91,7 @@ class Session:
         clock: seconds since the epoch, for LOGIN-DELAY.
         stls: offer STLS on this connection (the server has a certificate).
         secure: the connection is already under TLS (the implicit-TLS port).
+        faults: the server's fault plan, asked at the greeting, each command and each login.
     """
 
     def __init__(
@@ -86,6 +103,7 @@ class Session:
         clock: Callable[[], float] = time.time,
         stls: bool = False,
         secure: bool = False,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.store = store
         self.settings = settings or Settings()
@@ -98,6 +116,7 @@ class Session:
         self.timestamp = apop_timestamp(self.settings.hostname) if self.settings.apop else None
         self.stls = stls
         self.secure = secure
+        self.faults = faults
         self._awaiting_tls = False  # STLS was answered: input is dropped until the handshake
         self._clock = clock
         self._buffer = LineBuffer(self.settings.max_line_length)
@@ -114,7 +133,15 @@ class Session:
     def start(self) -> list[Event]:
         """The greeting."""
         text = "fakepop ready" + (f" {self.timestamp}" if self.timestamp else "")
-        return [self._send(_ok(text))]
+        events = self._unless_fault(
+            "connect",
+            None,
+            lambda: self._unless_fault("greeting", None, lambda: [self._send(_ok(text))]),
+        )
+        greeting = next((e for e in events if isinstance(e, Reply)), None)
+        if greeting is not None and greeting.status.startswith(b"-ERR") and not self.closed:
+            events += self._hang_up(reset=False)  # a server that greets with -ERR goes away
+        return events
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Take bytes from the client; return what to send, and whether to close, in order."""
@@ -208,15 +235,95 @@ class Session:
                 return self._bad(f"Argument too long: the limit is {ARG_MAX_LENGTH} characters")
         if not cmd.min_args <= len(args) <= cmd.max_args:
             return self._bad(f"Usage: {cmd.syntax}")
+        return self._unless_fault(cmd.verb, None, lambda: self._run(cmd.handler, args))
+
+    def _run(
+        self, handler: Callable[[Session, tuple[str, ...]], object], args: tuple[str, ...]
+    ) -> list[Event]:
         try:
-            result: Reply | list[Event] = cmd.handler(self, args)
+            result = handler(self, args)
         except CommandError as e:
             if e.bad:
                 return self._bad(e.text)
             return [self._send(_err(e.text, e.code))]
         if isinstance(result, Reply):
             return [self._send(result)]
+        assert isinstance(result, list)
         return result
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def _unless_fault(
+        self, event: str, user: str | None, run: Callable[[], list[Event]]
+    ) -> list[Event]:
+        """``run()``, unless a rule of the fault plan fires at ``event``: then as it says."""
+        if self.faults is None:
+            return run()
+        who = user or (self.account.name if self.account else self._user)
+        rule = self.faults.check(event, session=self.transcript.session_id, user=who)
+        if rule is None:
+            return run()
+        self.transcript.add("*", f"fault: {rule.describe()}")
+        return self._fault(rule, run)
+
+    def _fault(self, rule: Rule, run: Callable[[], list[Event]]) -> list[Event]:
+        action, params = rule.action, rule.params
+        if action == "error":
+            return [self._send(_err(params["text"], params["code"]))]
+        if action == "stall":
+            self.closed = True
+            return [STALL]
+        if action == "no-handshake":
+            self.closed = True
+            return [self._send(_ok("Begin TLS negotiation")), STALL]
+        if action == "commit-fail":
+            return self._quit(fail=rule)
+        if action == "lock":
+            name = rule.user or (self.account.name if self.account else self._user)
+            account = self.store.get(name or "")
+            if account is not None:
+                account.mailbox.hold(params["attempts"], params["seconds"])
+            return run()
+        if action == "delay":
+            return [Pause(params["seconds"]), *run()]
+        if action == "bandwidth":
+            return [Throttle(params["bytes_per_second"]), *run()]
+        if action == "drop":
+            events = [] if params["at"] == "instead" else run()
+            replies = [e for e in events if isinstance(e, Reply)]
+            if params["at"] == "during":
+                replies = [faulty.cut(replies, params["after_bytes"])]
+            return [*replies, *self._hang_up(reset=params["mode"] == "reset")]
+        events = [e for e in run() if not isinstance(e, Close)]
+        replies = [e for e in events if isinstance(e, Reply)]
+        if not replies:
+            return events
+        last = replies[-1]
+        if action == "truncate":
+            cut = faulty.unterminated(last, params["after_bytes"])
+            ending = [STALL] if params["then"] == "stall" else self._hang_up(reset=False)
+            self.closed = True
+            return [*replies[:-1], cut, *ending]
+        if action == "wrong-size":
+            changed = faulty.wrong_size(last, params["delta"])
+        elif action == "unstuffed":
+            changed = faulty.unstuffed(last)
+        elif action == "garbage":
+            changed = faulty.garbage(rule.random(), params["length"])
+        elif action == "bare-lf":
+            changed = faulty.bare_lf(last)
+        else:
+            assert action == "overlong", action
+            changed = faulty.overlong(last, params["length"])
+        if changed.status != last.status:
+            self.transcript.add("*", f"sent instead: {changed.status[:80]!r}")
+        return [changed if e is last else e for e in events] + ([CLOSE] if self.closed else [])
+
+    def _hang_up(self, reset: bool) -> list[Event]:
+        """Close as if the server went away: the maildrop is released, nothing committed."""
+        self.closed = True
+        self.connection_lost()
+        return [Close(reset=reset)]
 
     def _bad(self, text: str) -> list[Event]:
         """Answer a client's mistake; past the budget, say so and close."""
@@ -285,10 +392,13 @@ class Session:
         account = self.resolve(name)
         if account is None or not verify(account):
             return self._auth_failed("Invalid user name or password")
-        return [self._send(self._enter(account))]
+        return self._enter(account)
 
-    def _enter(self, account: Account) -> Reply:
+    def _enter(self, account: Account) -> list[Event]:
         """Lock the maildrop and move to the transaction state."""
+        return self._unless_fault("login", account.name, lambda: [self._send(self._take(account))])
+
+    def _take(self, account: Account) -> Reply:
         try:
             now = self._clock()
             self._messages = self.store.open(account, self, now, self.settings.login_delay)
@@ -354,7 +464,7 @@ class Session:
             return [self._send(Reply(challenge))]
         self._exchange = None
         if isinstance(step, Success):
-            return [self._send(self._enter(step.account))]
+            return self._enter(step.account)
         assert isinstance(step, Failure)
         return self._auth_failed(step.text, step.code)
 
@@ -450,13 +560,29 @@ class Session:
 
     @command("QUIT", BOTH)
     def do_quit(self, args: tuple[str, ...]) -> list[Event]:
+        return self._quit()
+
+    def _quit(self, fail: Rule | None = None) -> list[Event]:
+        """Sign off; from TRANSACTION, commit the deletions (RFC 1939's UPDATE state).
+
+        With ``fail`` (a commit-fail fault) the commit removes none or only some of
+        the marked messages and the reply is an error, as a failing store's would be.
+        """
         account = self.account
         if account is None:
             return [self._send(_ok("fakepop signing off")), self._close()]
         self.state = State.UPDATE
-        removed = {self._messages[i].uid for i in self._deleted}
-        account.mailbox.release(self, delete=removed)
+        marked = [self._messages[i].uid for i in sorted(self._deleted)]
+        removed = marked
+        if fail is not None:
+            remove = fail.params["remove"]
+            count = 0 if remove == "none" else len(marked) // 2 if remove == "some" else remove
+            removed = marked[:count]
+        account.mailbox.release(self, delete=set(removed))
         self.account = None
+        if fail is not None:
+            text = f"Some deleted messages not removed ({len(removed)} of {len(marked)} removed)"
+            return [self._send(_err(text, fail.params["code"])), self._close()]
         left = len(self._messages) - len(removed)
         reply = _ok(f"fakepop signing off ({len(removed)} deleted, {left} left)")
         return [self._send(reply), self._close()]
