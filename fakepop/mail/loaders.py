@@ -81,7 +81,9 @@ def load_maildir(path: str | os.PathLike[str]) -> list[LoadedMessage]:
     if not (directory / "cur").is_dir() or not (directory / "new").is_dir():
         raise FileNotFoundError(f"no Maildir at {directory}: it needs cur/ and new/")
     box = mailbox.Maildir(directory, factory=None, create=False)
-    return [LoadedMessage(box.get_bytes(key), maildir_uid(key)) for key in sorted(box.iterkeys())]
+    # Dot-files are not mail: a .gitkeep keeps an empty Maildir's directories in git.
+    keys = sorted(key for key in box.iterkeys() if not key.startswith("."))
+    return [LoadedMessage(box.get_bytes(key), maildir_uid(key)) for key in keys]
 
 
 def load(path: str | os.PathLike[str], flavor: MboxFlavor = "mboxrd") -> list[LoadedMessage]:

@@ -11,7 +11,6 @@ ever lost, duplicated, or both deleted and present.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import itertools
 import os
@@ -21,14 +20,15 @@ from collections.abc import Callable, Iterator, Set
 from dataclasses import dataclass
 from pathlib import Path
 
-from fakepop.mail.message import Message, StoredMessage, check_uid
+from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid
 from fakepop.mail.store import Mailbox
-from fakepop.mail.wire import CRLF, crlf_chunks, lines_of, stuff_chunks
+from fakepop.mail.wire import CRLF, crlf_chunks, lines_of, stuff_chunks, to_crlf
 
 READ_SIZE = 1 << 16
 JOURNAL = "fakepop-commit"  # in the Maildir's root: the files a commit is deleting
 _WIRE_SIZE = re.compile(r",W=(\d+)")  # Maildir++: the size with CRLF line ends, as Dovecot writes
 _deliveries = itertools.count()
+_OWN_UID = re.compile(r"\.fakepop,U=(.+)")
 
 
 def _read(path: Path) -> Iterator[bytes]:
@@ -51,8 +51,16 @@ def _wire_size(path: Path) -> int:
 
 
 def maildir_uid(name: str) -> str:
-    """The UID of a Maildir file: its unique name, or a digest of it where RFC 1939 forbids it."""
+    """The UID of a Maildir file: the UID fakepop gave it, its unique name, or a digest of that.
+
+    A message fakepop delivers carries its UID at the end of its name
+    (``<time>.P<pid>Q<n>.fakepop,U=<uid>``), so the UID is the one ``add`` returned,
+    while the name still starts with the delivery time and sorts in arrival order.
+    """
     key = name.split(":", 1)[0]
+    own = _OWN_UID.search(key)
+    if own:
+        key = own[1]
     try:
         return check_uid(key)
     except ValueError:
@@ -105,6 +113,7 @@ class MaildirMailbox(Mailbox):
         for sub in missing:
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         self._sizes: dict[str, tuple[int, int, int]] = {}  # name: (st_size, st_mtime_ns, size)
+        self._known: set[str] | None = None  # the UIDs there, for adds to check against
         self._finish_commit()
 
     def __repr__(self) -> str:
@@ -138,30 +147,41 @@ class MaildirMailbox(Mailbox):
             sizes[name] = (stat.st_size, stat.st_mtime_ns, size)
             messages.append(MaildirMessage(path, maildir_uid(name), size))
         self._sizes = sizes
+        self._known = {m.uid for m in messages}
         return messages
 
     def _append(self, item: bytes | Message, uid: str | None) -> str:
         raw = item.wire if isinstance(item, Message) else item
-        if uid is not None and ("/" in uid or ":" in uid or uid.startswith(".")):
-            raise ValueError(f"a Maildir UID names a file: {uid!r} cannot contain / or :")
-        if uid is not None and self._exists(uid):
+        if uid is not None and ("/" in uid or ":" in uid):
+            raise ValueError(f"a Maildir UID is part of a file name: {uid!r} cannot hold / or :")
+        taken = self._uids_now()
+        if uid is not None and uid in taken:
             raise ValueError(f"UID {uid!r} is already in this mailbox; UIDs must be unique")
-        name = uid or f"{time.time_ns()}.P{os.getpid()}Q{next(_deliveries)}.fakepop"
+        if uid is None:  # as Mailbox does: from the content, numbered if it is there already
+            base = uid = content_uid(to_crlf(raw))
+            for n in itertools.count(2):
+                if uid not in taken:
+                    break
+                uid = f"{base}-{n}"
+        name = f"{time.time_ns()}.P{os.getpid()}Q{next(_deliveries)}.fakepop,U={uid}"
         temporary = self.path / "tmp" / name
         with temporary.open("xb") as file:
             file.write(raw)
             file.flush()
             os.fsync(file.fileno())
         os.rename(temporary, self.path / "new" / name)
-        return maildir_uid(name)
+        taken.add(uid)
+        return uid
 
-    def _exists(self, name: str) -> bool:
-        if (self.path / "new" / name).exists():
-            return True
-        return (
-            any((self.path / "cur").glob(f"{glob.escape(name)}:*"))
-            or (self.path / "cur" / name).exists()
-        )
+    def _uids_now(self) -> set[str]:
+        """The UIDs in the Maildir, as of the last scan plus this process's deliveries.
+
+        Kept between adds, so that loading many messages does not list the
+        directories once a message.
+        """
+        if self._known is None:
+            self._known = {m.uid for m in self._scan()}
+        return self._known
 
     def _remove(self, uids: Set[str]) -> None:
         doomed = [m.path for m in self._scan() if m.uid in uids]
@@ -176,6 +196,7 @@ class MaildirMailbox(Mailbox):
         os.rename(temporary, journal)  # the commit point: from here on the deletion happens
         _sync_directory(self.path)
         self._finish_commit()
+        self._known = None
 
     def _clear(self) -> None:
         self._remove({m.uid for m in self._scan()})

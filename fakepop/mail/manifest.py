@@ -25,7 +25,7 @@ from typing import Any
 
 from fakepop.mail.generate import generate_messages
 from fakepop.mail.loaders import load
-from fakepop.mail.message import LoadedMessage
+from fakepop.mail.message import LoadedMessage, check_uid
 
 MANIFEST = "fakepop.toml"
 _SOURCE_KEYS = {"path": {"path", "uid", "flavor"}, "generate": {"generate", "seed", "locale"}}
@@ -100,8 +100,11 @@ def _source(file: Path, source: Any, where: str) -> list[LoadedMessage]:
     target = (base / relative).resolve()
     if not target.is_relative_to(base):
         raise ManifestError(f"{where}.path: {relative!r} leaves the manifest's directory {base}")
+    flavor = source.get("flavor", "mboxrd")
+    if flavor not in ("mboxrd", "mboxo"):
+        raise ManifestError(f"{where}.flavor: {flavor!r} is not a flavor: use 'mboxrd' or 'mboxo'")
     try:
-        messages = load(target, source.get("flavor", "mboxrd"))
+        messages = load(target, flavor)
     except (FileNotFoundError, ValueError) as e:
         raise ManifestError(f"{where}.path: {e}") from None
     uid = source.get("uid")
@@ -109,6 +112,10 @@ def _source(file: Path, source: Any, where: str) -> list[LoadedMessage]:
         if len(messages) != 1:
             raise ManifestError(f"{where}.uid: a UID can be set only for a single message")
         _expect(uid, str, f"{where}.uid")
+        try:
+            check_uid(uid)
+        except ValueError as e:
+            raise ManifestError(f"{where}.uid: {e}") from None
         messages = [LoadedMessage(messages[0].raw, uid)]
     return messages
 

@@ -1,0 +1,506 @@
+"""The Maildir store: delivery through tmp/, sizes, sessions, the commit journal, real sockets."""
+
+from __future__ import annotations
+
+import os
+import poplib
+import re
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from fakepop import MaildirMailbox, POP3Server
+from fakepop.mail.maildir import JOURNAL, maildir_uid
+from fakepop.mail.message import content_uid
+from fakepop.mail.wire import to_crlf
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+USER, PASSWORD = "alice", "secret"
+TIMEOUT = 10.0  # seconds for any socket operation; all of them take milliseconds
+CHUNK = 65536  # the store reads message files in pieces of this size
+
+
+def message(n: int, body: str = "body\n") -> bytes:
+    return (
+        f"From: Sender <sender@maildir.fakepop.test>\n"
+        f"To: Alice <alice@maildir.fakepop.test>\n"
+        f"Subject: message {n}\n"
+        f"Date: Fri, 27 Nov 2026 09:{n % 60:02d}:00 +0000\n"
+        f"Message-ID: <m{n}@maildir.fakepop.test>\n"
+        f"\n{body}"
+    ).encode()
+
+
+def make_maildir(path: Path, files: dict[str, bytes]) -> Path:
+    """A Maildir holding ``files``, given as "new/<name>" or "cur/<name>": content."""
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (path / name).write_bytes(content)
+    return path
+
+
+def deliver(maildir: Path, name: str, content: bytes) -> None:
+    """Deliver as another program would: write in tmp/, then rename into new/."""
+    (maildir / "tmp" / name).write_bytes(content)
+    os.rename(maildir / "tmp" / name, maildir / "new" / name)
+
+
+def files(maildir: Path) -> set[str]:
+    """What is in new/ and cur/, as "new/<name>" and "cur/<name>"."""
+    return {f"{sub}/{p.name}" for sub in ("new", "cur") for p in (maildir / sub).iterdir()}
+
+
+Login = Callable[[POP3Server], poplib.POP3]
+
+
+@pytest.fixture
+def login() -> Iterator[Login]:
+    """Log in with poplib; every client is closed at the end, whatever the test did."""
+    opened: list[poplib.POP3] = []
+
+    def connect(server: POP3Server) -> poplib.POP3:
+        client = poplib.POP3(server.host, server.port, timeout=TIMEOUT)
+        opened.append(client)
+        client.user(USER)
+        client.pass_(PASSWORD)
+        return client
+
+    yield connect
+    for client in opened:
+        client.close()
+
+
+def maildir_of(server: POP3Server) -> Path:
+    box = server.mailbox(USER)
+    assert isinstance(box, MaildirMailbox)
+    return box.path
+
+
+def wait_unlocked(server: POP3Server) -> None:
+    """Wait until the server has noticed a dropped session and released the maildrop."""
+    deadline = time.monotonic() + TIMEOUT
+    while server.mailbox(USER).locked:
+        assert time.monotonic() < deadline, "the maildrop is still locked"
+        time.sleep(0.005)
+
+
+def unstuffed(lines: list[bytes]) -> bytes:
+    """poplib undoes the byte-stuffing and drops the line ends; put the CRLFs back."""
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+FIVE = {
+    "cur/1795770000.M1P1.maildir.test:2,S": message(1),
+    "new/1795770060.M2P1.maildir.test": message(2),
+    "cur/1795770120.M3P1.maildir.test:2,RS": message(3),
+    "new/1795770180.M4P1.maildir.test": message(4),
+    "new/1795770240.M5P1.maildir.test": message(5),
+}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[POP3Server]:
+    make_maildir(tmp_path / USER, FIVE)
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
+        yield server
+
+
+# --- delivery -------------------------------------------------------------------------------
+
+
+def test_add_writes_through_tmp_into_new(tmp_path: Path) -> None:
+    box = MaildirMailbox(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["cur", "new", "tmp"]
+    uid = box.add(message(1))
+    (name,) = [p.name for p in (tmp_path / "m" / "new").iterdir()]
+    assert maildir_uid(name) == uid
+    assert (tmp_path / "m" / "new" / name).read_bytes() == message(1)
+    assert list((tmp_path / "m" / "tmp").iterdir()) == []
+    assert list((tmp_path / "m" / "cur").iterdir()) == []
+    assert box.add(message(2), uid="given") == "given"
+    assert [m.uid for m in box.messages] == [uid, "given"]
+    with pytest.raises(ValueError, match="already in this mailbox"):
+        box.add(message(3), uid="given")
+    with pytest.raises(ValueError, match="a:b"):
+        box.add(message(3), uid="a:b")  # ":" starts a Maildir file name's flags
+
+
+def test_add_delivers_nothing_when_tmp_is_unusable(tmp_path: Path) -> None:
+    # The file is written in tmp/ first: without a tmp/ directory nothing reaches new/.
+    box = MaildirMailbox(tmp_path)
+    (tmp_path / "tmp").rmdir()
+    (tmp_path / "tmp").write_bytes(b"not a directory")
+    with pytest.raises(NotADirectoryError):
+        box.add(message(1))
+    assert files(tmp_path) == set()
+
+
+def test_the_server_keeps_each_account_in_its_own_maildir(tmp_path: Path) -> None:
+    server = POP3Server(users={USER: PASSWORD, "bob": "pw"}, maildir=tmp_path)
+    box = server.mailbox(USER)
+    assert isinstance(box, MaildirMailbox)
+    assert box.path == tmp_path / USER
+    uid = box.add(message(1))
+    (delivered,) = (tmp_path / USER / "new").iterdir()
+    assert delivered.read_bytes() == message(1)
+    assert maildir_uid(delivered.name) == uid
+    assert files(tmp_path / "bob") == set()
+    server.users["carol"] = "pw"  # a new account gets a new Maildir
+    assert (tmp_path / "carol" / "tmp").is_dir()
+
+
+def test_mail_is_kept_in_the_order_it_was_added(tmp_path: Path) -> None:
+    box = MaildirMailbox(tmp_path)
+    uids = [box.add(message(1), uid="zeta"), box.add(message(2), uid="alpha"), box.add(message(3))]
+    assert [m.uid for m in box.messages] == uids
+
+
+def test_mail_added_without_a_uid_gets_the_content_uid(tmp_path: Path) -> None:
+    # Mailbox.add: "by default one derived from the content", as the in-memory store does.
+    box = MaildirMailbox(tmp_path)
+    assert box.add(message(1)) == content_uid(to_crlf(message(1)))
+
+
+# --- reading from disk ----------------------------------------------------------------------
+
+ODD = {
+    "new/1795770000.M1P1.crlf": message(1).replace(b"\n", b"\r\n"),
+    "new/1795770001.M1P1.lf": message(2, "bare\nLF\n.dot\n"),
+    "new/1795770002.M1P1.no-final-newline": message(3, "first\nlast line, no newline"),
+    "new/1795770003.M1P1.cr": message(4).replace(b"\n", b"\r"),
+    "cur/1795770004.M1P1.mixed:2,S": message(5, "crlf\r\nlf\ncr\r.dot\r\n"),
+    "new/1795770005.M1P1.ends-in-cr": message(6, "held back\r"),
+}
+
+
+def test_sizes_and_contents_are_the_wire_form(tmp_path: Path) -> None:
+    box = MaildirMailbox(make_maildir(tmp_path, ODD))
+    wires = [to_crlf(raw) for _, raw in sorted(ODD.items(), key=lambda item: item[0][4:])]
+    assert [m.size for m in box.messages] == [len(w) for w in wires]
+    assert [m.read() for m in box.messages] == wires
+    assert box.messages[2].read().endswith(b"last line, no newline\r\n")
+
+
+def test_poplib_gets_the_wire_form_and_size(tmp_path: Path, login: Login) -> None:
+    make_maildir(tmp_path / USER, ODD)
+    wires = [to_crlf(raw) for _, raw in sorted(ODD.items(), key=lambda item: item[0][4:])]
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
+        client = login(server)
+        assert client.stat() == (len(wires), sum(len(w) for w in wires))
+        for n, wire in enumerate(wires, 1):
+            response, lines, _ = client.retr(n)
+            assert response == f"+OK {len(wire)} octets".encode()
+            assert unstuffed(lines) == wire
+        client.quit()
+
+
+def test_a_wire_size_in_the_file_name_is_trusted(tmp_path: Path) -> None:
+    # Maildir++ ",W=": the size with CRLF line ends, as Dovecot writes it; not re-read.
+    box = MaildirMailbox(
+        make_maildir(
+            tmp_path,
+            {
+                "cur/1795770000.M1P1.host,S=140,W=4242:2,S": message(1),
+                "new/1795770001.M1P1.host,S=140": message(2),
+            },
+        )
+    )
+    assert [m.size for m in box.messages] == [4242, len(to_crlf(message(2)))]
+    assert [m.uid for m in box.messages] == [
+        "1795770000.M1P1.host,S=140,W=4242",
+        "1795770001.M1P1.host,S=140",
+    ]
+
+
+def test_dot_files_and_tmp_are_not_mail(tmp_path: Path) -> None:
+    box = MaildirMailbox(make_maildir(tmp_path, {"new/.gitkeep": b"", "cur/.hidden:2,S": b"x"}))
+    (tmp_path / "tmp" / "1795770000.M1P1.half-written").write_bytes(message(1))
+    assert box.messages == []
+    deliver(tmp_path, "1795770001.M1P1.host", message(2))
+    assert [m.uid for m in box.messages] == ["1795770001.M1P1.host"]
+
+
+def test_mail_delivered_during_a_session_shows_in_the_next(
+    server: POP3Server, login: Login
+) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    before = client.stat()
+    uids_before = client.uidl()[1]
+    deliver(maildir, "1795770300.M6P2.other-writer", message(6))
+    assert client.stat() == before
+    assert client.uidl()[1] == uids_before
+    with pytest.raises(poplib.error_proto, match="No such message"):
+        client.retr(6)
+    client.quit()
+
+    client = login(server)
+    assert client.stat() == (6, before[1] + len(to_crlf(message(6))))
+    assert client.uidl(6) == b"+OK 6 1795770300.M6P2.other-writer"
+    assert unstuffed(client.retr(6)[1]) == to_crlf(message(6))
+    client.quit()
+
+
+# --- deletion, and what the mailbox records -------------------------------------------------
+
+
+def test_dele_and_quit_remove_exactly_those_files(server: POP3Server, login: Login) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    client.dele(2)
+    client.dele(3)
+    assert client.quit() == b"+OK fakepop signing off (2 deleted, 3 left)"
+    assert files(maildir) == set(FIVE) - {
+        "new/1795770060.M2P1.maildir.test",
+        "cur/1795770120.M3P1.maildir.test:2,RS",
+    }
+    assert not (maildir / JOURNAL).exists()
+    assert list((maildir / "tmp").iterdir()) == []
+    assert server.mailbox(USER).deleted == [
+        "1795770060.M2P1.maildir.test",
+        "1795770120.M3P1.maildir.test",
+    ]
+    client = login(server)
+    client.dele(1)
+    client.quit()
+    assert server.mailbox(USER).deleted[-1] == "1795770000.M1P1.maildir.test"
+    assert len(server.mailbox(USER).deleted) == 3
+
+
+def test_a_dropped_session_deletes_nothing(server: POP3Server, login: Login) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    client.dele(1)
+    client.dele(4)
+    client.close()  # no QUIT
+    wait_unlocked(server)
+    assert files(maildir) == set(FIVE)
+    assert server.mailbox(USER).deleted == []
+    assert login(server).stat()[0] == 5
+
+
+def test_rset_undoes_dele(server: POP3Server, login: Login) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    client.dele(5)
+    client.rset()
+    client.quit()
+    assert files(maildir) == set(FIVE)
+    assert server.mailbox(USER).deleted == []
+
+
+def test_retrieved_records_retr_and_top_per_session(server: POP3Server, login: Login) -> None:
+    uids = [m.uid for m in server.mailbox(USER).messages]
+    client = login(server)
+    client.retr(1)
+    client.top(4, 0)
+    client.list()
+    client.uidl()
+    client.quit()
+    client = login(server)
+    client.retr(2)
+    client.retr(2)
+    client.quit()
+    assert server.mailbox(USER).retrieved == {1: [uids[0], uids[3]], 2: [uids[1], uids[1]]}
+
+
+# --- the commit journal ----------------------------------------------------------------------
+
+
+def test_a_leftover_journal_is_finished_when_the_maildir_is_opened(tmp_path: Path) -> None:
+    maildir = make_maildir(tmp_path / USER, FIVE)
+    # As a process killed after its commit point leaves it: some files gone already.
+    (maildir / "new" / "1795770060.M2P1.maildir.test").unlink()
+    (maildir / JOURNAL).write_text(
+        "new/1795770060.M2P1.maildir.test\n"
+        "cur/1795770120.M3P1.maildir.test:2,RS\n"
+        "new/1795770240.M5P1.maildir.test\n"
+    )
+    box = MaildirMailbox(maildir, create=False)
+    assert not (maildir / JOURNAL).exists()
+    assert files(maildir) == {
+        "cur/1795770000.M1P1.maildir.test:2,S",
+        "new/1795770180.M4P1.maildir.test",
+    }
+    assert [m.uid for m in box.messages] == [
+        "1795770000.M1P1.maildir.test",
+        "1795770180.M4P1.maildir.test",
+    ]
+
+
+def test_the_server_finishes_a_leftover_journal_before_serving(
+    tmp_path: Path, login: Login
+) -> None:
+    maildir = make_maildir(tmp_path / USER, FIVE)
+    (maildir / JOURNAL).write_text("cur/1795770000.M1P1.maildir.test:2,S\n")
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
+        assert not (maildir / JOURNAL).exists()
+        client = login(server)
+        assert client.stat()[0] == 4
+        assert client.uidl(1) == b"+OK 1 1795770060.M2P1.maildir.test"
+        client.quit()
+
+
+ESCAPES = [
+    "../victim",
+    "new/../../victim",
+    "new/../../../victim",
+    "cur/../root-file",
+    "new/..",
+    "cur/.",
+    "new/",
+    "tmp/pending",
+    "root-file",
+    "/{outside}/victim",
+    "new//{outside}/victim",
+    "",
+]
+
+
+def test_journal_lines_cannot_reach_outside_new_and_cur(tmp_path: Path) -> None:
+    outside = tmp_path / "victim"
+    outside.write_bytes(b"not mail")
+    maildir = make_maildir(tmp_path / "box", FIVE)
+    (maildir / "root-file").write_bytes(b"not mail either")
+    (maildir / "tmp" / "pending").write_bytes(message(9))
+    (maildir / "new" / "victim").write_bytes(message(8))  # what "new/victim" would name
+    lines = [line.format(outside=str(tmp_path).lstrip("/")) for line in ESCAPES]
+    (maildir / JOURNAL).write_text("\n".join([*lines, "new/1795770060.M2P1.maildir.test"]) + "\n")
+    MaildirMailbox(maildir, create=False)
+    assert outside.read_bytes() == b"not mail"
+    assert (maildir / "root-file").exists()
+    assert (maildir / "tmp" / "pending").exists()
+    assert (maildir / "new").is_dir()
+    assert (maildir / "cur").is_dir()
+    assert files(maildir) == (set(FIVE) | {"new/victim"}) - {"new/1795770060.M2P1.maildir.test"}
+    assert not (maildir / JOURNAL).exists()
+
+
+@pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", "..", ".", "a\\b"])
+def test_account_names_that_would_leave_the_root_are_refused(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    server = POP3Server(maildir=root)
+    with pytest.raises(ValueError, match="cannot be a Maildir"):
+        server.users[name] = "pw"
+    with pytest.raises(ValueError, match="cannot be a Maildir"):
+        POP3Server(users={name: "pw"}, maildir=root)
+    assert list(tmp_path.iterdir()) == [root]
+    assert list(root.iterdir()) == []
+
+
+# --- byte-exact over the wire, across the store's read chunks --------------------------------
+
+
+def dot_stuffed(wire: bytes) -> bytes:
+    """RFC 1939 byte-stuffing, written here independently of fakepop.mail.wire."""
+    return re.sub(rb"(?m)^\.", b"..", wire)
+
+
+def with_dot_lines_at_chunk_edges(size: int, eol: bytes, subject: str) -> bytes:
+    """A message of about ``size`` octets whose lines starting with "." begin within two
+    octets of each multiple of CHUNK in the file, so every split of EOL and "." is read."""
+    text = bytearray(message(0).replace(b"\n", eol).replace(b"message 0", subject.encode()))
+    del text[-len(b"body") - len(eol) :]
+    k, n = 1, 0
+    while len(text) < size:
+        target = k * CHUNK + (k % 5) - 2  # -2 .. +2 around the boundary
+        gap = target - len(text)
+        if gap <= 0:
+            dot = [b".", b"..", b".x", b"...", b". space"][k % 5]
+            text += dot + eol
+            k += 1
+        elif gap < 60 + 2 * len(eol):
+            text += b"p" * (gap - len(eol)) + eol  # pad so the dot line lands on target
+        else:
+            n += 1
+            text += b"line %06d of filler text, long enough to be ordinary mail." % n + eol
+    return bytes(text + b"." + eol)  # and a last line of "."
+
+
+@pytest.fixture(scope="module")
+def big_maildir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("big")
+    make_maildir(
+        root / USER,
+        {
+            "new/1795770000.M1P1.dots": (FIXTURES / "eml" / "dot-lines.eml").read_bytes(),
+            "new/1795770001.M1P1.big-crlf": with_dot_lines_at_chunk_edges(
+                5 * 1024 * 1024, b"\r\n", "5 MB, CRLF"
+            ),
+            "new/1795770002.M1P1.big-lf": with_dot_lines_at_chunk_edges(
+                1024 * 1024, b"\n", "1 MB, bare LF"
+            ),
+        },
+    )
+    return root
+
+
+def raws(root: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((root / USER / "new").iterdir())]
+
+
+def test_the_big_messages_put_dot_lines_on_every_chunk_edge(big_maildir: Path) -> None:
+    for raw in raws(big_maildir)[1:]:
+        starts = {m.start() + 1 for m in re.finditer(rb"\n\.", raw)}
+        for k in range(1, len(raw) // CHUNK):
+            assert k * CHUNK + (k % 5) - 2 in starts, k
+    assert len(raws(big_maildir)[1]) > 5 * 1024 * 1024
+
+
+def test_poplib_retr_is_byte_exact(big_maildir: Path, login: Login) -> None:
+    with POP3Server(users={USER: PASSWORD}, maildir=big_maildir) as server:
+        client = login(server)
+        for n, raw in enumerate(raws(big_maildir), 1):
+            wire = to_crlf(raw)
+            assert cast(bytes, client.list(n)) == f"+OK {n} {len(wire)}".encode()
+            _, lines, octets = client.retr(n)
+            assert unstuffed(lines) == wire, n
+            assert octets == len(wire)  # poplib counts the octets after un-stuffing
+        client.quit()
+
+
+def top_of(wire: bytes, lines: int) -> bytes:
+    head, _, body = wire.partition(b"\r\n\r\n")
+    return head + b"\r\n\r\n" + b"".join(body.splitlines(keepends=True)[:lines])
+
+
+def test_poplib_top_is_byte_exact(big_maildir: Path, login: Login) -> None:
+    with POP3Server(users={USER: PASSWORD}, maildir=big_maildir) as server:
+        client = login(server)
+        for n, raw in enumerate(raws(big_maildir), 1):
+            wire = to_crlf(raw)
+            body = wire.partition(b"\r\n\r\n")[2].split(b"\r\n")[:-1]
+            # Cut just before and just after each of the first dot lines (the first chunk
+            # edges, in the big messages), and past the end: the whole message.
+            dots = [i for i, line in enumerate(body) if line.startswith(b".")]
+            cuts = {0, 1, len(body) + 10} | {d + e for d in dots[:4] for e in (0, 1)}
+            for lines in sorted(cuts):
+                assert unstuffed(client.top(n, lines)[1]) == top_of(wire, lines), (n, lines)
+        client.quit()
+
+
+def test_retr_on_the_wire_is_the_stuffed_message_and_terminator(big_maildir: Path) -> None:
+    with (
+        POP3Server(users={USER: PASSWORD}, maildir=big_maildir) as server,
+        socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock,
+        sock.makefile("rb") as reader,
+    ):
+        assert reader.readline().startswith(b"+OK")
+        sock.sendall(f"USER {USER}\r\nPASS {PASSWORD}\r\n".encode())
+        assert reader.readline().startswith(b"+OK")
+        assert reader.readline().startswith(b"+OK")
+        for n, raw in enumerate(raws(big_maildir), 1):
+            wire = to_crlf(raw)
+            expected = dot_stuffed(wire) + b".\r\n"
+            sock.sendall(f"RETR {n}\r\n".encode())
+            assert reader.readline() == f"+OK {len(wire)} octets\r\n".encode()
+            assert reader.read(len(expected)) == expected, n
+        sock.sendall(b"QUIT\r\n")
+        assert reader.readline().startswith(b"+OK")
+        assert reader.read() == b""  # and the server closes
