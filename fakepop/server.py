@@ -244,6 +244,11 @@ class POP3Server:
         return self._require_authority().client_context()
 
     @property
+    def violations(self) -> list[tuple[int, str]]:
+        """What clients did against the RFCs, as (session number, what), oldest first."""
+        return [(s.session_id, text) for s in self.transcript for text in s.violations]
+
+    @property
     def running(self) -> bool:
         return self._listening is not None
 

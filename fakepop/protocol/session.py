@@ -29,6 +29,7 @@ from fakepop.protocol.commands import (
     BOTH,
     COMMANDS,
     TRANSACTION,
+    Command,
     CommandError,
     State,
     command,
@@ -53,6 +54,9 @@ if TYPE_CHECKING:
     from fakepop.faults import FaultPlan, Rule
 
 MASK = "****"
+COMMAND_MAX_LENGTH = 255  # RFC 2449, section 4: octets in a command line, CRLF included
+# The CAPA tag that offers a command, where it is not the verb itself.
+CAPABILITY_OF = {"PASS": "USER", "AUTH": "SASL"}
 
 # The clock part of APOP timestamps: unique per session, as RFC 1939 requires.
 _apop_clock = itertools.count(time.time_ns() // 1000)
@@ -127,6 +131,7 @@ class Session:
         self._bad_commands = 0
         self._auth_failures = 0
         self._exchange: Exchange | None = None  # a SASL exchange under way
+        self._offered: set[str] | None = None  # CAPA tags (and SASL mechanisms) last listed
 
     # --- the interface to a server --------------------------------------------------------
 
@@ -175,6 +180,7 @@ class Session:
         self._awaiting_tls = False
         self.secure = True
         self._user = None
+        self._offered = None
         self.utf8 = False
         self.language = self.settings.languages[0][0]
         self._buffer.clear()
@@ -194,6 +200,11 @@ class Session:
         """The connection is gone: unlock the maildrop without applying deletions."""
         self.closed = True
         if self.account is not None:
+            if self._deleted:
+                self.transcript.violate(
+                    f"the session ended without QUIT after marking {len(self._deleted)}"
+                    " message(s) deleted: the deletions were not applied"
+                )
             self.account.mailbox.release(self)
             self.account = None
 
@@ -215,6 +226,7 @@ class Session:
         cmd = COMMANDS.get(verb.upper()) if verb.isascii() else None
         masked = f"{cmd.verb} {cmd.mask(rest)}" if cmd and cmd.mask and rest else None
         self.transcript.add("C", text, masked)
+        self._conformance(line, cmd)
 
         if b"\0" in raw or b"\r" in raw:
             return self._bad("Command contains a NUL or a bare CR")
@@ -226,6 +238,7 @@ class Session:
             return self._bad(f"Unknown command: {self._echo(verb)}")
         if self.state not in cmd.states:
             where = "before login" if self.state is State.AUTHORIZATION else "after login"
+            self.transcript.violate(f"{cmd.verb} sent {where}, in the wrong state")
             return self._bad(f"{cmd.verb} is not allowed {where}")
         if cmd.rest:
             args: tuple[str, ...] = (rest,) if rest else ()
@@ -236,6 +249,21 @@ class Session:
         if not cmd.min_args <= len(args) <= cmd.max_args:
             return self._bad(f"Usage: {cmd.syntax}")
         return self._unless_fault(cmd.verb, None, lambda: self._run(cmd.handler, args))
+
+    def _conformance(self, line: Line, cmd: Command | None) -> None:
+        """Note what the client does against the RFCs, for strict mode; changes no reply."""
+        violate = self.transcript.violate
+        if not line.crlf:
+            violate("a command line ended in a bare LF, not CRLF")
+        if b"\r" in line.data:
+            violate("a command line holds a bare CR")
+        if cmd is None:
+            return
+        if cmd.verb != "AUTH" and len(line.data) + 2 > COMMAND_MAX_LENGTH:
+            violate(f"{cmd.verb} line of {len(line.data) + 2} octets, over RFC 2449's 255")
+        tag = CAPABILITY_OF.get(cmd.verb, cmd.verb if cmd.capability else None)
+        if tag is not None and self._offered is not None and tag not in self._offered:
+            violate(f"{cmd.verb} used, but the CAPA answer did not offer {tag}")
 
     def _run(
         self, handler: Callable[[Session, tuple[str, ...]], object], args: tuple[str, ...]
@@ -365,6 +393,7 @@ class Session:
             count = len(self._messages)
             raise CommandError(f"No such message: {arg} (the maildrop has {count})")
         if number - 1 in self._deleted:
+            self.transcript.violate(f"message {number} used after it was marked deleted")
             raise CommandError(f"Message {number} is deleted")
         return number, self._messages[number - 1]
 
@@ -468,6 +497,10 @@ class Session:
         assert isinstance(step, Failure)
         return self._auth_failed(step.text, step.code)
 
+    def _plaintext_login(self, how: str) -> None:
+        if self.stls and not self.secure:
+            self.transcript.violate(f"{how}: a plaintext login on a connection that offered STLS")
+
     def _plaintext_allowed(self) -> bool:
         return self.secure or not self.settings.require_tls
 
@@ -530,7 +563,9 @@ class Session:
     def do_pass(self, args: tuple[str, ...]) -> list[Event]:
         self._check_tls()
         if self._user is None:
+            self.transcript.violate("PASS without USER")
             raise CommandError("Send USER first", bad=True)
+        self._plaintext_login("PASS")
         password = args[0]
         self._check_utf8(password, "passwords")
         given = password.encode("utf-8")
@@ -664,6 +699,7 @@ class Session:
         if login_delay:
             lines.append(login_delay)
         lines.append(f"IMPLEMENTATION fakepop {__version__}")
+        self._offered = {line.split()[0] for line in lines} | set(self._mechanisms())
         return multiline("Capability list follows", lines)
 
     @command(
@@ -686,6 +722,9 @@ class Session:
         exchange = MECHANISMS[name](self)
         if exchange.plaintext:
             self._check_tls()
+            self._plaintext_login(f"AUTH {name}")
+        if self._offered is not None and name not in self._offered:
+            self.transcript.violate(f"AUTH {name}, a mechanism CAPA did not offer")
         initial = None
         if len(words) == 2:
             try:  # RFC 5034, section 4: "=" is an empty initial response

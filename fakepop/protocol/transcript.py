@@ -29,9 +29,15 @@ class SessionTranscript:
     session_id: int
     peer: str = ""
     entries: list[Entry] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)  # what the client did against the RFCs
 
     def add(self, direction: Direction, text: str, masked: str | None = None) -> None:
         self.entries.append(Entry(time.time(), direction, text, masked))
+
+    def violate(self, text: str) -> None:
+        """Note something the client did that the RFCs forbid; strict mode reports these."""
+        self.violations.append(text)
+        self.add("*", f"client violation: {text}")
 
     def lines(self, mask: bool = True) -> list[str]:
         """The lines alone, prefixed "C: " or "S: " as in the RFCs' examples."""
