@@ -232,7 +232,7 @@ def test_stls_then_login(server: POP3Server, host: str) -> None:
     login_and_retr_all(client)
     server.stop()
     [session] = server.transcript
-    notes = [line for line in session.lines() if line.startswith("*: ")]
+    notes = [line for line in session.lines() if line.startswith("*: TLS ")]
     assert len(notes) == 1
     assert notes[0].startswith("*: TLS established: TLSv1.3")
 
