@@ -145,6 +145,11 @@ class Mailbox:
             finally:
                 self._holder = None
 
+    def assert_deleted(self, *uids: str) -> None:
+        """Fail unless exactly these UIDs were deleted by a committed QUIT."""
+        if sorted(self.deleted) != sorted(uids):
+            raise AssertionError(f"deleted {sorted(self.deleted)}, expected {sorted(uids)}")
+
     def record_retrieval(self, session: int, uid: str) -> None:
         self.retrieved.setdefault(session, []).append(uid)
 

@@ -416,18 +416,20 @@ class Session:
         live = self._live()
         return len(live), sum(m.size for _, m in live)
 
-    def _login(self, name: str, verify: Callable[[Account], bool]) -> list[Event]:
+    def _login(self, name: str, verify: Callable[[Account], bool], method: str) -> list[Event]:
         self._user = None
         account = self.resolve(name)
         if account is None or not verify(account):
             return self._auth_failed("Invalid user name or password")
-        return self._enter(account)
+        return self._enter(account, method)
 
-    def _enter(self, account: Account) -> list[Event]:
-        """Lock the maildrop and move to the transaction state."""
-        return self._unless_fault("login", account.name, lambda: [self._send(self._take(account))])
+    def _enter(self, account: Account, method: str) -> list[Event]:
+        """Lock the maildrop and move to the transaction state; ``method`` is how we got here."""
+        return self._unless_fault(
+            "login", account.name, lambda: [self._send(self._take(account, method))]
+        )
 
-    def _take(self, account: Account) -> Reply:
+    def _take(self, account: Account, method: str) -> Reply:
         try:
             now = self._clock()
             self._messages = self.store.open(account, self, now, self.settings.login_delay)
@@ -435,6 +437,7 @@ class Session:
             return _err(e.text, e.code)
         self.account = account
         self.state = State.TRANSACTION
+        self.transcript.logged_in(account.name, method)
         count, octets = self._totals()
         name = self._echo(account.name)
         return _ok(f"{name}'s maildrop has {_messages(count)} ({octets} octets)")
@@ -488,12 +491,14 @@ class Session:
         return self._sasl_step(self._exchange.respond(data))
 
     def _sasl_step(self, step: Step) -> list[Event]:
+        exchange = self._exchange
         if isinstance(step, Challenge):
             challenge = b"+ " + base64.b64encode(step.data) + b"\r\n"
             return [self._send(Reply(challenge))]
         self._exchange = None
         if isinstance(step, Success):
-            return self._enter(step.account)
+            assert exchange is not None
+            return self._enter(step.account, f"AUTH {exchange.name}")
         assert isinstance(step, Failure)
         return self._auth_failed(step.text, step.code)
 
@@ -570,7 +575,7 @@ class Session:
         self._check_utf8(password, "passwords")
         given = password.encode("utf-8")
         return self._login(
-            self._user, lambda a: hmac.compare_digest(a.password.encode("utf-8"), given)
+            self._user, lambda a: hmac.compare_digest(a.password.encode("utf-8"), given), "USER"
         )
 
     @command(
@@ -591,6 +596,7 @@ class Session:
         return self._login(
             name,
             lambda a: hmac.compare_digest(apop_digest(timestamp, a.password).encode(), given),
+            "APOP",
         )
 
     @command("QUIT", BOTH)
@@ -605,6 +611,7 @@ class Session:
         """
         account = self.account
         if account is None:
+            self.transcript.quit = True
             return [self._send(_ok("fakepop signing off")), self._close()]
         self.state = State.UPDATE
         marked = [self._messages[i].uid for i in sorted(self._deleted)]
@@ -619,6 +626,7 @@ class Session:
             text = f"Some deleted messages not removed ({len(removed)} of {len(marked)} removed)"
             return [self._send(_err(text, fail.params["code"])), self._close()]
         left = len(self._messages) - len(removed)
+        self.transcript.quit = True
         reply = _ok(f"fakepop signing off ({len(removed)} deleted, {left} left)")
         return [self._send(reply), self._close()]
 

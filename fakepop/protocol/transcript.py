@@ -30,6 +30,16 @@ class SessionTranscript:
     peer: str = ""
     entries: list[Entry] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)  # what the client did against the RFCs
+    user: str | None = None  # the account logged in to
+    login: str | None = None  # how: "USER", "APOP" or "AUTH <mechanism>"
+    quit: bool = False  # the client said QUIT and got +OK
+
+    def logged_in(self, user: str, method: str) -> None:
+        self.user, self.login = user, method
+
+    def commands(self, mask: bool = True) -> list[str]:
+        """What the client sent, command lines and SASL responses, in order."""
+        return [e.render(mask) for e in self.entries if e.direction == "C"]
 
     def add(self, direction: Direction, text: str, masked: str | None = None) -> None:
         self.entries.append(Entry(time.time(), direction, text, masked))
@@ -74,9 +84,54 @@ class Transcript:
     def __getitem__(self, index: int) -> SessionTranscript:
         return self.sessions[index]
 
-    def text(self, mask: bool = True) -> str:
-        """All sessions as text; passwords and AUTH payloads masked unless ``mask`` is False."""
-        return "\n".join(s.text(mask) for s in self)
+    def text(self, mask: bool = True, since: int = 0) -> str:
+        """All sessions as text; passwords and AUTH payloads masked unless ``mask`` is False.
+
+        Args:
+            mask: hide secrets.
+            since: only the sessions numbered above this one.
+        """
+        return "\n".join(s.text(mask) for s in self if s.session_id > since)
+
+    # --- for assertions in tests -------------------------------------------------------------
+
+    def commands(self) -> list[str]:
+        """Every command line the clients sent, in order, secrets masked."""
+        return [line for session in self for line in session.commands()]
+
+    def assert_sent(self, command: str) -> None:
+        """Fail unless some client sent ``command`` (a line, or its start: "RETR", "TOP 1")."""
+        wanted = command.upper()
+        sent = self.commands()
+        if not any(
+            line.upper() == wanted or line.upper().startswith(wanted + " ") for line in sent
+        ):
+            raise AssertionError(f"no client sent {command!r}; they sent: {sent}")
+
+    def assert_login(self, method: str, user: str | None = None) -> None:
+        """Fail unless a session logged in with ``method`` ("USER", "APOP", "PLAIN", ...).
+
+        Args:
+            method: how: USER/PASS, APOP, or a SASL mechanism with or without "AUTH ".
+            user: and as this account.
+        """
+        wanted = method.upper()
+        logins = [(s.login, s.user) for s in self if s.login is not None]
+        for login, who in logins:
+            assert login is not None
+            if wanted in (login, login.removeprefix("AUTH ")) and user in (None, who):
+                return
+        raise AssertionError(
+            f"no session logged in with {method}"
+            + (f" as {user}" if user else "")
+            + f"; logins: {logins or 'none'}"
+        )
+
+    def assert_quit(self) -> None:
+        """Fail unless every session ended with QUIT answered +OK."""
+        unquit = [s.session_id for s in self if not s.quit]
+        if unquit:
+            raise AssertionError(f"sessions {unquit} ended without a completed QUIT")
 
     def __str__(self) -> str:
         return self.text()
