@@ -503,7 +503,7 @@ class Session:
         return self._auth_failed(step.text, step.code)
 
     def _plaintext_login(self, how: str) -> None:
-        if self.stls and not self.secure:
+        if not self.secure and self._offered is not None and "STLS" in self._offered:
             self.transcript.violate(f"{how}: a plaintext login on a connection that offered STLS")
 
     def _plaintext_allowed(self) -> bool:

@@ -1,0 +1,245 @@
+"""The pytest plugin: a POP3 server for a test, configured by a marker and options.
+
+Installing fakepop registers it (the ``pytest11`` entry point). Fixtures:
+``pop3_server``, ``pop3_mailbox``, ``pop3_ssl_context``, ``pop3_server_factory``
+and ``pop3_authority``. A failing test's report gets a "POP3 transcript" section;
+in strict mode a client that breaks the RFCs fails its test at teardown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import ssl
+import tempfile
+from collections.abc import Callable, Generator, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from fakepop.mail.generate import generate_messages
+from fakepop.mail.loaders import load
+from fakepop.mail.store import Mailbox
+from fakepop.server import POP3Server
+from fakepop.tls import Authority
+
+DEFAULT_USER = "user"
+DEFAULT_PASSWORD = "password"  # as smtpdfix and GreenMail users expect
+
+# Marker and factory arguments that are the plugin's own; the rest go to POP3Server.
+_OWN = {"messages", "fixtures", "generate", "seed", "locale", "strict", "transcript"}
+
+SERVERS = pytest.StashKey[list[POP3Server]]()  # the servers a test made, for its report
+SHOW_TRANSCRIPT = pytest.StashKey[bool]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fakepop", "fakepop POP3 test server")
+    parser.addini("fakepop_host", "address the servers listen on", default="127.0.0.1")
+    parser.addini(
+        "fakepop_tls", "servers have TLS ready (STLS and implicit TLS)", type="bool", default=True
+    )
+    parser.addini(
+        "fakepop_idle_timeout", "seconds of client silence before autologout", default="600"
+    )
+    parser.addini(
+        "fakepop_strict", "fail tests whose client breaks the POP3 RFCs", type="bool", default=False
+    )
+    parser.addini(
+        "fakepop_transcript",
+        "add the POP3 transcript to failing tests' reports",
+        type="bool",
+        default=True,
+    )
+    group.addoption("--fakepop-host", metavar="HOST", help="address the servers listen on")
+    group.addoption(
+        "--fakepop-tls",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="servers have TLS ready (--no-fakepop-tls: plain only)",
+    )
+    group.addoption(
+        "--fakepop-idle-timeout", metavar="SECONDS", help="autologout after this much silence"
+    )
+    group.addoption(
+        "--fakepop-strict",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fail tests whose POP3 client breaks the RFCs",
+    )
+    group.addoption(
+        "--fakepop-transcript",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show the POP3 transcript of failing tests (--no-fakepop-transcript: don't)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "fakepop(**options): configure pop3_server for this test: POP3Server's options"
+        " (users=, tls=, faults=, idle_timeout=, ...), and messages= (bytes, text, email"
+        " messages, or paths to load), fixtures= (a directory with fakepop.toml), generate=N"
+        " with seed= and locale=, strict=, transcript=",
+    )
+
+
+def _setting(config: pytest.Config, name: str) -> Any:
+    value = config.getoption(f"fakepop_{name}")
+    return config.getini(f"fakepop_{name}") if value is None else value
+
+
+def _defaults(config: pytest.Config) -> dict[str, Any]:
+    timeout = _setting(config, "idle_timeout")
+    try:
+        idle_timeout = float(timeout)
+    except ValueError:
+        raise pytest.UsageError(
+            f"fakepop idle timeout must be a number of seconds, got {timeout!r}"
+        ) from None
+    return {
+        "host": _setting(config, "host"),
+        "tls": _setting(config, "tls"),
+        "idle_timeout": idle_timeout,
+        "strict": _setting(config, "strict"),
+        "transcript": _setting(config, "transcript"),
+    }
+
+
+@pytest.fixture(scope="session")
+def pop3_authority(pytestconfig: pytest.Config) -> Authority:
+    """The test session's CA, kept in pytest's cache so later runs reuse it."""
+    cache = getattr(pytestconfig, "cache", None)
+    if cache is None:  # -p no:cacheprovider
+        return Authority()
+    directory = Path(cache.mkdir("fakepop"))
+    cert, key = directory / "ca.pem", directory / "ca.key"
+    try:
+        return Authority(trustme.CA.from_pem(cert.read_bytes(), key.read_bytes()))
+    except (OSError, ValueError):
+        authority = Authority()
+        # Written beside and renamed, so parallel workers never read half a file.
+        for path, blob in ((cert, authority.ca.cert_pem), (key, authority.ca.private_key_pem)):
+            with tempfile.NamedTemporaryFile(dir=directory, delete=False) as file:
+                file.write(blob.bytes())
+            os.chmod(file.name, 0o600)
+            os.replace(file.name, path)
+        return authority
+
+
+@pytest.fixture
+def pop3_server_factory(
+    request: pytest.FixtureRequest, pop3_authority: Authority
+) -> Iterator[Callable[..., POP3Server]]:
+    """Make started servers with any options; each is stopped and checked at teardown.
+
+    Takes POP3Server's keyword arguments and the marker's own: ``messages``,
+    ``fixtures``, ``generate`` (with ``seed``, ``locale``), ``strict``.
+    """
+    defaults = _defaults(request.config)
+    servers: list[POP3Server] = []
+    request.node.stash[SERVERS] = servers
+    request.node.stash.setdefault(SHOW_TRANSCRIPT, defaults["transcript"])
+    strict: list[POP3Server] = []
+
+    def make(**options: Any) -> POP3Server:
+        settings = {**defaults, **options}
+        own = {key: settings.pop(key) for key in _OWN if key in settings}
+        if settings.get("tls"):
+            settings.setdefault("authority", pop3_authority)
+        server = POP3Server(**settings)
+        if not server.users and "users" not in options:
+            server.users[DEFAULT_USER] = DEFAULT_PASSWORD
+        _fill(server, own)
+        server.start()
+        servers.append(server)
+        if own.get("strict"):
+            strict.append(server)
+        if "transcript" in own:
+            request.node.stash[SHOW_TRANSCRIPT] = own["transcript"]
+        return server
+
+    yield make
+
+    errors: list[Exception] = []
+    for server in servers:
+        try:
+            server.stop()
+        except Exception as e:
+            errors.append(e)
+    if errors:
+        raise errors[0] if len(errors) == 1 else ExceptionGroup("fakepop server errors", errors)
+    found = [f"session {n}: {text}" for server in strict for n, text in server.violations]
+    if found:
+        pytest.fail(
+            "the POP3 client broke the RFCs (fakepop strict mode):\n  " + "\n  ".join(found),
+            pytrace=False,
+        )
+
+
+def _fill(server: POP3Server, own: dict[str, Any]) -> None:
+    """Give the server the mail the marker asks for."""
+    if "fixtures" in own:
+        server.load_manifest(own["fixtures"])
+    if not server.users:
+        return
+    mailbox = server.mailbox(next(iter(server.users)))
+    mailbox.extend(_messages(own.get("messages", ())))
+    if own.get("generate"):
+        count = own["generate"]
+        mailbox.extend(
+            generate_messages(count, seed=own.get("seed", 0), locale=own.get("locale", "en_US"))
+        )
+
+
+def _messages(items: Iterable[Any]) -> Iterator[Any]:
+    """Messages as given, with paths (a ``Path``, or text on one line) loaded from disk."""
+    for item in items:
+        if isinstance(item, os.PathLike) or (isinstance(item, str) and "\n" not in item):
+            yield from load(item)  # an .eml, a directory of them, an mbox, a Maildir
+        else:
+            yield item
+
+
+@pytest.fixture
+def pop3_server(
+    request: pytest.FixtureRequest, pop3_server_factory: Callable[..., POP3Server]
+) -> POP3Server:
+    """A started server for this test: account ``user`` / ``password``, TLS ready.
+
+    ``@pytest.mark.fakepop(...)`` configures it; see the marker's help.
+    """
+    options: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers("fakepop"))):
+        if marker.args:
+            raise pytest.UsageError("@pytest.mark.fakepop takes keyword arguments only")
+        options.update(marker.kwargs)
+    return pop3_server_factory(**options)
+
+
+@pytest.fixture
+def pop3_mailbox(pop3_server: POP3Server) -> Mailbox:
+    """The maildrop of ``pop3_server``'s first account (``user`` unless the marker says)."""
+    return pop3_server.mailbox(next(iter(pop3_server.users)))
+
+
+@pytest.fixture
+def pop3_ssl_context(pop3_server: POP3Server) -> ssl.SSLContext:
+    """A client context that trusts ``pop3_server``'s CA and checks host names."""
+    return pop3_server.client_ssl_context()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    servers = item.stash.get(SERVERS, [])
+    if report.failed and servers and item.stash.get(SHOW_TRANSCRIPT, True):
+        text = "\n".join(server.transcript.text() for server in servers if len(server.transcript))
+        if text:
+            report.sections.append(("POP3 transcript", text))
+    return report
