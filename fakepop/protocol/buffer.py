@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -30,8 +31,17 @@ class LineBuffer:
     session resynchronises.
     """
 
-    def __init__(self, max_line_length: int) -> None:
+    def __init__(self, max_line_length: int, limit: Callable[[bytes], int] | None = None) -> None:
+        """Make an empty buffer.
+
+        Args:
+            max_line_length: the bound on a line, without its line end.
+            limit: a bound that depends on how the line starts (given at most its first
+                8 bytes), when some lines may be longer than others; at most
+                ``max_line_length``.
+        """
         self.max_line_length = max_line_length
+        self._limit = limit or (lambda start: max_line_length)
         self._data = bytearray()
         self._searched = 0
         self._discarding = False
@@ -53,7 +63,7 @@ class LineBuffer:
                 if self._discarding:
                     self._data.clear()
                     self._searched = 0
-                elif len(self._data) > self.max_line_length + 1:  # +1: a CR may await its LF
+                elif len(self._data) > self._limit(bytes(self._data[:8])) + 1:  # +1: CR, LF to come
                     self._data.clear()
                     self._searched = 0
                     self._discarding = True
@@ -70,6 +80,6 @@ class LineBuffer:
             crlf = raw.endswith(b"\r")
             if crlf:
                 raw = raw[:-1]
-            if len(raw) > self.max_line_length:
+            if len(raw) > self._limit(raw[:8]):
                 return Overflow.LINE_TOO_LONG
             return Line(raw, crlf)

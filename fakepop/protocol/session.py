@@ -123,7 +123,9 @@ class Session:
         self.faults = faults
         self._awaiting_tls = False  # STLS was answered: input is dropped until the handshake
         self._clock = clock
-        self._buffer = LineBuffer(self.settings.max_line_length)
+        # SASL responses may be longer than commands (long OAuth tokens).
+        longest = max(self.settings.max_line_length, self.settings.max_sasl_length)
+        self._buffer = LineBuffer(longest, self._line_limit)
         self._user: str | None = None  # named by USER, waiting for PASS
         self._messages: list[StoredMessage] = []
         self._deleted: set[int] = set()  # indexes into _messages
@@ -159,13 +161,8 @@ class Session:
             if line is None:
                 break
             if line is Overflow.LINE_TOO_LONG:
-                limit = self.settings.max_line_length
-                self.transcript.add("C", f"<line over {limit} octets>")
-                if self._exchange is not None:
-                    self._exchange = None
-                    events.append(self._send(_err(f"SASL response over {limit} octets")))
-                else:
-                    events += self._bad(f"Line too long: the limit is {limit} octets")
+                self.transcript.add("C", f"<line over {self._buffer.max_line_length} octets>")
+                events += self._too_long()
             else:
                 assert isinstance(line, Line)
                 events += self._line(line)
@@ -209,6 +206,20 @@ class Session:
             self.account = None
 
     # --- dispatch ------------------------------------------------------------------------
+
+    def _line_limit(self, start: bytes) -> int:
+        """The longest line allowed: an AUTH line or SASL response may be longer than a command."""
+        if self._exchange is not None or start[:5].upper() == b"AUTH ":
+            return self.settings.max_sasl_length
+        return self.settings.max_line_length
+
+    def _too_long(self) -> list[Event]:
+        """Refuse a line over its limit: a SASL response ends its exchange, a command is bad."""
+        if self._exchange is not None:
+            self._exchange = None
+            limit = self.settings.max_sasl_length
+            return [self._send(_err(f"SASL response over {limit} octets"))]
+        return self._bad(f"Line too long: the limit is {self.settings.max_line_length} octets")
 
     def _line(self, line: Line) -> list[Event]:
         raw = line.data

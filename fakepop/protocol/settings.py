@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fakepop.protocol.sasl import MECHANISMS
 
 MAX_LINE_LENGTH = 4096  # RFC 2449 asks clients for 255 octets; long XOAUTH2 lines need more
+MAX_SASL_LENGTH = 16384  # a base64 SASL line: OAuth tokens run to a few KiB
 MAX_BAD_COMMANDS = 20  # as Dovecot: then the server says so and closes
 IDLE_TIMEOUT = 600.0  # RFC 1939, section 3: an autologout timer of at least 10 minutes
 
@@ -17,6 +18,7 @@ class Settings:
 
     hostname: str = "localhost"  # in the APOP timestamp of the greeting
     max_line_length: int = MAX_LINE_LENGTH
+    max_sasl_length: int = MAX_SASL_LENGTH  # an AUTH line or SASL response, in octets
     max_bad_commands: int = MAX_BAD_COMMANDS
     idle_timeout: float = IDLE_TIMEOUT
     expire: int | None = None  # days a retrieved message is kept; None advertises EXPIRE NEVER
@@ -36,6 +38,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.max_line_length < 255:
             raise ValueError("max_line_length must be at least 255, the length RFC 2449 allows")
+        if self.max_sasl_length < 255:
+            raise ValueError("max_sasl_length must be at least 255 octets")
         if self.max_bad_commands < 1:
             raise ValueError("max_bad_commands must be at least 1")
         if self.idle_timeout <= 0:

@@ -201,7 +201,7 @@ def test_bad_base64_response_ends_the_exchange(mechanism: str, bad: str) -> None
 
 
 def test_a_response_over_the_line_limit_ends_the_exchange() -> None:
-    pair = Pair(M1, settings=Settings(max_line_length=255))
+    pair = Pair(M1, settings=Settings(max_sasl_length=255))
     assert pair.cmd("AUTH PLAIN") == EMPTY_CHALLENGE
     assert pair.cmd("A" * 400) == b"-ERR SASL response over 255 octets\r\n"
     back_to_commands(pair)
