@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -85,6 +86,7 @@ def pytest_configure(config: pytest.Config) -> None:
         " messages, or paths to load), fixtures= (a directory with fakepop.toml), generate=N"
         " with seed= and locale=, strict=, transcript=",
     )
+    _defaults(config)  # a bad option stops the run here, not in every test that uses a server
 
 
 def _setting(config: pytest.Config, name: str) -> Any:
@@ -111,22 +113,24 @@ def _defaults(config: pytest.Config) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def pop3_authority(pytestconfig: pytest.Config) -> Authority:
-    """The test session's CA, kept in pytest's cache so later runs reuse it."""
+    """The test session's CA, kept in pytest's cache (``.pytest_cache/d/fakepop/ca.pem``)."""
     cache = getattr(pytestconfig, "cache", None)
     if cache is None:  # -p no:cacheprovider
         return Authority()
-    directory = Path(cache.mkdir("fakepop"))
-    cert, key = directory / "ca.pem", directory / "ca.key"
+    path = Path(cache.mkdir("fakepop")) / "ca.pem"
     try:
-        return Authority(trustme.CA.from_pem(cert.read_bytes(), key.read_bytes()))
-    except (OSError, ValueError):
+        blocks = re.findall(
+            rb"-----BEGIN [^-]+-----.+?-----END [^-]+-----\n?", path.read_bytes(), re.S
+        )
+        cert, key = (b for b in blocks if b"CERTIFICATE" in b), (b for b in blocks if b"KEY" in b)
+        return Authority(trustme.CA.from_pem(next(cert), next(key)))
+    except (OSError, ValueError, StopIteration):
         authority = Authority()
-        # Written beside and renamed, so parallel workers never read half a file.
-        for path, blob in ((cert, authority.ca.cert_pem), (key, authority.ca.private_key_pem)):
-            with tempfile.NamedTemporaryFile(dir=directory, delete=False) as file:
-                file.write(blob.bytes())
-            os.chmod(file.name, 0o600)
-            os.replace(file.name, path)
+        # One file, written beside and renamed: parallel workers never see half a CA.
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as file:
+            file.write(authority.ca.cert_pem.bytes() + authority.ca.private_key_pem.bytes())
+        os.chmod(file.name, 0o600)  # it holds the CA's private key
+        os.replace(file.name, path)
         return authority
 
 
@@ -151,15 +155,15 @@ def pop3_server_factory(
         if settings.get("tls"):
             settings.setdefault("authority", pop3_authority)
         server = POP3Server(**settings)
-        if not server.users and "users" not in options:
+        if not server.users and "users" not in options and "fixtures" not in own:
             server.users[DEFAULT_USER] = DEFAULT_PASSWORD
         _fill(server, own)
         server.start()
         servers.append(server)
         if own.get("strict"):
             strict.append(server)
-        if "transcript" in own:
-            request.node.stash[SHOW_TRANSCRIPT] = own["transcript"]
+        if "transcript" in options:
+            request.node.stash[SHOW_TRANSCRIPT] = options["transcript"]
         return server
 
     yield make

@@ -303,9 +303,9 @@ class Session:
         if rule is None:
             return run()
         self.transcript.add("*", f"fault: {rule.describe()}")
-        return self._fault(rule, run)
+        return self._fault(rule, run, who)
 
-    def _fault(self, rule: Rule, run: Callable[[], list[Event]]) -> list[Event]:
+    def _fault(self, rule: Rule, run: Callable[[], list[Event]], who: str | None) -> list[Event]:
         action, params = rule.action, rule.params
         if action == "error":
             return [self._send(_err(params["text"], params["code"]))]
@@ -318,8 +318,7 @@ class Session:
         if action == "commit-fail":
             return self._quit(fail=rule)
         if action == "lock":
-            name = rule.user or (self.account.name if self.account else self._user)
-            account = self.store.get(name or "")
+            account = self.store.get(rule.user or who or "")
             if account is not None:
                 account.mailbox.hold(params["attempts"], params["seconds"])
             return run()
