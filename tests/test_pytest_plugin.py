@@ -14,7 +14,7 @@ import trustme
 
 pytest_plugins = ["pytester"]  # allowed in a test module; a non-root conftest may not say it
 
-DOCS = Path(__file__).parent.parent / "docs" / "pytest-example.md"
+DOCS = Path(__file__).parent.parent / "README.md"
 
 # Helpers for the suites written below, as the module pophelp.
 HELPERS = '''
