@@ -72,6 +72,9 @@ _WHEN_KEYS = {"on", "action", "user", "session", "nth", "times", "probability", 
 _CODE = re.compile(r"[A-Z0-9-]+(/[A-Z0-9-]+)*")
 
 
+_KIND_NAMES = {str: "text", int: "a whole number", float: "a number"}
+
+
 class FaultError(ValueError):
     """A rule that cannot be used; the message says which key and what to write."""
 
@@ -156,11 +159,19 @@ class Rule:
             _number(self.params["delta"], int, "delta", where)
         if "code" in self.params and not _CODE.fullmatch(str(self.params["code"])):
             raise FaultError(f"{where}: code is a response code such as SYS/TEMP or IN-USE")
+        if self.action == "bandwidth" and not self.params["bytes_per_second"] > 0:
+            raise FaultError(f"{where}: bytes_per_second must be more than 0")
+        if self.action == "tls-abort" and self.on != "tls-handshake":
+            raise FaultError(f'{where}: tls-abort happens only at on = "tls-handshake"')
+        if self.action == "lock" and self.params["attempts"] is not None:
+            _number(self.params["attempts"], int, "attempts", where, minimum=1)
         if self.action == "lock" and self.params["attempts"] is self.params["seconds"] is None:
             raise FaultError(f"{where}: a lock needs attempts = N or seconds = T")
         if self.action == "commit-fail":
             remove = self.params["remove"]
-            if remove not in ("none", "some") and not isinstance(remove, int):
+            if remove not in ("none", "some") and (
+                isinstance(remove, bool) or not isinstance(remove, int) or remove < 0
+            ):
                 raise FaultError(f"{where}: remove is 'none', 'some' or a number of messages")
 
     def matches(self, event: str, user: str | None, session: int) -> bool:
@@ -230,7 +241,13 @@ class FaultPlan:
             if file.suffix.lower() == ".json":
                 data: Any = json.loads(text)
             else:
-                data = tomllib.loads(text).get("faults", [])
+                table = tomllib.loads(text)
+                if set(table) - {"faults"}:
+                    raise FaultError(
+                        f"{file}: unknown {', '.join(sorted(set(table) - {'faults'}))}:"
+                        " write each rule as a [[faults]] table"
+                    )
+                data = table.get("faults", [])
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
             raise FaultError(f"{file}: {e}") from None
         return self.extend(data, str(file.name))
@@ -300,7 +317,7 @@ def _event(on: Any, where: str) -> str:
 def _optional(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     value = data.get(key)
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise FaultError(f"{where}: {key} must be a {kind.__name__}, got {value!r}")
+        raise FaultError(f"{where}: {key} must be {_KIND_NAMES[kind]}, got {value!r}")
     return value
 
 

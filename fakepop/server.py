@@ -525,8 +525,10 @@ class _Connection:
             self._stall()
         elif rule.params.get("mode") == "reset":
             self._reset()
-        elif rule.params.get("mode") == "garbage":
-            self.sock.sendall(rule.random().randbytes(64))  # not a ServerHello
+        else:
+            if rule.params.get("mode") == "garbage":
+                self.sock.sendall(rule.random().randbytes(64))  # not a ServerHello
+            self._close_gracefully()  # read the ClientHello first: a FIN, never a reset
         return False
 
     def _send(self, events: Iterable[Event]) -> Close | StartTLS | Stall | None:

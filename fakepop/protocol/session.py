@@ -259,7 +259,9 @@ class Session:
                 return self._bad(f"Argument too long: the limit is {ARG_MAX_LENGTH} characters")
         if not cmd.min_args <= len(args) <= cmd.max_args:
             return self._bad(f"Usage: {cmd.syntax}")
-        return self._unless_fault(cmd.verb, None, lambda: self._run(cmd.handler, args))
+        # USER and APOP name the account before the session knows it: rules may match on it.
+        named = args[0].strip().split(" ")[0] if cmd.verb in ("USER", "APOP") and args else None
+        return self._unless_fault(cmd.verb, named, lambda: self._run(cmd.handler, args))
 
     def _conformance(self, line: Line, cmd: Command | None) -> None:
         """Note what the client does against the RFCs, for strict mode; changes no reply."""
