@@ -1,47 +1,83 @@
-"""The command line: ``fakepop serve`` runs a server until SIGINT or SIGTERM."""
+"""The command line: ``fakepop serve`` runs a server until SIGINT or SIGTERM.
+
+``fakepop ca`` writes a CA for ``serve --cert-dir`` to use; ``fakepop generate`` writes test mail.
+The settings of ``serve`` and their environment variables are in ``fakepop.config``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import json
+import os
+import re
+import shlex
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from fakepop._version import __version__
+from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, unknown_variables
+from fakepop.control import ControlServer
+from fakepop.faults import FaultError
 from fakepop.mail.generate import iter_messages
-from fakepop.mail.loaders import fixtures_dir, load_eml_dir, mboxrd_entry
+from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir, mboxrd_entry
 from fakepop.mail.maildir import MaildirMailbox
+from fakepop.mail.manifest import ManifestError, load_manifest
+from fakepop.mail.message import LoadedMessage, content_uid
+from fakepop.mail.store import Mailbox
+from fakepop.mail.wire import to_crlf
 from fakepop.server import POP3Server
+from fakepop.tls import Authority, default_authority
 
-DEFAULT_PORT = 1110  # 110 needs root; 1110 is the usual unprivileged stand-in
-
-
-def _account(text: str) -> tuple[str, str]:
-    name, sep, password = text.partition(":")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME:PASSWORD, got {text!r}")
-    return name, password
+DEMO_USER = ("user", "password")
+CA_CERT = "ca.pem"
+CA_KEY = "ca.key"
+_WILDCARDS = ("0.0.0.0", "::", "")
 
 
-def _parser() -> argparse.ArgumentParser:
+class SetupError(Exception):
+    """A file or setting that the server cannot be set up from; exit 2 with the message."""
+
+
+def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(prog="fakepop", description="A fake POP3 server for tests.")
     parser.add_argument("--version", action="version", version=f"fakepop {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="serve the demo maildrop until interrupted")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    serve.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"POP3 port, 0 for any ({DEFAULT_PORT})"
+    serve = commands.add_parser(
+        "serve",
+        help="serve mail until interrupted (the demo maildrop unless told otherwise)",
+        description="Serve POP3 (with STLS) and POP3S until SIGINT or SIGTERM. With no"
+        " accounts given it serves the demo maildrop to user / password.",
+        epilog="Every flag can also be set by an environment variable, FAKEPOP_ and the flag"
+        " in capitals (--tls-port: FAKEPOP_TLS_PORT; switches take 1 or 0), or as a key of the"
+        " --config file (tls_port = 1995). A flag beats its variable, which beats the file;"
+        " --user, --mailbox and --tls-name add up from all three.",
     )
-    serve.add_argument(
-        "--user",
-        type=_account,
-        action="append",
-        metavar="NAME:PASSWORD",
-        help="an account, repeatable (default user:password, with the demo maildrop)",
-    )
+    for option in OPTIONS:
+        if option.switch:
+            serve.add_argument(
+                option.flag, action="store_true", default=argparse.SUPPRESS, help=option.help
+            )
+        else:
+            serve.add_argument(
+                option.flag,
+                dest=option.key,
+                type=_checked(option.parse),
+                action="append" if option.repeat else "store",
+                metavar=option.metavar,
+                default=argparse.SUPPRESS,
+                help=option.help,
+            )
     make = commands.add_parser(
         "generate", help="write realistic test mail, the same for the same seed"
     )
@@ -55,7 +91,26 @@ def _parser() -> argparse.ArgumentParser:
         help="a directory of .eml files, an mbox file (mboxrd) or a Maildir (eml)",
     )
     make.add_argument("--out", type=Path, required=True, help="where to write them")
-    return parser
+    ca = commands.add_parser(
+        "ca",
+        help="write a CA (ca.pem, ca.key) for serve --cert-dir; keep the one found there",
+        description="Write the CA certificate and key that serve --cert-dir DIR uses, so that"
+        " clients can be told to trust ca.pem before the server starts.",
+    )
+    ca.add_argument("--out", type=Path, required=True, metavar="DIR", help="the directory")
+    return parser, serve
+
+
+def _checked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A flag's parser as an argparse type: its ValueError becomes a usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
 
 
 def _count(text: str) -> int:
@@ -68,16 +123,22 @@ def _count(text: str) -> int:
     return count
 
 
+def _fail(message: str, code: int = 1) -> int:
+    print(f"fakepop: {message}", file=sys.stderr)
+    return code
+
+
+# --- fakepop generate ----------------------------------------------------------------------
+
+
 def generate(args: argparse.Namespace) -> int:
     out: Path = args.out
     if args.format != "mbox" and out.exists() and any(out.iterdir()):
-        print(f"fakepop: {out} is not empty; give a new or empty directory", file=sys.stderr)
-        return 1
+        return _fail(f"{out} is not empty; give a new or empty directory")
     try:
         messages = iter_messages(args.count, seed=args.seed, locale=args.locale)
     except ValueError as e:
-        print(f"fakepop: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e), 2)
     if args.format == "eml":
         out.mkdir(parents=True, exist_ok=True)
         width = max(4, len(str(args.count)))
@@ -93,17 +154,268 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def serve(args: argparse.Namespace) -> int:
-    users = dict(args.user or [("user", "password")])
-    server = POP3Server(users, host=args.host, port=args.port)
-    demo = load_eml_dir(fixtures_dir() / "demo")
-    for name in users:
-        server.mailbox(name).extend(demo)
+# --- the CA --------------------------------------------------------------------------------
+
+
+def load_or_create_ca(directory: Path) -> tuple[Authority, Path, bool]:
+    """The CA kept in ``directory`` (``ca.pem`` and ``ca.key``), made there if it is not.
+
+    Returns:
+        The authority, the path of its certificate, and whether it was made just now.
+
+    Raises:
+        SetupError: only one of the two files is there, or they are not a CA and its key.
+    """
+    cert, key = directory / CA_CERT, directory / CA_KEY
+    if cert.exists() or key.exists():
+        if not (cert.exists() and key.exists()):
+            have, lack = (cert, key) if cert.exists() else (key, cert)
+            raise SetupError(
+                f"{directory} holds {have.name} but not {lack.name}: a CA needs both;"
+                f" add {lack.name}, or remove {have.name} to have a new CA made"
+            )
+        try:
+            cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
+            certificate = x509.load_pem_x509_certificate(cert_pem)
+            private_key = serialization.load_pem_private_key(key_pem, password=None)
+        except (OSError, ValueError, TypeError) as e:
+            raise SetupError(f"{cert} and {key} must be a CA certificate and its key: {e}") from e
+        der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        public = certificate.public_key().public_bytes(*der)
+        if private_key.public_key().public_bytes(*der) != public:
+            raise SetupError(f"{key} is not the key of {cert}: remove both for a new CA")
+        return Authority(trustme.CA.from_pem(cert_pem, key_pem)), cert, False
     try:
-        server.start()
+        directory.mkdir(parents=True, exist_ok=True)
+        authority = Authority()
+        # The key first and private: a CA key others can read lets them impersonate any host.
+        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(authority.ca.private_key_pem.bytes())
+        cert.write_bytes(authority.ca.cert_pem.bytes())
     except OSError as e:
-        print(f"fakepop: {e.strerror or e}", file=sys.stderr)
-        return 1
+        raise SetupError(f"cannot write the CA to {directory}: {e.strerror or e}") from e
+    return authority, cert, True
+
+
+def ca_command(args: argparse.Namespace) -> int:
+    try:
+        _, cert, made = load_or_create_ca(args.out)
+    except SetupError as e:
+        return _fail(str(e), 2)
+    state = "made" if made else "already there, kept"
+    print(f"CA certificate {cert} ({state}); its key {cert.with_name(CA_KEY)}")
+    print(f"serve with it: fakepop serve --cert-dir {shlex.quote(str(args.out))}")
+    return 0
+
+
+# --- fakepop serve -------------------------------------------------------------------------
+
+
+def build_server(config: ServeConfig) -> tuple[POP3Server, Path | None]:
+    """The server ``config`` describes, not yet started, and the path of its CA certificate."""
+    authority: Authority | None = None
+    ca_path: Path | None = None
+    if config.tls and "certificate" not in config.server_options:
+        if config.cert_dir is not None:
+            authority, ca_path, _ = load_or_create_ca(config.cert_dir)
+        else:
+            authority = default_authority()
+            ca_path = authority.ca_pem
+    try:
+        server = POP3Server(
+            host=config.host,
+            port=config.port,
+            tls=config.tls,
+            tls_port=config.tls_port,
+            require_tls=config.require_tls,
+            tls_names=config.tls_names,
+            maildir=config.maildir,
+            authority=authority,
+            **config.server_options,
+        )
+    except (OSError, ValueError) as e:
+        raise SetupError(str(e)) from e
+    return server, ca_path
+
+
+def populate(server: POP3Server, config: ServeConfig) -> None:
+    """Give ``server`` the accounts, mail and faults that ``config`` asks for.
+
+    With no account named anywhere, the account user / password gets the demo maildrop
+    (or the mail given for it). Mail already in a ``--maildir`` maildrop is not added again,
+    so a server restarted on the same directory does not serve it twice.
+
+    Raises:
+        SetupError: a file that cannot be read or used, saying which.
+    """
+    if config.manifest is not None:
+        try:
+            fixtures = load_manifest(config.manifest)
+        except ManifestError as e:
+            raise SetupError(f"--manifest: {e}") from e
+        for name, fixture in fixtures.items():
+            _add_account(server, name, fixture.password)
+            _add_mail(server, name, fixture.messages, config)
+    for name, password in config.users.items():
+        _add_account(server, name, password)
+    demo = not server.users
+    if demo:
+        _add_account(server, *DEMO_USER)
+    for name, path in config.mailboxes:
+        if name not in server.users:
+            raise SetupError(
+                f"--mailbox {name}={path}: there is no account {name}; add --user {name}:PASSWORD"
+            )
+        try:
+            messages = load(path)
+        except (OSError, ValueError) as e:
+            raise SetupError(f"--mailbox {name}={path}: {e}") from e
+        _add_mail(server, name, messages, config)
+    if demo and not config.mailboxes and not config.generate:
+        _add_mail(server, DEMO_USER[0], load_eml_dir(fixtures_dir() / "demo"), config)
+    if config.generate:
+        try:
+            made = list(iter_messages(config.generate, seed=config.seed, locale=config.locale))
+        except ValueError as e:
+            raise SetupError(f"--generate: {e}") from e
+        for name in list(server.users):
+            _add_mail(server, name, [LoadedMessage(raw) for raw in made], config)
+    try:
+        if config.fault_file is not None:
+            server.faults.load(config.fault_file)
+        if config.fault_rules:
+            server.faults.extend(config.fault_rules, config.fault_source)
+    except FaultError as e:
+        raise SetupError(f"faults: {e}") from e
+
+
+def _add_account(server: POP3Server, name: str, password: str) -> None:
+    try:
+        server.users[name] = password
+    except (OSError, ValueError) as e:
+        raise SetupError(f"account {name!r}: {e}") from e
+
+
+def _add_mail(
+    server: POP3Server, name: str, messages: Iterable[LoadedMessage], config: ServeConfig
+) -> None:
+    mailbox: Mailbox = server.mailbox(name)
+    there = {m.uid for m in mailbox.messages} if config.maildir is not None else set()
+    for message in messages:
+        if there and (message.uid or content_uid(to_crlf(message.raw))) in there:
+            continue
+        try:
+            mailbox.add(message)
+        except ValueError as e:
+            raise SetupError(f"mail for {name!r}: {e}") from e
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _dial(host: str) -> str:
+    """The address a client on this machine dials to reach a listener bound to ``host``."""
+    if host in _WILDCARDS:
+        return "::1" if host == "::" else "127.0.0.1"
+    return host
+
+
+def ready_info(
+    server: POP3Server, control: ControlServer | None, ca_path: Path | None
+) -> dict[str, Any]:
+    """Where everything listens: the ``--json`` ready line's object."""
+
+    def listener(port: int, url: str) -> dict[str, Any]:
+        return {"host": server.host, "port": port, "url": url}
+
+    return {
+        "pop3": listener(server.port, server.url),
+        "pop3s": None if server.tls_port is None else listener(server.tls_port, server.tls_url),
+        "control": None
+        if control is None
+        else {"host": control.host, "port": control.port, "url": control.url},
+        "ca": None if ca_path is None else str(ca_path),
+    }
+
+
+def ready_line(info: dict[str, Any]) -> str:
+    words = ["fakepop ready", f"pop3={_netloc(info['pop3']['host'], info['pop3']['port'])}"]
+    if info["pop3s"]:
+        words.append(f"pop3s={_netloc(info['pop3s']['host'], info['pop3s']['port'])}")
+    if info["control"]:
+        words.append(f"control={info['control']['url']}")
+    if info["ca"]:
+        words.append(f"ca={info['ca']}")
+    return " ".join(words)
+
+
+def how_to_connect(server: POP3Server, info: dict[str, Any], config: ServeConfig) -> list[str]:
+    """Lines a person can paste to try the server."""
+    name = next(iter(server.users), None)
+    if name is None:
+        return ["  no accounts yet: add one with --user NAME:PASSWORD"]
+    password = server.users[name]
+    host = _dial(server.host)
+    credentials = shlex.quote(f"{name}:{password}")
+    count = len(server.mailbox(name))
+    others = len(server.users) - 1
+    lines = [
+        f"  account   {name} / {password}: {count} messages"
+        + (f" (and {others} more account{'s' if others > 1 else ''})" if others else "")
+    ]
+    ca = info["ca"]
+    plain = f"pop3://{_netloc(host, server.port)}/1"
+    if config.require_tls and ca:
+        lines.append(
+            f"  curl      curl --cacert {shlex.quote(ca)} --ssl-reqd -u {credentials} {plain}"
+        )
+    else:
+        lines.append(f"  curl      curl -u {credentials} {plain}")
+    if server.tls_port is not None and ca:
+        secure = f"pop3s://{_netloc(host, server.tls_port)}/1"
+        lines.append(f"  curl TLS  curl --cacert {shlex.quote(ca)} -u {credentials} {secure}")
+        lines.append(
+            f"  poplib    import poplib, ssl; p = poplib.POP3_SSL({host!r}, {server.tls_port},"
+            f" context=ssl.create_default_context(cafile={ca!r})); p.user({name!r});"
+            f" p.pass_({password!r}); print(p.stat()); p.quit()"
+        )
+    else:
+        lines.append(
+            f"  poplib    import poplib; p = poplib.POP3({host!r}, {server.port});"
+            f" p.user({name!r}); p.pass_({password!r}); print(p.stat()); p.quit()"
+        )
+    if ca:
+        lines.append(f"  CA        {ca} (clients trust this to check the certificate)")
+    if info["control"]:
+        lines.append(f"  control   curl {info['control']['url']}/health")
+    lines.append("  stop with Ctrl-C")
+    return lines
+
+
+def _port_in_use(error: OSError, host: str, ports: dict[int, str]) -> str:
+    match = re.search(r"port (\d+)", str(error.strerror or error))
+    port = int(match[1]) if match else next(iter(ports))
+    flag = ports.get(port, "--port")
+    return (
+        f"port {port} on {host} is already in use ({flag}); pick another,"
+        f" or {flag} 0 for any free port"
+    )
+
+
+def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    for name in unknown_variables(os.environ):
+        print(
+            f"fakepop: ignoring {name}: no such setting (see fakepop serve --help)", file=sys.stderr
+        )
+    flags = {key: value for key, value in vars(args).items() if key in OPTION}
+    try:
+        config = resolve(flags)
+    except ConfigError as e:
+        parser.error(str(e))
+
+    # Handlers first: a SIGTERM while mail is loading still ends the process cleanly.
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -111,25 +423,89 @@ def serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    name, password = next(iter(users.items()))
-    print(f"fakepop ready pop3={server.host}:{server.port}", flush=True)
-    print(
-        f"  curl:   curl -u {name}:{password} pop3://{server.host}:{server.port}/1\n"
-        f"  poplib: p = poplib.POP3({server.host!r}, {server.port}); "
-        f"p.user({name!r}); p.pass_({password!r}); p.list()",
-        flush=True,
-    )
-    while not stop.wait(0.5):
-        pass
-    server.stop()
-    return 0
+
+    try:
+        server, ca_path = build_server(config)
+        populate(server, config)
+        control = None
+        if config.control_port is not None:
+            control = ControlServer(
+                server,
+                config.control_host,
+                config.control_port,
+                token=config.control_token,
+                insecure=config.control_insecure,
+                reset=lambda: _reset(server, config),
+            )
+    except SetupError as e:
+        return _fail(str(e), 2)
+    except ValueError as e:  # the control API refused a non-loopback address
+        return _fail(str(e), 2)
+
+    try:
+        server.start()
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            return _fail(
+                _port_in_use(e, config.host, {config.port: "--port", config.tls_port: "--tls-port"})
+            )
+        return _fail(f"cannot listen on {config.host}: {e.strerror or e}")
+    if control is not None:
+        try:
+            control.start()
+        except OSError as e:
+            server.stop()
+            if e.errno == errno.EADDRINUSE:
+                port = config.control_port or 0
+                return _fail(_port_in_use(e, config.control_host, {port: "--control-port"}))
+            return _fail(f"cannot listen on {config.control_host}: {e.strerror or e}")
+
+    info = ready_info(server, control, ca_path)
+    if config.json:
+        print(json.dumps(info), flush=True)
+    else:
+        print(ready_line(info), flush=True)
+        print("\n".join(how_to_connect(server, info, config)), flush=True)
+
+    failed = False
+    while not stop.wait(1.0):
+        failed = _report(server) or failed
+    if control is not None:
+        control.stop()
+    try:
+        server.stop()
+    except Exception:
+        failed = True
+        print("fakepop: internal error in a session:", file=sys.stderr)
+        traceback.print_exc()
+    return 1 if failed else 0
+
+
+def _reset(server: POP3Server, config: ServeConfig) -> None:
+    """What POST /reset does: back to the accounts, mail and faults the server started with."""
+    server.reset()
+    populate(server, config)
+
+
+def _report(server: POP3Server) -> bool:
+    """Print what went wrong in the server's threads since the last look; True if anything."""
+    try:
+        server.check()
+    except Exception:
+        print("fakepop: internal error in a session (the server goes on):", file=sys.stderr)
+        traceback.print_exc()
+        return True
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")  # serving is what a bare ``fakepop`` does
-    args = _parser().parse_args(argv)
+    parser, serve_parser = _parser()
+    args = parser.parse_args(argv)
     if args.command == "generate":
         return generate(args)
-    return serve(args)
+    if args.command == "ca":
+        return ca_command(args)
+    return serve(args, serve_parser)

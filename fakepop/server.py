@@ -282,6 +282,31 @@ class POP3Server:
         self.store[user].tokens[token] = expires
         return token
 
+    def remove_message(self, user: str, uid: str) -> None:
+        """Take one message out of ``user``'s maildrop now, as an administrator would.
+
+        It is not recorded in ``mailbox.deleted``, which holds what sessions deleted.
+
+        Raises:
+            KeyError: there is no such account, or no message with that UID in it.
+        """
+        try:
+            self.mailbox(user).remove(uid)
+        except KeyError:
+            raise KeyError(f"no message with UID {uid!r} in the maildrop of {user!r}") from None
+
+    def reset(self) -> None:
+        """Forget every account and its mail, every fault rule and the transcript.
+
+        Maildrops on disk (``maildir=``) are emptied. Sessions still open keep the
+        snapshot they logged in with; session numbers start again from 1.
+        """
+        for account in self.store:
+            account.mailbox.clear()
+            self.store.remove_account(account.name)
+        self.faults.clear()
+        self.transcript = Transcript()
+
     def start(self) -> POP3Server:
         """Listen and serve in background threads; returns at once, ready for clients."""
         if self._listening is not None:

@@ -1,82 +1,372 @@
-"""``fakepop serve`` as a process, as users start it."""
+"""``fakepop serve`` as a process, as users start it: flags, variables, files, signals."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import poplib
 import re
+import shlex
 import signal
+import ssl
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from serving import environment, run, serve
 
-from fakepop import POP3Server
-from fakepop.mail.loaders import fixtures_dir, load_eml_dir
+from fakepop import POP3Server, generate_messages
+from fakepop.cli import CA_CERT, CA_KEY, SetupError, load_or_create_ca, main
+from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir
+from fakepop.mail.maildir import JOURNAL
 from fakepop.mail.wire import to_crlf
 
+DEMO = [to_crlf(m.raw) for m in load_eml_dir(fixtures_dir() / "demo")]
+ANY_PORTS = ("--port", "0", "--tls-port", "0")
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-@pytest.fixture
-def serve() -> Iterator[tuple[subprocess.Popen[str], str, int]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fakepop", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+
+def body(lines: list[bytes]) -> bytes:
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+@contextlib.contextmanager
+def login(
+    host: str, port: int, user: str = "user", password: str = "password"
+) -> Iterator[poplib.POP3]:
+    """A logged-in client, closed afterwards (without QUIT, so nothing is deleted)."""
+    with contextlib.closing(poplib.POP3(host, port, timeout=5)) as client:
+        client.user(user)
+        client.pass_(password)
+        yield client
+
+
+@contextlib.contextmanager
+def login_tls(
+    port: int, cafile: str, user: str = "user", password: str = "password"
+) -> Iterator[poplib.POP3_SSL]:
+    context = ssl.create_default_context(cafile=cafile)
+    with contextlib.closing(
+        poplib.POP3_SSL("localhost", port, context=context, timeout=5)
+    ) as client:
+        client.user(user)
+        client.pass_(password)
+        yield client
+
+
+def test_ready_line_names_every_listener_and_the_ca() -> None:
+    with serve(*ANY_PORTS, "--control-port", "0") as served:
+        match = re.fullmatch(
+            r"fakepop ready pop3=127\.0\.0\.1:(\d+) pop3s=127\.0\.0\.1:(\d+)"
+            r" control=(http://127\.0\.0\.1:\d+/api/v1) ca=(\S+)",
+            served.ready,
+        )
+        assert match, served.ready
+        port, tls_port, control, ca = int(match[1]), int(match[2]), match[3], match[4]
+        with login("127.0.0.1", port) as client:
+            assert client.stat()[0] == len(DEMO)
+        with NO_PROXY.open(f"{control}/health", timeout=5) as answer:
+            assert json.load(answer)["status"] == "ok"
+        with login_tls(tls_port, ca) as secure:
+            assert body(secure.retr(1)[1]) == DEMO[0]
+            # Ctrl-C with a session open: it is closed, and the exit is clean.
+            assert served.stop(signal.SIGINT) == (0, "", "")
+            with pytest.raises((poplib.error_proto, OSError)):
+                secure.stat()
+
+
+def test_json_ready_line_is_one_object() -> None:
+    with serve(*ANY_PORTS, "--control-port", "0", "--json") as served:
+        info = served.info
+        assert set(info) == {"pop3", "pop3s", "control", "ca"}
+        assert info["pop3"]["url"] == f"pop://127.0.0.1:{info['pop3']['port']}"
+        assert info["pop3s"]["url"] == f"pop3s://127.0.0.1:{info['pop3s']['port']}"
+        assert info["control"]["url"] == f"http://127.0.0.1:{info['control']['port']}/api/v1"
+        with login_tls(info["pop3s"]["port"], info["ca"]) as client:
+            assert client.stat()[0] == len(DEMO)
+        code, out, err = served.stop()
+    assert (code, out, err) == (0, "", "")  # nothing after the one line: it is all a script reads
+
+
+def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
+    # Only the ports come from the environment, so that nothing else on the machine is hit.
+    with serve(env=environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0")) as served:
+        info = re.fullmatch(r"fakepop ready pop3=(\S+):(\d+) pop3s=\S+ ca=(\S+)", served.ready)
+        assert info, served.ready
+        with login(info[1], int(info[2])) as client:
+            assert client.stat() == (len(DEMO), sum(map(len, DEMO)))
+            assert [body(client.retr(n + 1)[1]) for n in range(len(DEMO))] == DEMO
+        # Each line: two spaces, a label in ten columns, then what to paste.
+        how_to = {line[2:12].strip(): line[12:] for line in served.how_to}
+        assert how_to["CA"].startswith(info[3])
+        curl = shlex.split(how_to["curl TLS"])
+        fetched = subprocess.run(curl, capture_output=True, check=True, timeout=10).stdout
+        assert fetched == DEMO[0]
+        printed = subprocess.run(
+            [sys.executable, "-c", how_to["poplib"]],
+            capture_output=True,
+            check=True,
+            text=True,
+            timeout=10,
+        ).stdout
+        assert printed.strip() == str((len(DEMO), sum(map(len, DEMO))))
+
+
+def test_flags_choose_accounts_mail_and_plain_pop3() -> None:
+    mbox = fixtures_dir() / "mboxrd.mbox"
+    with serve(
+        "--port", "0", "--no-tls", "--user", "alice:s3cret", "--user", "bob:pw:with:colons",
+        "--mailbox", f"alice={mbox}", "--generate", "2", "--seed", "5",
+    ) as served:  # fmt: skip
+        assert re.fullmatch(r"fakepop ready pop3=127\.0\.0\.1:\d+", served.ready)
+        port = int(served.ready.rsplit(":", 1)[1])
+        generated = [to_crlf(raw) for raw in generate_messages(2, seed=5)]
+        expected = [to_crlf(m.raw) for m in load(mbox)] + generated
+        with login("127.0.0.1", port, "alice", "s3cret") as alice:
+            assert [body(alice.retr(n + 1)[1]) for n in range(len(expected))] == expected
+            assert "STLS" not in alice.capa()
+        with login("127.0.0.1", port, "bob", "pw:with:colons") as bob:
+            assert [body(bob.retr(n + 1)[1]) for n in range(2)] == generated
+        with pytest.raises(poplib.error_proto), login("127.0.0.1", port):
+            pass  # accounts were given: there is no demo account
+
+
+def test_require_tls_cert_dir_and_tls_name(tmp_path: Path) -> None:
+    load_or_create_ca(tmp_path)  # what ``fakepop ca --out`` does
+    pem = (tmp_path / CA_CERT).read_bytes()
+    assert (tmp_path / CA_KEY).stat().st_mode & 0o077 == 0
+    with serve(
+        *ANY_PORTS, "--json", "--require-tls", "--cert-dir", str(tmp_path),
+        "--tls-name", "pop.fakepop.test",
+    ) as served:  # fmt: skip
+        info = served.info
+        assert info["ca"] == str(tmp_path / CA_CERT)
+        assert (tmp_path / CA_CERT).read_bytes() == pem  # kept, not replaced
+        with contextlib.closing(poplib.POP3("127.0.0.1", info["pop3"]["port"], timeout=5)) as plain:
+            with pytest.raises(poplib.error_proto, match=r"\[AUTH\]"):
+                plain.user("user")
+            plain.stls(ssl.create_default_context(cafile=info["ca"]))
+            plain.user("user")
+            plain.pass_("password")
+        with login_tls(info["pop3s"]["port"], info["ca"]) as secure:
+            assert isinstance(secure.sock, ssl.SSLSocket)
+            names = dict(secure.sock.getpeercert() or {}).get("subjectAltName", ())
+            assert ("DNS", "pop.fakepop.test") in names
+
+
+def test_a_new_cert_dir_gets_a_ca_and_keeps_it(tmp_path: Path) -> None:
+    authority, cert, made = load_or_create_ca(tmp_path / "new")
+    assert made
+    assert cert.read_bytes() == authority.ca.cert_pem.bytes()
+    again, _, made_again = load_or_create_ca(tmp_path / "new")
+    assert not made_again
+    assert again.ca.cert_pem.bytes() == cert.read_bytes()
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / CA_CERT).write_bytes(cert.read_bytes())
+    with pytest.raises(SetupError, match=r"holds ca\.pem but not ca\.key"):
+        load_or_create_ca(tmp_path / "half")
+    (tmp_path / "half" / CA_KEY).write_bytes(
+        load_or_create_ca(tmp_path / "other")[0].ca.private_key_pem.bytes()
     )
-    assert process.stdout is not None
-    ready = process.stdout.readline()
-    match = re.fullmatch(r"fakepop ready pop3=(\S+):(\d+)\n", ready)
-    assert match, f"no ready line, got {ready!r}"
-    yield process, match[1], int(match[2])
-    if process.poll() is None:
-        process.kill()
-    process.communicate()
+    with pytest.raises(SetupError, match="is not the key of"):
+        load_or_create_ca(tmp_path / "half")
 
 
-def test_serve_serves_the_demo_maildrop(serve: tuple[subprocess.Popen[str], str, int]) -> None:
-    _, host, port = serve
-    demo = [m.raw for m in load_eml_dir(fixtures_dir() / "demo")]
-    client = poplib.POP3(host, port, timeout=5)
-    client.user("user")
-    client.pass_("password")
-    assert client.stat() == (len(demo), sum(len(to_crlf(m)) for m in demo))
-    _, lines, _ = client.retr(2)
-    assert b"".join(line + b"\r\n" for line in lines) == to_crlf(demo[1])
-    client.quit()
+def test_environment_variables_set_what_flags_set() -> None:
+    env = environment(
+        FAKEPOP_HOST="no-such-host.invalid",  # the flag below wins
+        FAKEPOP_PORT="0",
+        FAKEPOP_NO_TLS="1",
+        FAKEPOP_USER="alice:secret bob:hunter2",
+        FAKEPOP_MAILBOX=f"alice={fixtures_dir() / 'eml'}",
+        FAKEPOP_JSON="true",
+        FAKEPOP_CONTROL_PORT="0",
+        FAKEPOP_CONTROL_TOKEN="t0ken",
+    )
+    with serve("--host", "127.0.0.1", env=env) as served:
+        info = served.info
+        assert info["pop3s"] is None
+        assert info["ca"] is None
+        with login("127.0.0.1", info["pop3"]["port"], "alice", "secret") as client:
+            assert client.stat()[0] == len(load(fixtures_dir() / "eml"))
+        with login("127.0.0.1", info["pop3"]["port"], "bob", "hunter2") as client:
+            assert client.stat() == (0, 0)
+        request = urllib.request.Request(
+            f"{info['control']['url']}/accounts", headers={"Authorization": "Bearer t0ken"}
+        )
+        with NO_PROXY.open(request, timeout=5) as answer:
+            assert {a["name"] for a in json.load(answer)["accounts"]} == {"alice", "bob"}
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_serve_stops_cleanly_on_signals(
-    serve: tuple[subprocess.Popen[str], str, int], signum: signal.Signals
-) -> None:
-    process, _, _ = serve
-    process.send_signal(signum)
-    _, stderr = process.communicate(timeout=10)
-    assert process.returncode == 0
-    assert stderr == ""
+def test_a_config_file_says_all_that_and_more(tmp_path: Path) -> None:
+    (tmp_path / "mail").mkdir()
+    (tmp_path / "mail" / "one.eml").write_bytes(b"Subject: one\r\n\r\nOne\r\n")
+    (tmp_path / "two.eml").write_bytes(b"Subject: two\r\n\r\nTwo\r\n")
+    config = tmp_path / "fakepop-serve.toml"
+    config.write_text(
+        """
+        port = 0
+        tls_port = 0
+        json = true
+        user = ["carol:c"]
+
+        [users]
+        alice = "secret"
+
+        [mailboxes]
+        alice = ["mail/", "two.eml"]
+
+        [server]
+        login_delay = 60
+        apop = false
+
+        [[faults]]
+        on = "RETR"
+        action = "error"
+        user = "carol"
+        """
+    )
+    env = environment(FAKEPOP_CONFIG=str(config), FAKEPOP_NO_TLS="1")  # the variable beats the file
+    with serve("--user", "dave:d", env=env) as served:
+        info = served.info
+        assert info["pop3s"] is None
+        port = info["pop3"]["port"]
+        with login("127.0.0.1", port, "alice", "secret") as alice:
+            assert alice.stat()[0] == 1 + 1  # the directory's message, then the file
+            assert alice.capa()["LOGIN-DELAY"] == ["60"]
+            assert b"<" not in alice.getwelcome()  # no APOP timestamp
+        with (
+            login("127.0.0.1", port, "carol", "c") as carol,
+            pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\]"),
+        ):
+            carol.retr(1)
+        with login("127.0.0.1", port, "dave", "d") as dave:
+            assert dave.stat() == (0, 0)
+
+
+def test_sigterm_stops_it_with_sessions_closed_and_the_disk_consistent(tmp_path: Path) -> None:
+    args = ("--port", "0", "--no-tls", "--json", "--maildir", str(tmp_path))
+    with serve(*args) as served, login("127.0.0.1", served.info["pop3"]["port"]) as client:
+        client.dele(1)  # and no QUIT: the deletion must not happen
+        assert served.stop(signal.SIGTERM) == (0, "", "")
+        with pytest.raises((poplib.error_proto, OSError)):
+            client.stat()  # the server closed the session
+    maildrop = tmp_path / "user"
+    assert not (maildrop / JOURNAL).exists()
+    assert list((maildrop / "tmp").iterdir()) == []
+    assert len(list((maildrop / "new").iterdir())) == len(DEMO)
+    # Restarted on the same directory, it does not add the demo mail twice.
+    with serve(*args) as again, login("127.0.0.1", again.info["pop3"]["port"]) as client:
+        assert client.stat()[0] == len(DEMO)
 
 
 def test_bad_flag_exits_2_with_usage() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "fakepop", "serve", "--user", "nopassword"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    [result] = run(["serve", "--user", "nopassword"])
     assert result.returncode == 2
     assert "usage: fakepop serve" in result.stderr
     assert "expected NAME:PASSWORD" in result.stderr
 
 
 def test_port_in_use_exits_1_saying_which() -> None:
+    flags = ("--port", "--tls-port", "--control-port")
     with POP3Server() as server:
-        result = subprocess.run(
-            [sys.executable, "-m", "fakepop", "serve", "--port", str(server.port)],
-            capture_output=True,
-            text=True,
-            timeout=30,
+        results = run(
+            *(
+                ["serve", *(w for f in flags for w in (f, str(server.port) if f == flag else "0"))]
+                for flag in flags
+            )
         )
-    assert result.returncode == 1
-    assert f"port {server.port} on 127.0.0.1 is already in use" in result.stderr
-    assert "Traceback" not in result.stderr
+    for flag, result in zip(flags, results, strict=True):
+        assert result.returncode == 1, result.stderr
+        assert f"port {server.port} on 127.0.0.1 is already in use ({flag})" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+# --- mistakes, in-process: each says what to do, exits 2, and shows no traceback ----------------
+
+
+@pytest.fixture
+def signals() -> Iterator[None]:
+    """Put back the signal handlers that main() installs."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's usage errors
+        code = int(e.code or 0)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("signals")
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        (["--port", "70000"], {}, "expected a port from 0 to 65535"),
+        ([], {"FAKEPOP_PORT": "abc"}, "FAKEPOP_PORT: expected a port"),
+        ([], {"FAKEPOP_NO_TLS": "maybe"}, "FAKEPOP_NO_TLS: expected one of 1, true"),
+        (["--config", "/no/such.toml"], {}, "--config: no file at /no/such.toml"),
+        (["--no-tls", "--require-tls"], {}, "--require-tls needs TLS"),
+        (["--mailbox", "user=/no/such/mail"], {}, "--mailbox user=/no/such/mail: no mail at"),
+        (["--mailbox", "eve=/tmp"], {}, "there is no account eve; add --user eve:PASSWORD"),
+        (["--faults", "/no/faults.toml"], {}, "no fault file at /no/faults.toml"),
+        (["--manifest", "/no/fixtures"], {}, "--manifest: no manifest at"),
+        (["--control-port", "0", "--control-host", "0.0.0.0"], {}, "set a token (--control-token)"),
+        (["--generate", "-1"], {}, "expected a whole number, 0 or more"),
+        ([], {"FAKEPOP_PROT": "1", "FAKEPOP_USER": "x"}, "ignoring FAKEPOP_PROT: no such setting"),
+    ],
+)
+def test_mistakes_exit_2_saying_what_to_do(
+    argv: list[str],
+    env: dict[str, str],
+    says: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in [n for n in os.environ if n.startswith("FAKEPOP_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, err = _main(["serve", "--port", "0", "--no-tls", *argv], capsys)
+    assert code == 2
+    assert says in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.usefixtures("signals")
+@pytest.mark.parametrize(
+    ("toml", "says"),
+    [
+        ("port = [", "not valid TOML"),
+        ("prot = 1", "prot: unknown key; the keys are"),
+        ('port = "x"', "port: expected int"),
+        ("user = 'alice:x'", "user: expected a list"),
+        ("[server]\nsasl = ['NOPE']", "unknown mechanism NOPE"),
+        ("[server]\ncolour = 1", "server.colour: unknown option"),
+        ("[[faults]]\naction = 'explode'", "action must be one of"),
+    ],
+)
+def test_config_file_mistakes_name_the_key(
+    toml: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "serve.toml"
+    config.write_text(toml + "\n")
+    code, err = _main(["serve", "--port", "0", "--no-tls", "--config", str(config)], capsys)
+    assert code == 2
+    assert says in err
+    assert "Traceback" not in err
+
+
+def test_ca_command_says_where_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ca", "--out", str(tmp_path)]) == 0
+    assert f"{tmp_path / CA_CERT} (made)" in capsys.readouterr().out
+    assert main(["ca", "--out", str(tmp_path)]) == 0
+    assert "already there, kept" in capsys.readouterr().out

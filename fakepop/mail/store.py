@@ -79,6 +79,17 @@ class Mailbox:
         with self._mutex:
             self._clear()
 
+    def remove(self, uid: str) -> None:
+        """Take one message out now, as an administrator would; not a session's deletion.
+
+        Raises:
+            KeyError: no message has that UID.
+        """
+        with self._mutex:
+            if uid not in {m.uid for m in self._snapshot()}:
+                raise KeyError(f"no message with UID {uid!r} in this maildrop")
+            self._remove({uid})
+
     @property
     def messages(self) -> list[StoredMessage]:
         """The messages there now."""

@@ -1,0 +1,805 @@
+"""The HTTP control API of a running server, and a client for it.
+
+``ControlServer`` serves JSON under ``/api/v1`` from a thread of the process that runs the
+``POP3Server``, so tests written in any language can add accounts and mail, set faults and read
+the transcript of a ``fakepop serve`` (or its container). ``ControlClient`` is the Python side.
+Both use only the standard library. ``docs/openapi.json`` describes every route.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import socket
+import socketserver
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from fakepop._version import __version__
+from fakepop.faults import FaultError, Rule
+from fakepop.server import POP3Server
+
+PREFIX = "/api/v1"
+MAX_BODY = 64 * 1024 * 1024  # a message POSTed may be large; anything past this is a mistake
+POLL_INTERVAL = 0.05  # how soon stop() ends the HTTP server's loop
+
+
+class ApiError(Exception):
+    """An error answered as JSON with its HTTP status."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class Request:
+    """What a route handler gets: the path's parameters, the query and the body."""
+
+    params: dict[str, str]
+    query: dict[str, str]
+    body: bytes = b""
+
+    def json(self) -> Any:
+        if not self.body.strip():
+            raise ApiError(400, "the body is empty; send JSON")
+        try:
+            return json.loads(self.body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"the body is not valid JSON: {e}") from None
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json(status: int, data: Any) -> Response:
+    return Response(status, json.dumps(data).encode("utf-8") + b"\n")
+
+
+Handler = Callable[["ControlServer", Request], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path under ``/api/v1``, with ``{name}`` parameters, and a handler per method."""
+
+    template: str
+    methods: Mapping[str, Handler]
+    auth: bool = True
+
+    def match(self, segments: list[str]) -> dict[str, str] | None:
+        parts = self.template.strip("/").split("/")
+        if len(parts) != len(segments):
+            return None
+        params = {}
+        for part, segment in zip(parts, segments, strict=True):
+            if part.startswith("{"):
+                if not segment:
+                    return None
+                params[part[1:-1]] = urllib.parse.unquote(segment)
+            elif part != segment:
+                return None
+        return params
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _health(api: ControlServer, request: Request) -> Response:
+    return _json(200, {"status": "ok", "version": __version__})
+
+
+def _ca(api: ControlServer, request: Request) -> Response:
+    authority = api.pop3.authority
+    if authority is None:
+        raise ApiError(
+            404, "this server has no CA: it runs without TLS or with its own certificate"
+        )
+    return Response(200, authority.ca.cert_pem.bytes(), "application/x-pem-file")
+
+
+def _account_summary(api: ControlServer, name: str) -> dict[str, Any]:
+    messages = api.pop3.mailbox(name).messages
+    return {"name": name, "messages": len(messages), "size": sum(m.size for m in messages)}
+
+
+def _list_accounts(api: ControlServer, request: Request) -> Response:
+    return _json(200, {"accounts": [_account_summary(api, name) for name in api.pop3.users]})
+
+
+def _add_account(api: ControlServer, request: Request) -> Response:
+    data = request.json()
+    if not isinstance(data, dict):
+        raise ApiError(400, 'send an object: {"name": "alice", "password": "secret"}')
+    name, password = data.get("name"), data.get("password")
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise ApiError(
+            400, 'name and password must both be strings: {"name": ..., "password": ...}'
+        )
+    unknown = sorted(set(data) - {"name", "password"})
+    if unknown:
+        raise ApiError(400, f"unknown key {', '.join(unknown)}; the keys are name and password")
+    existed = name in api.pop3.users
+    try:
+        api.pop3.users[name] = password
+    except ValueError as e:
+        raise ApiError(400, str(e)) from None
+    return _json(200 if existed else 201, _account_summary(api, name))
+
+
+def _account(api: ControlServer, name: str) -> str:
+    if api.pop3.store.get(name) is None:
+        raise ApiError(404, f"no account {name!r}; create it with POST {PREFIX}/accounts")
+    return name
+
+
+def _delete_account(api: ControlServer, request: Request) -> Response:
+    name = _account(api, request.params["name"])
+    del api.pop3.users[name]
+    return _json(200, {"deleted": name})
+
+
+def _list_messages(api: ControlServer, request: Request) -> Response:
+    name = _account(api, request.params["name"])
+    mailbox = api.pop3.mailbox(name)
+    messages = [
+        {"number": number, "uid": m.uid, "size": m.size}
+        for number, m in enumerate(mailbox.messages, 1)
+    ]
+    retrieved = {str(session): uids for session, uids in mailbox.retrieved.items()}
+    return _json(
+        200,
+        {
+            "account": name,
+            "messages": messages,
+            "deleted": list(mailbox.deleted),
+            "retrieved": retrieved,
+        },
+    )
+
+
+def _add_message(api: ControlServer, request: Request) -> Response:
+    name = _account(api, request.params["name"])
+    if not request.body:
+        raise ApiError(400, "the body is the message: send its raw RFC 5322 bytes")
+    mailbox = api.pop3.mailbox(name)
+    uid = request.query.get("uid")
+    if uid is not None and uid in {m.uid for m in mailbox.messages}:
+        raise ApiError(409, f"UID {uid!r} is already in the maildrop of {name!r}")
+    try:
+        uid = mailbox.add(request.body, uid=uid)
+    except ValueError as e:
+        raise ApiError(400, str(e)) from None
+    return _json(201, {"uid": uid})
+
+
+def _purge_messages(api: ControlServer, request: Request) -> Response:
+    name = _account(api, request.params["name"])
+    mailbox = api.pop3.mailbox(name)
+    count = len(mailbox.messages)
+    mailbox.clear()
+    return _json(200, {"deleted": count})
+
+
+def _get_message(api: ControlServer, request: Request) -> Response:
+    name = _account(api, request.params["name"])
+    uid = request.params["uid"]
+    for message in api.pop3.mailbox(name).messages:
+        if message.uid == uid:
+            return Response(200, message.read(), "message/rfc822")
+    raise ApiError(404, f"no message with UID {uid!r} in the maildrop of {name!r}")
+
+
+def _delete_message(api: ControlServer, request: Request) -> Response:
+    name = _account(api, request.params["name"])
+    uid = request.params["uid"]
+    try:
+        api.pop3.remove_message(name, uid)
+    except KeyError:
+        raise ApiError(404, f"no message with UID {uid!r} in the maildrop of {name!r}") from None
+    return _json(200, {"deleted": uid})
+
+
+def rule_data(rule: Rule) -> dict[str, Any]:
+    """A rule in its data form: the keys of a ``[[faults]]`` table, ready to POST again."""
+    data: dict[str, Any] = {"on": rule.on, "action": rule.action}
+    data.update((key, value) for key, value in rule.params.items() if value is not None)
+    if rule.user is not None:
+        data["user"] = rule.user
+    if rule.session is not None:
+        data["session"] = rule.session
+    data["nth"] = rule.nth
+    data["times"] = "always" if rule.times is None else rule.times
+    data["probability"] = rule.probability
+    data["seed"] = rule.seed
+    return data
+
+
+def _list_faults(api: ControlServer, request: Request) -> Response:
+    plan = api.pop3.faults
+    rules = plan.rules
+    index = {id(rule): number for number, rule in enumerate(rules)}
+    fired = [
+        {
+            "rule": index.get(id(record.rule)),
+            "event": record.event,
+            "session": record.session,
+            "user": record.user,
+            "time": record.time,
+        }
+        for record in list(plan.fired)
+    ]
+    return _json(200, {"faults": [rule_data(rule) for rule in rules], "fired": fired})
+
+
+def _add_faults(api: ControlServer, request: Request) -> Response:
+    data = request.json()
+    if isinstance(data, dict) and set(data) == {"faults"}:
+        data = data["faults"]  # what GET /faults answers, posted back
+    elif isinstance(data, dict):
+        data = [data]
+    try:
+        rules = api.pop3.faults.extend(data, "body")
+    except FaultError as e:
+        raise ApiError(400, str(e)) from None
+    return _json(201, {"faults": [rule_data(rule) for rule in rules]})
+
+
+def _clear_faults(api: ControlServer, request: Request) -> Response:
+    count = len(api.pop3.faults)
+    api.pop3.faults.clear()
+    return _json(200, {"deleted": count})
+
+
+def _flag(request: Request, key: str, default: bool) -> bool:
+    value = request.query.get(key)
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ApiError(400, f"{key} must be true or false, got {value!r}")
+
+
+def _transcript(api: ControlServer, request: Request) -> Response:
+    since_text = request.query.get("since", "0")
+    try:
+        since = int(since_text)
+    except ValueError:
+        since = -1
+    if since < 0:
+        raise ApiError(400, f"since is the number of the last session you have, got {since_text!r}")
+    mask = _flag(request, "mask", True)
+    sessions = list(api.pop3.transcript)
+    chosen = [s for s in sessions if s.session_id > since]
+    if request.query.get("format", "json") == "text":
+        text = "\n".join(s.text(mask) for s in chosen)
+        return Response(200, (text + "\n" if text else "").encode("utf-8"), "text/plain")
+    if request.query.get("format", "json") != "json":
+        raise ApiError(400, "format is json or text")
+    return _json(
+        200,
+        {
+            "last": max((s.session_id for s in sessions), default=since),
+            "sessions": [
+                {
+                    "session": s.session_id,
+                    "peer": s.peer,
+                    "lines": [
+                        {"time": e.time, "direction": e.direction, "text": e.render(mask)}
+                        for e in list(s.entries)
+                    ],
+                    "violations": list(s.violations),
+                }
+                for s in chosen
+            ],
+        },
+    )
+
+
+def _clear_transcript(api: ControlServer, request: Request) -> Response:
+    sessions = api.pop3.transcript.sessions
+    count = len(sessions)
+    sessions.clear()
+    return _json(200, {"deleted": count})
+
+
+def _reset(api: ControlServer, request: Request) -> Response:
+    api.reset()
+    return _json(200, {"reset": True})
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("/health", {"GET": _health}, auth=False),
+    Route("/ca", {"GET": _ca}),
+    Route("/accounts", {"GET": _list_accounts, "POST": _add_account}),
+    Route("/accounts/{name}", {"DELETE": _delete_account}),
+    Route(
+        "/accounts/{name}/messages",
+        {"GET": _list_messages, "POST": _add_message, "DELETE": _purge_messages},
+    ),
+    Route("/accounts/{name}/messages/{uid}", {"GET": _get_message, "DELETE": _delete_message}),
+    Route("/faults", {"GET": _list_faults, "POST": _add_faults, "DELETE": _clear_faults}),
+    Route("/transcript", {"GET": _transcript, "DELETE": _clear_transcript}),
+    Route("/reset", {"POST": _reset}),
+)
+
+
+# --- the server ----------------------------------------------------------------------------
+
+
+class ControlServer:
+    """The control API of ``pop3``, served over HTTP from a daemon thread.
+
+    Args:
+        pop3: the server to control.
+        host: the address to listen on. Anything but a loopback address needs ``token``
+            or ``insecure=True``: whoever reaches the API can read and change all mail.
+        port: the port; 0 picks a free one, read back as ``control.port``.
+        token: when set, every route but ``/health`` needs ``Authorization: Bearer <token>``.
+        insecure: allow a non-loopback ``host`` without a token.
+        reset: what ``POST /reset`` does; by default ``pop3.reset()``, which forgets all
+            accounts, mail, faults and the transcript. ``fakepop serve`` passes one that
+            then sets up what it was configured with again.
+    """
+
+    def __init__(
+        self,
+        pop3: POP3Server,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token: str | None = None,
+        insecure: bool = False,
+        reset: Callable[[], None] | None = None,
+    ) -> None:
+        if token is None and not insecure and not is_loopback(host):
+            raise ValueError(
+                f"the control API would listen on {host} without a token, open to anyone who"
+                " reaches it: set a token (--control-token), or allow it (--control-insecure)"
+            )
+        self.pop3 = pop3
+        self.host = host
+        self.port = port
+        self.token = token
+        self._reset = reset or pop3.reset
+        self._reset_lock = threading.Lock()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The API's base URL, e.g. ``http://127.0.0.1:8110/api/v1``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{PREFIX}"
+
+    def reset(self) -> None:
+        with self._reset_lock:
+            self._reset()
+
+    def start(self) -> ControlServer:
+        """Listen and serve in a daemon thread; returns once listening."""
+        if self._httpd is not None:
+            raise RuntimeError("the control API is already running")
+        try:
+            infos = socket.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        except socket.gaierror as e:
+            raise OSError(f"cannot listen on {self.host!r}: {e.strerror}") from None
+        family, _, _, _, address = infos[0]
+        self._httpd = _HTTPServer((str(address[0]), int(address[1])), family, self)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            args=(POLL_INTERVAL,),
+            name=f"fakepop-control-{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; requests in flight are cut off."""
+        httpd, self._httpd = self._httpd, None
+        if httpd is None:
+            return
+        httpd.shutdown()
+        httpd.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> ControlServer:
+        return self if self._httpd is not None else self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def authorized(self, header: str | None) -> bool:
+        if self.token is None:
+            return True
+        scheme, _, credentials = (header or "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            credentials.strip().encode("utf-8"), self.token.encode("utf-8")
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address."""
+    try:
+        infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    addresses = {info[4][0] for info in infos}
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(address).split("%")[0]).is_loopback for address in addresses
+    )
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a client holding a connection open must not hold up stop()
+
+    def __init__(self, address: tuple[str, int], family: int, control: ControlServer) -> None:
+        self.address_family = family
+        self.control = control
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks the host name up in DNS, which can take seconds
+        # where there is no resolver; nothing here needs the name.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = f"fakepop/{__version__}"
+    timeout = 60  # an idle keep-alive connection gives up its thread after this
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a test server's requests are the tests' business, not the console's
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own errors (a malformed request line, say) as JSON like the rest.
+        self.close_connection = True
+        self._send(_error(code, message or HTTPStatus(code).phrase), close=True)
+
+    def _dispatch(self) -> None:
+        control = self.server.control
+        method = "GET" if self.command == "HEAD" else self.command
+        try:
+            # The body first, even of a request to be refused: closing with it unread
+            # would reset the connection under the answer.
+            body = self._body()
+            route, params, query = self._route()
+            if route.auth and not control.authorized(self.headers.get("Authorization")):
+                raise ApiError(
+                    401,
+                    "this control API needs a token: send 'Authorization: Bearer <token>'",
+                    {"WWW-Authenticate": 'Bearer realm="fakepop"'},
+                )
+            handler = route.methods.get(method)
+            if handler is None:
+                allowed = ", ".join(route.methods)
+                raise ApiError(
+                    405,
+                    f"{self.command} is not allowed on {PREFIX}{route.template}; use {allowed}",
+                    {"Allow": allowed},
+                )
+            response = handler(control, Request(params, query, body))
+        except ApiError as e:
+            response = _error(e.status, e.message)
+            response.headers.update(e.headers)
+        except Exception as e:  # a bug: answer, and keep serving
+            response = _error(500, f"internal error: {type(e).__name__}: {e}")
+        self._send(response, close=self.close_connection)
+
+    def _route(self) -> tuple[Route, dict[str, str], dict[str, str]]:
+        parts = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+        path = parts.path
+        if not path.startswith(PREFIX + "/"):
+            raise ApiError(404, f"no such path {path!r}; the API is under {PREFIX}/")
+        segments = path[len(PREFIX) + 1 :].rstrip("/").split("/")
+        for route in ROUTES:
+            params = route.match(segments)
+            if params is not None:
+                return route, params, query
+        raise ApiError(404, f"no such path {path!r}; see docs/openapi.json for the routes")
+
+    def _body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._chunked()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise ApiError(400, "Content-Length is not a number") from None
+        if length > MAX_BODY:
+            self.close_connection = True  # the body stays unread
+            raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(1024)
+            try:
+                size = int(line.split(b";")[0].strip(), 16)
+            except ValueError:
+                self.close_connection = True
+                raise ApiError(400, "bad chunked encoding") from None
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return bytes(body)
+            if len(body) + size > MAX_BODY:
+                self.close_connection = True
+                raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
+            body += self.rfile.read(size)
+            self.rfile.readline(1024)  # the CRLF after the chunk
+
+    def _send(self, response: Response, close: bool) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+
+def _error(status: int, message: str) -> Response:
+    return _json(status, {"error": message, "status": status})
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+class ControlError(Exception):
+    """The control API refused a request; ``status`` is the HTTP status, 0 if unreachable."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+class ControlClient:
+    """A client for the control API of a ``fakepop serve``, with a method for each route.
+
+    Args:
+        url: where the API is: ``http://127.0.0.1:8110`` or ``http://127.0.0.1:8110/api/v1``.
+        token: the bearer token, if the server wants one.
+        timeout: seconds to wait for each answer.
+
+    Raises ``ControlError`` with the status and the server's message when a request fails.
+    Proxy variables (``http_proxy``) are ignored: the API is on a host the tests reach directly.
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0) -> None:
+        base = url.rstrip("/")
+        self.url = base if base.endswith(PREFIX) else base + PREFIX
+        self.token = token
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def __repr__(self) -> str:
+        return f"ControlClient({self.url!r})"
+
+    # --- health and the CA -------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health``: ``{"status": "ok", "version": ...}``."""
+        result: dict[str, Any] = self._json("GET", "/health")
+        return result
+
+    def wait_healthy(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Ask ``/health`` until the server answers, for at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.health()
+            except ControlError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.1)
+
+    def ca_pem(self) -> bytes:
+        """``GET /ca``: the CA certificate, in PEM, that the server's certificate chains to."""
+        return self._request("GET", "/ca")[1]
+
+    def save_ca(self, path: str | Path) -> Path:
+        """Write the CA certificate to ``path``, for curl --cacert and the like."""
+        file = Path(path)
+        file.write_bytes(self.ca_pem())
+        return file
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts the server's CA (only it) and checks host names."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(cadata=self.ca_pem().decode("ascii"))
+        return context
+
+    # --- accounts ---------------------------------------------------------------------
+
+    def accounts(self) -> list[dict[str, Any]]:
+        """``GET /accounts``: each account's name, number of messages and their size."""
+        result: list[dict[str, Any]] = self._json("GET", "/accounts")["accounts"]
+        return result
+
+    def add_account(self, name: str, password: str) -> dict[str, Any]:
+        """``POST /accounts``: create an account, or change the password of one."""
+        result: dict[str, Any] = self._json(
+            "POST", "/accounts", {"name": name, "password": password}
+        )
+        return result
+
+    def delete_account(self, name: str) -> None:
+        """``DELETE /accounts/{name}``."""
+        self._json("DELETE", f"/accounts/{_quote(name)}")
+
+    # --- messages ---------------------------------------------------------------------
+
+    def mailbox(self, account: str) -> dict[str, Any]:
+        """``GET /accounts/{name}/messages``: the messages; what sessions deleted, retrieved."""
+        result: dict[str, Any] = self._json("GET", f"/accounts/{_quote(account)}/messages")
+        return result
+
+    def messages(self, account: str) -> list[dict[str, Any]]:
+        """The messages of ``account`` now: number, uid and size of each."""
+        result: list[dict[str, Any]] = self.mailbox(account)["messages"]
+        return result
+
+    def add_message(self, account: str, raw_bytes: bytes, uid: str | None = None) -> str:
+        """``POST /accounts/{name}/messages``: deliver a raw RFC 5322 message; returns its UID."""
+        query = f"?uid={_quote(uid)}" if uid is not None else ""
+        _, body, _ = self._request(
+            "POST",
+            f"/accounts/{_quote(account)}/messages{query}",
+            raw_bytes,
+            "message/rfc822",
+        )
+        result: str = json.loads(body)["uid"]
+        return result
+
+    def message(self, account: str, uid: str) -> bytes:
+        """``GET /accounts/{name}/messages/{uid}``: the message as sent (CRLF line ends)."""
+        return self._request("GET", f"/accounts/{_quote(account)}/messages/{_quote(uid)}")[1]
+
+    def delete_message(self, account: str, uid: str) -> None:
+        """``DELETE /accounts/{name}/messages/{uid}``."""
+        self._json("DELETE", f"/accounts/{_quote(account)}/messages/{_quote(uid)}")
+
+    def purge(self, account: str) -> int:
+        """``DELETE /accounts/{name}/messages``: remove every message; returns how many."""
+        result: int = self._json("DELETE", f"/accounts/{_quote(account)}/messages")["deleted"]
+        return result
+
+    # --- faults -----------------------------------------------------------------------
+
+    def faults(self) -> list[dict[str, Any]]:
+        """``GET /faults``: the rules, in their data form."""
+        result: list[dict[str, Any]] = self._json("GET", "/faults")["faults"]
+        return result
+
+    def fired(self) -> list[dict[str, Any]]:
+        """The faults that fired: the rule's index in ``faults()``, event, session, user, time."""
+        result: list[dict[str, Any]] = self._json("GET", "/faults")["fired"]
+        return result
+
+    def add_faults(
+        self, rules: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``POST /faults``: add one rule or a list, as ``[[faults]]`` tables; all or none."""
+        payload = dict(rules) if isinstance(rules, Mapping) else [dict(r) for r in rules]
+        result: list[dict[str, Any]] = self._json("POST", "/faults", payload)["faults"]
+        return result
+
+    def add_fault(self, **keys: Any) -> dict[str, Any]:
+        """Add one rule given as keywords: ``add_fault(on="RETR", action="drop")``."""
+        return self.add_faults(keys)[0]
+
+    def clear_faults(self) -> int:
+        """``DELETE /faults``: remove every rule; returns how many there were."""
+        result: int = self._json("DELETE", "/faults")["deleted"]
+        return result
+
+    # --- transcript and reset ---------------------------------------------------------
+
+    def transcript(self, since: int = 0, *, mask: bool = True) -> dict[str, Any]:
+        """``GET /transcript``: the sessions after session ``since``, and the ``last`` number.
+
+        Pass the ``last`` of one answer as ``since`` of the next to get only newer sessions.
+        """
+        query = f"?since={since}" + ("" if mask else "&mask=false")
+        result: dict[str, Any] = self._json("GET", f"/transcript{query}")
+        return result
+
+    def transcript_text(self, since: int = 0, *, mask: bool = True) -> str:
+        """The transcript as text, as ``server.transcript.text()`` prints it."""
+        query = f"?since={since}&format=text" + ("" if mask else "&mask=false")
+        return self._request("GET", f"/transcript{query}")[1].decode("utf-8")
+
+    def clear_transcript(self) -> int:
+        """``DELETE /transcript``: forget the sessions so far; numbering goes on."""
+        result: int = self._json("DELETE", "/transcript")["deleted"]
+        return result
+
+    def reset(self) -> None:
+        """``POST /reset``: back to the accounts, mail and faults the server started with."""
+        self._json("POST", "/reset")
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _json(self, method: str, path: str, payload: Any = None) -> Any:
+        body = None if payload is None else json.dumps(payload).encode("utf-8")
+        _, data, _ = self._request(method, path, body, "application/json")
+        return json.loads(data)
+
+    def _request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> tuple[int, bytes, str]:
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        if body is not None and content_type:
+            request.add_header("Content-Type", content_type)
+        if self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as answer:
+                return answer.status, answer.read(), answer.headers.get_content_type()
+        except urllib.error.HTTPError as e:
+            raise ControlError(e.code, _error_message(e.read(), e.reason)) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise ControlError(0, f"cannot reach the control API at {self.url}: {reason}") from None
+
+
+def _error_message(body: bytes, fallback: str) -> str:
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return body.decode("utf-8", "replace").strip() or fallback
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])
+    return fallback
+
+
+def _quote(text: str) -> str:
+    return urllib.parse.quote(text, safe="")
