@@ -25,7 +25,13 @@ from fakepop.mail.store import Mailbox, MailStore
 from fakepop.protocol.events import Close, Event, Pause, Stall, StartTLS, Throttle, status
 from fakepop.protocol.sasl import MECHANISMS
 from fakepop.protocol.session import Session
-from fakepop.protocol.settings import IDLE_TIMEOUT, MAX_BAD_COMMANDS, MAX_LINE_LENGTH, Settings
+from fakepop.protocol.settings import (
+    IDLE_TIMEOUT,
+    MAX_BAD_COMMANDS,
+    MAX_LINE_LENGTH,
+    MAX_SASL_LENGTH,
+    Settings,
+)
 from fakepop.protocol.transcript import SessionTranscript, Transcript
 from fakepop.tls import (
     DEFAULT_NAMES,
@@ -39,6 +45,7 @@ from fakepop.tls import (
 RECV_SIZE = 65536
 COALESCE_LIMIT = 65536  # replies smaller than this are gathered into one write
 LISTEN_BACKLOG = 128
+MAX_CONNECTIONS = 1024  # threads are cheap; a leaking client should still not take the host
 CLOSE_DRAIN_TIMEOUT = 1.0  # seconds to read what a client still sends after our last reply
 
 
@@ -94,6 +101,9 @@ class POP3Server:
         idle_timeout: seconds of client silence before autologout (RFC 1939's 10 minutes).
         max_line_length: the longest command line accepted, in octets.
         max_bad_commands: bad commands a session may send before it is closed.
+        max_sasl_length: the longest AUTH line or SASL response accepted, in octets.
+        max_connections: connections served at once; one more is told ``-ERR [SYS/TEMP]``
+            and closed.
         expire: days advertised in CAPA's EXPIRE; None advertises NEVER.
         login_delay: seconds advertised in CAPA's LOGIN-DELAY and enforced between logins.
         user_login: offer USER and PASS.
@@ -140,6 +150,8 @@ class POP3Server:
         idle_timeout: float = IDLE_TIMEOUT,
         max_line_length: int = MAX_LINE_LENGTH,
         max_bad_commands: int = MAX_BAD_COMMANDS,
+        max_sasl_length: int = MAX_SASL_LENGTH,
+        max_connections: int = MAX_CONNECTIONS,
         expire: int | None = None,
         login_delay: int | None = None,
         user_login: bool = True,
@@ -173,6 +185,7 @@ class POP3Server:
             idle_timeout=idle_timeout,
             max_line_length=max_line_length,
             max_bad_commands=max_bad_commands,
+            max_sasl_length=max_sasl_length,
             expire=expire,
             login_delay=login_delay,
             user_login=user_login,
@@ -198,6 +211,9 @@ class POP3Server:
             self.faults.load(faults)
         else:
             self.faults = FaultPlan(faults or ())
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.max_connections = max_connections
         self.host = host
         self.port = port
         self.tls_port: int | None = tls_port if tls and implicit_tls else None
@@ -434,6 +450,17 @@ class POP3Server:
 
     def _spawn(self, sock: socket.socket, peer: tuple[str, int] | str, implicit_tls: bool) -> None:
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        with self._lock:
+            full = len(self._connections) >= self.max_connections
+        if full:
+            # Said in plaintext even on the TLS port: a thread for a handshake is what we lack.
+            limit = self.max_connections
+            text = f"Too many connections (the limit is {limit}), try again later"
+            with contextlib.suppress(OSError):
+                sock.settimeout(0.1)
+                sock.sendall(status(False, text, "SYS/TEMP"))
+            sock.close()
+            return
         connection = _Connection(self, sock, self.transcript.new_session(where), implicit_tls)
         with self._lock:
             self._connections[id(connection)] = connection
