@@ -27,7 +27,20 @@ from fakepop.mail.loaders import fixtures_dir, load_eml_dir
 from fakepop.mail.wire import to_crlf
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT.parent / "shared" / "container" / "build_and_run.sh"
+# The podman recipe for machines without a Docker engine: named by FAKEPOP_CONTAINER_SCRIPT, or
+# found in the shared folder beside the checkout or at its usual place.
+SCRIPT = next(
+    (
+        path
+        for path in (
+            Path(os.environ.get("FAKEPOP_CONTAINER_SCRIPT", "/nonexistent")),
+            ROOT.parent / "shared" / "container" / "build_and_run.sh",
+            Path("/work/shared/container/build_and_run.sh"),
+        )
+        if path.is_file()
+    ),
+    ROOT.parent / "shared" / "container" / "build_and_run.sh",
+)
 IMAGE = "localhost/fakepop:test"
 NAME = "svc-fakepop-test"
 STOP_TIMEOUT = 5  # podman kills after this; stopping sooner shows that SIGTERM was handled
