@@ -10,20 +10,19 @@ import base64
 import hashlib
 import hmac
 import re
-import socket
 import ssl
 import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pytest
+from pop3 import LineClient, ServerFactory, servers
 from scramp import ScramClient
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 from fakepop.protocol import apop_digest
 
-TIMEOUT = 5.0
 DELAY = 0.2  # auth_failure_delay in the timing tests
 
 MESSAGES = [
@@ -65,32 +64,17 @@ def oauthbearer(user: str | None, token: str, port: int) -> str:
     return b64(f"{gs2}\x01host=127.0.0.1\x01port={port}\x01auth=Bearer {token}\x01\x01")
 
 
-class Client:
-    """A raw POP3 client: lines out, lines in, with recv() only so nothing hides in a buffer."""
+class Client(LineClient):
+    """A raw POP3 client: lines out, lines in."""
 
     def __init__(
         self, server: POP3Server, port: int | None = None, tls: ssl.SSLContext | None = None
     ) -> None:
-        self.sock: socket.socket = socket.create_connection(
-            (server.host, server.port if port is None else port), timeout=TIMEOUT
-        )
-        self.pending = b""
+        super().__init__(server, port)
         if tls is not None:  # implicit TLS: the handshake comes before the greeting
             self.wrap(tls)
         self.sent: list[str] = []  # every line, to look for in the transcript
         self.greeting = self.line()
-
-    def wrap(self, context: ssl.SSLContext) -> None:
-        assert self.pending == b""
-        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.pending:
-            data = self.sock.recv(4096)
-            assert data, f"the server closed the connection; unread: {self.pending!r}"
-            self.pending += data
-        line, _, self.pending = self.pending.partition(b"\r\n")
-        return line + b"\r\n"
 
     def command(self, line: str) -> bytes:
         """Send a line and read the one-line reply (a status or a "+ " continuation)."""
@@ -115,13 +99,6 @@ class Client:
         """True if the server has closed the connection (and sent nothing more)."""
         return self.pending == b"" and self.sock.recv(1) == b""
 
-    def close(self) -> None:
-        self.sock.close()
-
-
-class ServerFactory(Protocol):
-    def __call__(self, **options: Any) -> POP3Server: ...
-
 
 class Connect(Protocol):
     def __call__(
@@ -129,22 +106,16 @@ class Connect(Protocol):
     ) -> Client: ...
 
 
+def fill(server: POP3Server) -> None:
+    server.mailbox("alice").extend(MESSAGES)
+    server.add_token("alice", "alice-token")
+
+
 @pytest.fixture
 def make_server() -> Iterator[ServerFactory]:
     """Servers with alice (holding MESSAGES), an admin, and a token for alice."""
-    servers: list[POP3Server] = []
-
-    def make(**options: Any) -> POP3Server:
-        server = POP3Server(users={"alice": "secret", "admin": "adminpw"}, **options)
-        server.start()
-        servers.append(server)
-        server.mailbox("alice").extend(MESSAGES)
-        server.add_token("alice", "alice-token")
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    with servers({"alice": "secret", "admin": "adminpw"}, fill) as make:
+        yield make
 
 
 @pytest.fixture

@@ -4,22 +4,21 @@ The maildrops come from ``fixtures/fakepop.toml`` (in memory, and copied into a
 Maildir store), from ``fixtures/maildir`` served straight from disk, and from
 ``generate_messages``. fetchmail runs as in test_interop_fetchmail.py: an MDA
 script stores each message in a numbered file; ``set invisible`` and ``no
-stripcr`` make what the MDA gets the wire form exactly. The server offers SASL,
-so fetchmail logs in with CRAM-MD5.
+stripcr`` make what the MDA gets the wire form exactly. The server offers SASL
+and the rc file names no way to log in (``auth=None``), so fetchmail logs in
+with CRAM-MD5.
 """
 
 from __future__ import annotations
 
-import os
 import poplib
-import pwd
-import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clients import Fetchmail, printed
 
 from fakepop import MaildirMailbox, POP3Server, load_maildir
 from fakepop.mail.generate import generate_messages
@@ -30,14 +29,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 MANIFEST = load_manifest(FIXTURES / "fakepop.toml")
 ACCOUNTS = ["alice", "bob"]  # the ones with mail
 TIMEOUT = 10.0  # seconds for a socket operation
-FETCHMAIL_TIMEOUT = 60.0  # seconds for one fetchmail run; a few when all is well
-
-# Stores the message on stdin in the next numbered file: fetchmail runs one MDA at a time.
-MDA = """#!/bin/sh
-inbox="$(dirname "$0")/inbox"
-n=$(ls "$inbox" | wc -l)
-exec cat > "$inbox/$(printf %04d $((n + 1)))"
-"""
 
 
 def wires(account: str) -> list[bytes]:
@@ -112,77 +103,20 @@ def test_poplib_fetches_generated_mail(server: POP3Server) -> None:
 # --- fetchmail ------------------------------------------------------------------------------
 
 
-class Fetchmail:
-    """fetchmail in the foreground, with its home, rc file, lock and MDA in one directory."""
-
-    def __init__(self, path: str, home: Path) -> None:
-        self.path = path
-        self.home = home
-        self.inbox = home / "inbox"
-        self.inbox.mkdir()
-        self.mda = home / "mda.sh"
-        self.mda.write_text(MDA)
-        self.mda.chmod(0o700)
-
-    def __call__(
-        self, server: POP3Server, user: str, secret: str, *, keep: bool
-    ) -> subprocess.CompletedProcess[bytes]:
-        rc = self.home / "fetchmailrc"
-        rc.write_text(
-            "set no syslog\n"
-            "set no bouncemail\n"
-            "set invisible\n"  # no Received: header of fetchmail's own
-            f"poll {server.host} protocol POP3 port {server.port}\n"
-            "  no envelope timeout 10\n"
-            f'  user "{user}" there with password "{secret}"\n'
-            "  sslproto '' no sslcertck\n"  # plain POP3: never try STLS
-            f'  mda "{shlex.quote(str(self.mda))}"\n'
-            + ("  keep\n" if keep else "  no keep\n")
-            + "  no rewrite no mimedecode no dropstatus no dropdelivered\n"
-            "  no stripcr\n"  # CRLF as sent, not LF
-        )
-        rc.chmod(0o600)  # fetchmail refuses an rc file others can read
-        env = dict(os.environ, HOME=str(self.home), FETCHMAILHOME=str(self.home), LC_ALL="C")
-        if os.geteuid() == 0:
-            env["FETCHMAILUSER"] = pwd.getpwuid(0).pw_name  # run the MDA as root, who owns it
-        pidfile = self.home / "fetchmail.pid"  # FETCHMAILHOME places the lock only for non-root
-        return subprocess.run(
-            [self.path, "--nodetach", "--pidfile", str(pidfile), "-f", str(rc)],
-            capture_output=True,
-            timeout=FETCHMAIL_TIMEOUT,
-            env=env,
-            check=False,
-        )
-
-    def delivered(self) -> list[bytes]:
-        """What the MDA got, in delivery order; the inbox is emptied for the next run."""
-        files = sorted(self.inbox.iterdir())
-        got = [f.read_bytes() for f in files]
-        for f in files:
-            f.unlink()
-        return got
-
-
 @pytest.fixture
 def fetchmail(tmp_path: Path) -> Fetchmail:
-    path = shutil.which("fetchmail")
-    if path is None:
-        pytest.fail("fetchmail is not on PATH: install it (apt-get install fetchmail)")
-    home = tmp_path / "fetchmail"
-    home.mkdir()
-    return Fetchmail(path, home)
+    return Fetchmail(tmp_path / "fetchmail")
 
 
 def output(result: subprocess.CompletedProcess[bytes], server: POP3Server) -> str:
-    text = (result.stdout + result.stderr).decode("utf-8", "replace")
-    return f"{text}\n{server.transcript.text()[-5000:]}"
+    return f"{printed(result)}\n{server.transcript.text()[-5000:]}"
 
 
 @pytest.mark.parametrize("account", ACCOUNTS)
 def test_fetchmail_keeps_the_manifest_byte_for_byte(
     fetchmail: Fetchmail, server: POP3Server, account: str
 ) -> None:
-    result = fetchmail(server, account, password(account), keep=True)
+    result = fetchmail(server, account, password(account), keep=True, auth=None)
     assert result.returncode == 0, output(result, server)
     assert fetchmail.delivered() == wires(account)
     assert len(server.mailbox(account)) == len(wires(account))
@@ -193,7 +127,7 @@ def test_fetchmail_fetches_and_deletes_manifest_mail_from_a_maildir_store(
 ) -> None:
     with POP3Server(users={"alice": "pw"}, maildir=tmp_path / "store") as server:
         server.mailbox("alice").extend(MANIFEST["alice"].messages)
-        result = fetchmail(server, "alice", "pw", keep=False)
+        result = fetchmail(server, "alice", "pw", keep=False, auth=None)
         assert result.returncode == 0, output(result, server)
         assert sorted(fetchmail.delivered()) == sorted(wires("alice"))
         assert list((tmp_path / "store" / "alice" / "new").iterdir()) == []
@@ -204,7 +138,7 @@ def test_fetchmail_fetches_and_deletes_the_fixture_maildir_from_disk(
 ) -> None:
     shutil.copytree(FIXTURES / "maildir", tmp_path / "store" / "bob")
     with POP3Server(users={"bob": "pw"}, maildir=tmp_path / "store") as server:
-        result = fetchmail(server, "bob", "pw", keep=False)
+        result = fetchmail(server, "bob", "pw", keep=False, auth=None)
         assert result.returncode == 0, output(result, server)
     assert fetchmail.delivered() == [to_crlf(m.raw) for m in load_maildir(FIXTURES / "maildir")]
     assert MaildirMailbox(tmp_path / "store" / "bob", create=False).messages == []
@@ -215,7 +149,7 @@ def test_fetchmail_fetches_generated_mail(fetchmail: Fetchmail) -> None:
     generated = generate_messages(30, seed=1)
     with POP3Server(users={"gen": "pw"}) as server:
         server.mailbox("gen").extend(generated)
-        result = fetchmail(server, "gen", "pw", keep=False)
+        result = fetchmail(server, "gen", "pw", keep=False, auth=None)
         assert result.returncode == 0, output(result, server)
         assert fetchmail.delivered() == [to_crlf(m) for m in generated]
         assert len(server.mailbox("gen")) == 0

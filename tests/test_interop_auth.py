@@ -10,73 +10,36 @@ protocol), but none of PLAIN, LOGIN, SCRAM, XOAUTH2 or OAUTHBEARER for POP3.
 from __future__ import annotations
 
 import base64
-import os
-import re
-import shutil
-import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
+import clients
 import pytest
+from clients import FetchmailHome, environment, printed, program, run, stripcr
+from pop3 import ServerFactory, servers
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
-
-TIMEOUT = 20.0  # seconds for a client process; each takes milliseconds when all is well
 
 MESSAGE = b"From: a@example.com\nSubject: bare LF\n\n.starts with a dot\n..two dots\nend"
 WIRE = to_crlf(MESSAGE)
 ADMIN_MESSAGE = b"From: b@example.com\r\nSubject: admin's own\r\n\r\nx\r\n"  # CRLF already
 
-INSTALL = "install it (Debian: apt-get install curl fetchmail), as .ci/run does"
-
 LOGIN_DENIED = b"curl: (67) Login denied\n"
 
 
-def program(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not on PATH: {INSTALL}", pytrace=False)
-    return path
-
-
-def clean_env(home: Path) -> dict[str, str]:
-    """The environment without proxies, and with a HOME of its own, so no rc file interferes."""
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env["HOME"] = str(home)
-    env["LC_ALL"] = "C"  # the messages checked below are the untranslated ones
-    return env
-
-
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        args, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT, env=env, check=False
-    )
-
-
-class ServerFactory(Protocol):
-    def __call__(self, **options: Any) -> POP3Server: ...
+def fill(server: POP3Server) -> None:
+    server.mailbox("alice").add(MESSAGE)
+    server.mailbox("admin").add(ADMIN_MESSAGE)
+    server.add_token("alice", "alice-token")
+    server.add_token("alice", "old-token", expires_in=-1)
 
 
 @pytest.fixture
 def make_server() -> Iterator[ServerFactory]:
-    servers: list[POP3Server] = []
-
-    def make(**options: Any) -> POP3Server:
-        server = POP3Server(users={"alice": "secret", "admin": "adminpw"}, **options)
-        server.start()
-        servers.append(server)
-        server.mailbox("alice").add(MESSAGE)
-        server.mailbox("admin").add(ADMIN_MESSAGE)
-        server.add_token("alice", "alice-token")
-        server.add_token("alice", "old-token", expires_in=-1)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    with servers({"alice": "secret", "admin": "adminpw"}, fill) as make:
+        yield make
 
 
 @pytest.fixture
@@ -102,21 +65,20 @@ def session_lines(server: POP3Server, *, mask: bool = True) -> list[list[str]]:
 
 
 class Curl:
-    def __init__(self, path: str, env: dict[str, str]) -> None:
-        self.path = path
-        self.env = env
+    """curl retrieving message 1."""
+
+    def __init__(self, curl: clients.Curl) -> None:
+        self.curl = curl
 
     def __call__(
         self, server: POP3Server, *options: str, user: str = "alice:secret"
     ) -> subprocess.CompletedProcess[bytes]:
-        """Retrieve message 1; -q first, to ignore any .curlrc."""
-        args = [self.path, "-q", "-sS", "--max-time", "10", "-u", user, *options]
-        return run([*args, f"pop3://127.0.0.1:{server.port}/1"], self.env)
+        return self.curl([*options, f"pop3://127.0.0.1:{server.port}/1"], user=user)
 
 
 @pytest.fixture
 def curl(tmp_path: Path) -> Curl:
-    return Curl(program("curl"), clean_env(tmp_path))
+    return Curl(clients.Curl(tmp_path))
 
 
 def ok(result: subprocess.CompletedProcess[bytes]) -> bytes:
@@ -293,74 +255,40 @@ def test_curl_on_a_sasl_only_server(make_server: ServerFactory, curl: Curl) -> N
 
 # --- fetchmail ----------------------------------------------------------------------------
 
-MDA = """#!/bin/sh
-# Deliver one message to the next numbered file in $1.
-n=$(ls "$1" | wc -l)
-exec cat > "$1/$((n + 1))"
-"""
 
-
-class Fetchmail:
-    """fetchmail run once in the foreground, with its home, rc file and MDA under a tmp dir."""
-
-    def __init__(self, path: str, home: Path) -> None:
-        self.path = path
-        self.home = home
-        self.inbox = home / "inbox"
-        self.inbox.mkdir()
-        self.mda = home / "mda.sh"
-        self.mda.write_text(MDA)
-        self.mda.chmod(0o700)
+class Fetchmail(FetchmailHome):
+    """fetchmail without TLS, told on its command line how to log in."""
 
     def __call__(
         self, server: POP3Server, *options: str, password: str = "secret", proto: str = "POP3"
     ) -> subprocess.CompletedProcess[bytes]:
-        rc = self.home / "fetchmailrc"
-        rc.write_text(
+        rc = (
             "set no syslog\n"
             f"poll localhost proto {proto} port {server.port}\n"
             f'  user "alice" there with password "{password}" is "root" here\n'
             # No TLS here: without it, fetchmail 6.4 asks for STLS and gives up.
             "  sslproto ''\n"
-            f'  mda "{self.mda} {self.inbox}"\n'
+            f"  {self.deliver}\n"
         )
-        rc.chmod(0o600)  # fetchmail refuses an rc file others can read
-        assert stat.S_IMODE(rc.stat().st_mode) == 0o600
-        env = clean_env(self.home)
-        env["FETCHMAILHOME"] = str(self.home)
-        # As root, fetchmail's lock is /var/run/fetchmail.pid whatever FETCHMAILHOME says.
-        pidfile = self.home / "fetchmail.pid"
-        args = ["--nodetach", "--verbose", "--pidfile", str(pidfile), "-f", str(rc), *options]
-        return run([self.path, *args], env)
-
-    def delivered(self) -> list[bytes]:
-        """The messages the MDA got, without the Received: header fetchmail puts on top."""
-        files = sorted(self.inbox.iterdir(), key=lambda p: int(p.name))
-        return [
-            re.sub(rb"\AReceived: [^\n]*\n(?:[ \t][^\n]*\n)*", b"", f.read_bytes()) for f in files
-        ]
+        return self.run(rc, "--verbose", *options)
 
 
 @pytest.fixture
 def fetch(tmp_path: Path) -> Fetchmail:
-    return Fetchmail(program("fetchmail"), tmp_path)
+    return Fetchmail(tmp_path)
 
 
-AS_DELIVERED = WIRE.replace(b"\r\n", b"\n")  # fetchmail hands the MDA LF line ends
+AS_DELIVERED = stripcr(WIRE)  # fetchmail hands the MDA LF line ends
 PS_AUTHFAIL = 3
 
 
-def output(result: subprocess.CompletedProcess[bytes]) -> str:
-    return (result.stdout + result.stderr).decode("utf-8", "replace")
-
-
 def fetched(fetch: Fetchmail, result: subprocess.CompletedProcess[bytes]) -> None:
-    assert result.returncode == 0, output(result)
-    assert fetch.delivered() == [AS_DELIVERED]
+    assert result.returncode == 0, printed(result)
+    assert fetch.delivered(strip_received=True) == [AS_DELIVERED]
 
 
 def refused(fetch: Fetchmail, result: subprocess.CompletedProcess[bytes], reason: str) -> None:
-    text = output(result)
+    text = printed(result)
     assert result.returncode == PS_AUTHFAIL, text
     assert f"fetchmail: {reason}\n" in text
     assert "fetchmail: Authorization failure on alice@localhost\n" in text
@@ -419,8 +347,8 @@ def test_fetchmail_on_a_sasl_only_server(make_server: ServerFactory, fetch: Fetc
     server = make_server(user_login=False, apop=False)
     fetched(fetch, fetch(server, "--auth", "any"))
     result = fetch(server, "--auth", "password")
-    assert result.returncode == PS_AUTHFAIL, output(result)
-    assert "fetchmail: Unknown command: USER\n" in output(result)
+    assert result.returncode == PS_AUTHFAIL, printed(result)
+    assert "fetchmail: Unknown command: USER\n" in printed(result)
     cram, user = said(server)
     assert cram[1] == "C: AUTH CRAM-MD5"
     assert user == ["C: USER alice", "C: QUIT"]
@@ -443,10 +371,10 @@ def test_fetchmail_apop_wrong_password(server: POP3Server, fetch: Fetchmail) -> 
 )
 def test_fetchmail_auth_types(tmp_path: Path, auth: str, known: bool) -> None:
     fetchmail = program("fetchmail")
-    result = run([fetchmail, "--auth", auth, "--version"], clean_env(tmp_path))
+    result = run([fetchmail, "--auth", auth, "--version"], environment(tmp_path))
     if known:
-        assert result.returncode == 0, output(result)
+        assert result.returncode == 0, printed(result)
         assert b"This is fetchmail release 6.4." in result.stdout
     else:
-        assert result.returncode == 5, output(result)  # PS_SYNTAX
-        assert f"Invalid authentication `{auth}' specified.\n" in output(result)
+        assert result.returncode == 5, printed(result)  # PS_SYNTAX
+        assert f"Invalid authentication `{auth}' specified.\n" in printed(result)

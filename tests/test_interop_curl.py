@@ -8,22 +8,17 @@ file fast. curl is not skipped when missing: install it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clients import PASSWORD, USER, Curl, client_commands, url
 from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
-
-USER, PASSWORD = "alice", "secret"
-TIMEOUT = 60.0  # seconds for one curl run; each takes milliseconds when all is well
-INSTALL = "install it (Debian: apt-get install curl fetchmail), as .ci/run does"
 
 # How each login method is had: curl prefers SASL, then APOP when the greeting has a
 # timestamp, then USER; it cannot be told which, so the server offers only the one wanted.
@@ -35,11 +30,8 @@ LOGINS: dict[str, tuple[dict[str, Any], str]] = {
 
 
 @pytest.fixture(scope="module")
-def curl() -> str:
-    path = shutil.which("curl")
-    if path is None:
-        pytest.fail(f"curl is not on PATH: {INSTALL}", pytrace=False)
-    return path
+def curl() -> Curl:
+    return Curl()
 
 
 @pytest.fixture(scope="module")
@@ -54,39 +46,10 @@ def server(messages: list[bytes]) -> Iterator[POP3Server]:
         yield server
 
 
-def url(server: POP3Server, path: str = "") -> str:
-    return f"pop3://{server.host}:{server.port}/{path}"
-
-
-def run_curl(
-    curl: str, *transfers: list[str], password: str = PASSWORD
-) -> subprocess.CompletedProcess[bytes]:
-    """One curl run; each transfer (URLs and their options) gets its own --request.
-
-    curl resets its options at --next, so each transfer repeats the common ones;
-    it still reuses the connection, so all of them share one POP3 session.
-    """
-    common = ["--silent", "--show-error", "--max-time", "10", "--user", f"{USER}:{password}"]
-    command = [curl, "-q"]  # -q must come first: it stops curl from reading a .curlrc
-    for i, transfer in enumerate(transfers):
-        command += [*(["--next"] if i else []), *common, *transfer]
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    return subprocess.run(command, capture_output=True, timeout=TIMEOUT, env=env, check=False)
-
-
 def succeeded(result: subprocess.CompletedProcess[bytes], server: POP3Server) -> bytes:
     """curl's output, after checking it exited 0; the transcript says why when it did not."""
     assert (result.returncode, result.stderr) == (0, b""), f"curl failed:\n{server.transcript}"
     return result.stdout
-
-
-def client_commands(server: POP3Server) -> list[list[str]]:
-    """The verbs the client sent, a list per session; stops the server so every session ended."""
-    server.stop()
-    return [
-        [line[3:].split(" ")[0] for line in session.lines() if line.startswith("C: ")]
-        for session in server.transcript
-    ]
 
 
 def top(wire: bytes, lines: int) -> bytes:
@@ -106,20 +69,20 @@ def top(wire: bytes, lines: int) -> bytes:
     return wire[:end]
 
 
-def test_list(curl: str, server: POP3Server, messages: list[bytes]) -> None:
-    listing = succeeded(run_curl(curl, [url(server)]), server)
+def test_list(curl: Curl, server: POP3Server, messages: list[bytes]) -> None:
+    listing = succeeded(curl([url(server)]), server)
     expected = b"".join(b"%d %d\r\n" % (n, len(to_crlf(m))) for n, m in enumerate(messages, 1))
     assert listing == expected
 
 
 def test_retr_every_message_byte_for_byte(
-    curl: str, server: POP3Server, messages: list[bytes], tmp_path: Path
+    curl: Curl, server: POP3Server, messages: list[bytes], tmp_path: Path
 ) -> None:
     # One transfer of 50 URLs, each with its --output.
     urls: list[str] = []
     for n in range(1, len(messages) + 1):
         urls += [url(server, str(n)), "--output", str(tmp_path / f"{n:02d}.eml")]
-    succeeded(run_curl(curl, urls), server)
+    succeeded(curl(urls), server)
     for n, raw in enumerate(messages, 1):
         got = (tmp_path / f"{n:02d}.eml").read_bytes()
         assert got == to_crlf(raw), f"message {n} differs"
@@ -130,14 +93,14 @@ def test_retr_every_message_byte_for_byte(
 
 
 def test_top_every_message(
-    curl: str, server: POP3Server, messages: list[bytes], tmp_path: Path
+    curl: Curl, server: POP3Server, messages: list[bytes], tmp_path: Path
 ) -> None:
     """TOP n 1: the header, the blank line and the first body line, un-stuffed by curl."""
     transfers = [
         ["--request", f"TOP {n} 1", url(server), "--output", str(tmp_path / f"{n:02d}.top")]
         for n in range(1, len(messages) + 1)
     ]
-    succeeded(run_curl(curl, *transfers), server)
+    succeeded(curl(*transfers), server)
     for n, raw in enumerate(messages, 1):
         got = (tmp_path / f"{n:02d}.top").read_bytes()
         assert got == top(to_crlf(raw), 1), f"TOP {n} 1 differs"
@@ -146,11 +109,11 @@ def test_top_every_message(
 
 
 @pytest.mark.parametrize("login", LOGINS)
-def test_login(curl: str, login: str, messages: list[bytes]) -> None:
+def test_login(curl: Curl, login: str, messages: list[bytes]) -> None:
     options, verb = LOGINS[login]
     with POP3Server(users={USER: PASSWORD}, **options) as server:
         server.mailbox(USER).add(messages[0])
-        got = succeeded(run_curl(curl, [url(server, "1")]), server)
+        got = succeeded(curl([url(server, "1")]), server)
         assert got == to_crlf(messages[0])
         (commands,) = client_commands(server)
     assert verb in commands
@@ -158,10 +121,10 @@ def test_login(curl: str, login: str, messages: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize("login", LOGINS)
-def test_wrong_password_fails(curl: str, login: str) -> None:
+def test_wrong_password_fails(curl: Curl, login: str) -> None:
     options, verb = LOGINS[login]
     with POP3Server(users={USER: PASSWORD}, **options) as server:
-        result = run_curl(curl, [url(server)], password="wrong")
+        result = curl([url(server)], user=f"{USER}:wrong")
         assert result.returncode == 67, (result, str(server.transcript))  # CURLE_LOGIN_DENIED
         assert result.stdout == b""
         (commands,) = client_commands(server)
@@ -169,11 +132,11 @@ def test_wrong_password_fails(curl: str, login: str) -> None:
     assert "LIST" not in commands
 
 
-def test_dele_is_committed_at_quit(curl: str, server: POP3Server, messages: list[bytes]) -> None:
+def test_dele_is_committed_at_quit(curl: Curl, server: POP3Server, messages: list[bytes]) -> None:
     mailbox = server.mailbox(USER)
     before = [m.uid for m in mailbox.messages]
     # --head: DELE answers one line, which curl must not wait to see ended by ".".
-    got = succeeded(run_curl(curl, ["--request", "DELE", "--head", url(server, "3")]), server)
+    got = succeeded(curl(["--request", "DELE", "--head", url(server, "3")]), server)
     assert got == b""
     assert [m.uid for m in mailbox.messages] == before[:2] + before[3:]
     assert len(mailbox.messages) == len(messages) - 1
@@ -181,8 +144,8 @@ def test_dele_is_committed_at_quit(curl: str, server: POP3Server, messages: list
     assert commands[-2:] == ["DELE", "QUIT"]
 
 
-def test_uidl(curl: str, server: POP3Server) -> None:
-    listing = succeeded(run_curl(curl, ["--request", "UIDL", url(server)]), server)
+def test_uidl(curl: Curl, server: POP3Server) -> None:
+    listing = succeeded(curl(["--request", "UIDL", url(server)]), server)
     expected = b"".join(
         b"%d %s\r\n" % (n, m.uid.encode()) for n, m in enumerate(server.mailbox(USER), 1)
     )
@@ -197,7 +160,7 @@ ODD = [
 ]
 
 
-def test_retr_and_top_of_odd_messages(curl: str, tmp_path: Path) -> None:
+def test_retr_and_top_of_odd_messages(curl: Curl, tmp_path: Path) -> None:
     with POP3Server(users={USER: PASSWORD}) as server:
         server.mailbox(USER).extend(ODD)
         transfers: list[list[str]] = []
@@ -205,7 +168,7 @@ def test_retr_and_top_of_odd_messages(curl: str, tmp_path: Path) -> None:
             transfers.append([url(server, str(n)), "--output", str(tmp_path / f"{n}.eml")])
             top_n = ["--request", f"TOP {n} 0", url(server), "--output", str(tmp_path / f"{n}.top")]
             transfers.append(top_n)
-        succeeded(run_curl(curl, *transfers), server)
+        succeeded(curl(*transfers), server)
     for n, raw in enumerate(ODD, 1):
         assert (tmp_path / f"{n}.eml").read_bytes() == to_crlf(raw)
         assert (tmp_path / f"{n}.top").read_bytes() == top(to_crlf(raw), 0)

@@ -16,23 +16,16 @@ gets the wire form exactly.
 
 from __future__ import annotations
 
-import os
-import pwd
 import re
-import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clients import PASSWORD, USER, Curl, Fetchmail, url
 
 from fakepop import POP3Server
-
-USER, PASSWORD = "alice", "secret"
-TIMEOUT = 30.0  # seconds for one client run; each takes milliseconds when all is well
-INSTALL = "install it (Debian: apt-get install curl fetchmail), as .ci/run does"
 
 M1 = b"From: a@fakepop.test\r\nSubject: one\r\n\r\nHello\r\n"
 M2 = b"From: b@fakepop.test\r\nSubject: dots\r\n\r\n.x\r\n..\r\nend\r\n"
@@ -69,33 +62,12 @@ def uids(server: POP3Server) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def curl() -> str:
-    path = shutil.which("curl")
-    if path is None:
-        pytest.fail(f"curl is not on PATH: {INSTALL}", pytrace=False)
-    return path
+def curl() -> Curl:
+    return Curl()
 
 
-def run_curl(
-    curl: str, *transfers: list[str], max_time: float = 10, verbose: bool = False
-) -> subprocess.CompletedProcess[bytes]:
-    """One curl run; transfers after the first share its connection (--next)."""
-    common = ["--silent", "--show-error", "--max-time", str(max_time), "--user", "alice:secret"]
-    if verbose:
-        common.append("--verbose")
-    command = [curl, "-q"]  # -q first: no .curlrc
-    for i, transfer in enumerate(transfers):
-        command += [*(["--next"] if i else []), *common, *transfer]
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    return subprocess.run(command, capture_output=True, timeout=TIMEOUT, env=env, check=False)
-
-
-def url(server: POP3Server, path: str = "") -> str:
-    return f"pop3://{server.host}:{server.port}/{path}"
-
-
-def curl_list(curl: str, server: POP3Server) -> bytes:
-    result = run_curl(curl, [url(server)])
+def curl_list(curl: Curl, server: POP3Server) -> bytes:
+    result = curl([url(server)])
     assert (result.returncode, result.stderr) == (0, b""), str(server.transcript)
     return result.stdout
 
@@ -103,21 +75,21 @@ def curl_list(curl: str, server: POP3Server) -> bytes:
 LISTING = b"".join(b"%d %d\r\n" % (n, len(m)) for n, m in enumerate(MESSAGES, 1))
 
 
-def curl_fetch_all(curl: str, server: POP3Server, out: Path) -> list[bytes]:
+def curl_fetch_all(curl: Curl, server: POP3Server, out: Path) -> list[bytes]:
     """RETR of every message in one curl run."""
     transfers = [
         [url(server, str(n)), "--output", str(out / f"{n}.eml")]
         for n in range(1, len(MESSAGES) + 1)
     ]
-    result = run_curl(curl, *transfers)
+    result = curl(*transfers)
     assert (result.returncode, result.stderr) == (0, b""), str(server.transcript)
     return [(out / f"{n}.eml").read_bytes() for n in range(1, len(MESSAGES) + 1)]
 
 
-def test_curl_in_use_from_a_lock_rule(curl: str, server: POP3Server) -> None:
+def test_curl_in_use_from_a_lock_rule(curl: Curl, server: POP3Server) -> None:
     server.faults.add(action="lock", attempts=2, user=USER)
     for _ in range(2):
-        result = run_curl(curl, [url(server)], verbose=True)
+        result = curl([url(server)], verbose=True)
         assert result.returncode == 67  # CURLE_LOGIN_DENIED
         assert result.stdout == b""
         assert b"\n< -ERR [IN-USE] Mailbox is locked by another session\r\n" in result.stderr
@@ -126,9 +98,9 @@ def test_curl_in_use_from_a_lock_rule(curl: str, server: POP3Server) -> None:
     assert curl_list(curl, server) == LISTING
 
 
-def test_curl_in_use_while_the_lock_is_held(curl: str, server: POP3Server) -> None:
+def test_curl_in_use_while_the_lock_is_held(curl: Curl, server: POP3Server) -> None:
     with server.mailbox(USER).hold_lock():
-        result = run_curl(curl, [url(server)])
+        result = curl([url(server)])
         assert (result.returncode, result.stdout, result.stderr) == (
             67,
             b"",
@@ -138,9 +110,9 @@ def test_curl_in_use_while_the_lock_is_held(curl: str, server: POP3Server) -> No
     assert "S: -ERR [IN-USE] Mailbox is locked by another session" in server_lines(server)
 
 
-def test_curl_sys_temp_at_pass(curl: str, server: POP3Server) -> None:
+def test_curl_sys_temp_at_pass(curl: Curl, server: POP3Server) -> None:
     server.faults.add(on="PASS", action="error")
-    result = run_curl(curl, [url(server)], verbose=True)
+    result = curl([url(server)], verbose=True)
     assert result.returncode == 67
     assert b"\n< -ERR [SYS/TEMP] Temporary failure, try again later\r\n" in result.stderr
     assert result.stderr.endswith(b"\ncurl: (67) Access denied. -\n")
@@ -163,13 +135,12 @@ CURL_DROPS = {
 
 @pytest.mark.parametrize("mode", CURL_DROPS)
 def test_curl_drop_during_retr_after_dele(
-    curl: str, server: POP3Server, tmp_path: Path, mode: str
+    curl: Curl, server: POP3Server, tmp_path: Path, mode: str
 ) -> None:
     server.faults.add(on="RETR", action="drop", at="during", after_bytes=CUT, mode=mode)
     before = uids(server)
     part = tmp_path / "3.part"
-    result = run_curl(
-        curl,
+    result = curl(
         ["--request", "DELE", "--head", url(server, "1")],  # one line: do not wait for "."
         [url(server, "3"), "--output", str(part)],
     )
@@ -186,9 +157,9 @@ def test_curl_drop_during_retr_after_dele(
     assert server.mailbox(USER).deleted == []
 
 
-def test_curl_stall_trips_max_time(curl: str, server: POP3Server) -> None:
+def test_curl_stall_trips_max_time(curl: Curl, server: POP3Server) -> None:
     server.faults.add(on="RETR", action="stall")
-    result = run_curl(curl, [url(server, "1")], max_time=1)
+    result = curl([url(server, "1")], max_time=1)
     assert result.returncode == 28  # CURLE_OPERATION_TIMEDOUT
     assert result.stdout == b""
     assert re.fullmatch(
@@ -205,85 +176,19 @@ def test_curl_stall_trips_max_time(curl: str, server: POP3Server) -> None:
 
 # --- fetchmail --------------------------------------------------------------------------
 
-# Files the message on stdin as the next numbered file: fetchmail runs one MDA at a time.
-MDA = """#!/bin/sh
-inbox="$(dirname "$0")/inbox"
-n=$(ls "$inbox" | wc -l)
-exec cat > "$inbox/$(printf %03d $((n + 1)))"
-"""
 ROOT_WARNING = "fetchmail: WARNING: Running as root is discouraged."
 WHERE = "alice@127.0.0.1"
 
 
-@pytest.fixture(scope="module")
-def fetchmail_path() -> str:
-    path = shutil.which("fetchmail")
-    if path is None:
-        pytest.fail(f"fetchmail is not on PATH: {INSTALL}", pytrace=False)
-    return path
-
-
-class Fetchmail:
-    """fetchmail in the foreground with its home, rc file, lock and MDA in one directory."""
-
-    def __init__(self, path: str, home: Path) -> None:
-        self.path = path
-        self.home = home
-        self.inbox = home / "inbox"
-        self.inbox.mkdir()
-        self.mda = home / "mda.sh"
-        self.mda.write_text(MDA)
-        self.mda.chmod(0o700)
-
-    def __call__(self, server: POP3Server, *, keep: bool) -> subprocess.CompletedProcess[str]:
-        rc = self.home / "fetchmailrc"
-        rc.write_text(
-            "\n".join(
-                [
-                    "set no syslog",
-                    "set no bouncemail",
-                    "set invisible",  # no Received: header on top
-                    f"poll {server.host} protocol POP3 port {server.port} auth password",
-                    "  no envelope timeout 10",
-                    f'  user "{USER}" there with password "{PASSWORD}"',
-                    "  fetchall",  # every message each run, seen before or not
-                    "  sslproto '' no sslcertck",  # plain POP3: never STLS
-                    f'  mda "{shlex.quote(str(self.mda))}"',
-                    "  keep" if keep else "  no keep",
-                    "  no rewrite no mimedecode no dropstatus no dropdelivered",
-                    "  no stripcr",  # CRLF as sent
-                ]
-            )
-            + "\n"
-        )
-        rc.chmod(0o600)  # fetchmail refuses an rc file others can read
-        env = dict(os.environ, HOME=str(self.home), FETCHMAILHOME=str(self.home), LC_ALL="C")
-        if os.geteuid() == 0:
-            env["FETCHMAILUSER"] = pwd.getpwuid(0).pw_name  # run the MDA as root, who owns inbox
-        pidfile = self.home / "fetchmail.pid"
-        args = [self.path, "--nodetach", "--pidfile", str(pidfile), "-f", str(rc)]
-        return subprocess.run(
-            args, capture_output=True, text=True, timeout=TIMEOUT, env=env, check=False
-        )
-
-    def delivered(self) -> list[bytes]:
-        """What the MDA got, in order; the inbox is emptied for the next run."""
-        files = sorted(self.inbox.iterdir())
-        got = [f.read_bytes() for f in files]
-        for f in files:
-            f.unlink()
-        return got
-
-
 @pytest.fixture
-def fetchmail(fetchmail_path: str, tmp_path: Path) -> Fetchmail:
-    return Fetchmail(fetchmail_path, tmp_path)
+def fetchmail(tmp_path: Path) -> Fetchmail:
+    return Fetchmail(tmp_path, fetchall=True)
 
 
-def said(result: subprocess.CompletedProcess[str]) -> tuple[int, list[str], list[str]]:
+def said(result: subprocess.CompletedProcess[bytes]) -> tuple[int, list[str], list[str]]:
     """Exit status, stdout lines and stderr lines, without the warning for root."""
-    stderr = [line for line in result.stderr.splitlines() if line != ROOT_WARNING]
-    return result.returncode, result.stdout.splitlines(), stderr
+    stderr = [line for line in result.stderr.decode().splitlines() if line != ROOT_WARNING]
+    return result.returncode, result.stdout.decode().splitlines(), stderr
 
 
 def reading(n: int, *, flushed: bool, ending: str = "") -> str:

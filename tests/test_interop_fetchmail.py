@@ -21,44 +21,17 @@ install it.
 
 from __future__ import annotations
 
-import os
-import pwd
-import re
-import shlex
-import shutil
-import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from clients import PASSWORD, RECEIVED, USER, Fetchmail, client_commands, printed
 from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
-
-USER, PASSWORD = "alice", "secret"
-TIMEOUT = 60.0  # seconds for one fetchmail run; it takes well under one when all is well
-INSTALL = "install it (Debian: apt-get install curl fetchmail), as .ci/run does"
-
-# Stores the message on stdin in the next numbered file: fetchmail runs one MDA at a time.
-MDA = """#!/bin/sh
-inbox="$(dirname "$0")/inbox"
-n=$(ls "$inbox" | wc -l)
-exec cat > "$inbox/$(printf %03d $((n + 1)))"
-"""
-
-# fetchmail's Received: header: one line, then continuation lines that start with white space.
-RECEIVED = re.compile(rb"\AReceived: [^\n]*\n(?:[ \t][^\n]*\n)*")
-
-
-@pytest.fixture(scope="module")
-def fetchmail_path() -> str:
-    path = shutil.which("fetchmail")
-    if path is None:
-        pytest.fail(f"fetchmail is not on PATH: {INSTALL}", pytrace=False)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -73,89 +46,14 @@ def server(messages: list[bytes]) -> Iterator[POP3Server]:
         yield server
 
 
-class Fetchmail:
-    """fetchmail run in the foreground with its home, rc file, ids, lock and MDA in one dir."""
-
-    def __init__(self, path: str, home: Path) -> None:
-        self.path = path
-        self.home = home
-        self.inbox = home / "inbox"
-        self.inbox.mkdir()
-        self.mda = home / "mda.sh"
-        self.mda.write_text(MDA)
-        self.mda.chmod(0o700)
-
-    def rc(
-        self,
-        server: POP3Server,
-        *,
-        keep: bool,
-        transparent: bool = True,
-        protocol: str = "POP3",
-        auth: str = "password",
-        password: str = PASSWORD,
-        uidl: bool = False,
-    ) -> str:
-        lines = [
-            "set no syslog",
-            "set no bouncemail",  # a failed delivery fails the run instead of mailing someone
-            # No Received: header on top of each message.
-            *(["set invisible"] if transparent else []),
-            f"poll {server.host} protocol {protocol} port {server.port} auth {auth}",
-            "  no envelope timeout 10" + (" uidl" if uidl else ""),
-            f'  user "{USER}" there with password "{password}"',
-            "  sslproto '' no sslcertck",  # plain POP3: never try STLS
-            f'  mda "{shlex.quote(str(self.mda))}"',  # run by the shell
-            "  keep" if keep else "  no keep",
-            "  no rewrite",  # else addresses without a domain get "@127.0.0.1"
-            "  no mimedecode no dropstatus no dropdelivered",  # the defaults, spelled out
-            # CRLF as sent; without it fetchmail drops every CR on the way to an MDA.
-            *(["  no stripcr"] if transparent else []),
-        ]
-        return "\n".join(lines) + "\n"
-
-    def __call__(self, server: POP3Server, **options: Any) -> subprocess.CompletedProcess[bytes]:
-        rc = self.home / "fetchmailrc"
-        rc.write_text(self.rc(server, **options))
-        rc.chmod(0o600)  # fetchmail refuses an rc file others can read
-        assert stat.S_IMODE(rc.stat().st_mode) == 0o600
-        env = dict(os.environ, HOME=str(self.home), FETCHMAILHOME=str(self.home), LC_ALL="C")
-        if os.geteuid() == 0:
-            # As root, fetchmail runs the MDA as FETCHMAILUSER (else LOGNAME, USER): stay root,
-            # who owns the inbox.
-            env["FETCHMAILUSER"] = pwd.getpwuid(0).pw_name
-        # --pidfile: FETCHMAILHOME places the lock only when not root (fetchmail(1), FILES).
-        pidfile = self.home / "fetchmail.pid"
-        args = [self.path, "--nodetach", "--pidfile", str(pidfile), "-f", str(rc)]
-        return subprocess.run(args, capture_output=True, timeout=TIMEOUT, env=env, check=False)
-
-    def delivered(self) -> list[bytes]:
-        """What the MDA got, in delivery order; the inbox is emptied for the next run."""
-        files = sorted(self.inbox.iterdir())
-        got = [f.read_bytes() for f in files]
-        for f in files:
-            f.unlink()
-        return got
-
-
 @pytest.fixture
-def fetchmail(fetchmail_path: str, tmp_path: Path) -> Fetchmail:
-    return Fetchmail(fetchmail_path, tmp_path)
+def fetchmail(tmp_path: Path) -> Fetchmail:
+    return Fetchmail(tmp_path)
 
 
 def output(result: subprocess.CompletedProcess[bytes], server: POP3Server) -> str:
     """fetchmail's output and the server's transcript, for a failed assertion to show."""
-    text = (result.stdout + result.stderr).decode("utf-8", "replace")
-    return f"{text}\n{server.transcript}"
-
-
-def client_commands(server: POP3Server) -> list[list[str]]:
-    """The verbs the client sent, a list per session; stops the server so every session ended."""
-    server.stop()
-    return [
-        [line[3:].split(" ")[0] for line in session.lines() if line.startswith("C: ")]
-        for session in server.transcript
-    ]
+    return f"{printed(result)}\n{server.transcript}"
 
 
 def undo_defaults(delivered: bytes) -> bytes:

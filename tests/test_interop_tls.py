@@ -5,21 +5,17 @@ They are not skipped when missing: install them (`.ci/run` does, with apt-get).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
 import pytest
+from clients import Curl, FetchmailHome, environment, printed, program, run, stripcr
+from pop3 import ServerFactory, servers
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
-
-TIMEOUT = 20.0  # seconds for a client process; each takes milliseconds when all is well
 
 MESSAGES = [
     b"From: a@example.com\r\nSubject: one\r\n\r\nFirst body.\r\n",
@@ -48,63 +44,20 @@ CURL_REASONS["wrong-host"] = (
     "curl: (60) SSL: no alternative certificate subject name matches target host name 'localhost'\n"
 )
 
-INSTALL = "install it (Debian: apt-get install curl fetchmail openssl), as .ci/run does"
-
-
-def program(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not on PATH: {INSTALL}", pytrace=False)
-    return path
-
-
-@pytest.fixture(scope="module")
-def curl() -> str:
-    return program("curl")
-
-
-@pytest.fixture(scope="module")
-def fetchmail() -> str:
-    return program("fetchmail")
-
 
 @pytest.fixture(scope="module")
 def openssl() -> str:
     return program("openssl")
 
 
-def clean_env(home: Path) -> dict[str, str]:
-    """The environment without proxies, and with a HOME of its own, so no rc file interferes."""
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env["HOME"] = str(home)
-    env["LC_ALL"] = "C"  # the messages checked below are the untranslated ones
-    return env
-
-
-def run(
-    args: list[str], env: dict[str, str], stdin: bytes = b""
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(args, input=stdin, capture_output=True, timeout=TIMEOUT, env=env)
-
-
-class ServerFactory(Protocol):
-    def __call__(self, **options: Any) -> POP3Server: ...
+def fill(server: POP3Server) -> None:
+    server.mailbox("alice").extend(MESSAGES)
 
 
 @pytest.fixture
 def make_server() -> Iterator[ServerFactory]:
-    servers: list[POP3Server] = []
-
-    def make(**options: Any) -> POP3Server:
-        server = POP3Server(users={"alice": "secret"}, tls=True, **options)
-        server.start()
-        servers.append(server)
-        server.mailbox("alice").extend(MESSAGES)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    with servers({"alice": "secret"}, fill, tls=True) as make:
+        yield make
 
 
 @pytest.fixture
@@ -127,28 +80,24 @@ def client_lines(server: POP3Server) -> list[str]:
 # --- curl ---------------------------------------------------------------------------------
 
 
-class Curl:
-    def __init__(self, path: str, server: POP3Server, env: dict[str, str]) -> None:
-        self.path = path
-        self.server = server
-        self.env = env
+class VerifyingCurl:
+    """curl that trusts the CA of one server."""
 
-    def __call__(self, url: str, *options: str) -> subprocess.CompletedProcess[bytes]:
-        # -q first: ignore any .curlrc.
-        args = [self.path, "-q", "-sS", "--max-time", "10", "-u", "alice:secret"]
-        return run([*args, *options, url], self.env)
+    def __init__(self, curl: Curl, server: POP3Server) -> None:
+        self.curl = curl
+        self.server = server
 
     def verified(self, url: str, *options: str) -> subprocess.CompletedProcess[bytes]:
-        return self(url, "--cacert", str(self.server.ca_pem), *options)
+        return self.curl(["--cacert", str(self.server.ca_pem), *options, url])
 
 
-CurlFor = Callable[[POP3Server], Curl]
+CurlFor = Callable[[POP3Server], VerifyingCurl]
 
 
 @pytest.fixture
-def curl_for(curl: str, tmp_path: Path) -> CurlFor:
-    def make(server: POP3Server) -> Curl:
-        return Curl(curl, server, clean_env(tmp_path))
+def curl_for(tmp_path: Path) -> CurlFor:
+    def make(server: POP3Server) -> VerifyingCurl:
+        return VerifyingCurl(Curl(tmp_path), server)
 
     return make
 
@@ -251,67 +200,32 @@ def test_curl_refuses_a_faulty_certificate(
 
 # --- fetchmail ----------------------------------------------------------------------------
 
-MDA = """#!/bin/sh
-# Deliver one message to the next numbered file in $1.
-n=$(ls "$1" | wc -l)
-exec cat > "$1/$((n + 1))"
-"""
 
-
-class Fetchmail:
-    """fetchmail run once in the foreground, with its home, rc file and MDA under a tmp dir."""
-
-    def __init__(self, path: str, home: Path) -> None:
-        self.path = path
-        self.home = home
-        self.inbox = home / "inbox"
-        self.inbox.mkdir()
-        self.mda = home / "mda.sh"
-        self.mda.write_text(MDA)
-        self.mda.chmod(0o700)
+class Fetchmail(FetchmailHome):
+    """fetchmail over TLS, checking the server's certificate against its CA."""
 
     def __call__(
         self, server: POP3Server, port: int, options: str
     ) -> subprocess.CompletedProcess[bytes]:
-        rc = self.home / "fetchmailrc"
-        rc.write_text(
+        rc = (
             "set no syslog\n"
             # By name: fetchmail matches only DNS names, never an IP address SAN.
             f"poll localhost proto POP3 port {port}\n"
             '  user "alice" there with password "secret" is "root" here\n'
             f'  {options} sslcertck sslcertfile "{server.ca_pem}"\n'
-            f'  mda "{self.mda} {self.inbox}"\n'
+            f"  {self.deliver}\n"
         )
-        rc.chmod(0o600)  # fetchmail refuses an rc file others can read
-        assert stat.S_IMODE(rc.stat().st_mode) == 0o600
-        env = clean_env(self.home)
-        env["FETCHMAILHOME"] = str(self.home)
-        # As root, fetchmail's lock is /var/run/fetchmail.pid whatever FETCHMAILHOME says:
-        # a --pidfile of its own lets runs in parallel.
-        pidfile = self.home / "fetchmail.pid"
-        args = ["--nodetach", "--verbose", "--pidfile", str(pidfile), "-f", str(rc)]
-        return run([self.path, *args], env)
-
-    def delivered(self) -> list[bytes]:
-        """The messages the MDA got, without the Received: header fetchmail puts on top."""
-        files = sorted(self.inbox.iterdir(), key=lambda p: int(p.name))
-        return [
-            re.sub(rb"\AReceived: [^\n]*\n(?:[ \t][^\n]*\n)*", b"", f.read_bytes()) for f in files
-        ]
+        return self.run(rc, "--verbose")
 
 
 @pytest.fixture
-def fetch(fetchmail: str, tmp_path: Path) -> Fetchmail:
-    return Fetchmail(fetchmail, tmp_path)
+def fetch(tmp_path: Path) -> Fetchmail:
+    return Fetchmail(tmp_path)
 
 
 def as_delivered(raw: bytes) -> bytes:
     """fetchmail hands the MDA the message with LF line ends."""
-    return to_crlf(raw).replace(b"\r\n", b"\n")
-
-
-def fetchmail_output(result: subprocess.CompletedProcess[bytes]) -> str:
-    return (result.stdout + result.stderr).decode("utf-8", "replace")
+    return stripcr(to_crlf(raw))
 
 
 @pytest.mark.parametrize("mode", ["implicit", "stls"])
@@ -321,10 +235,10 @@ def test_fetchmail_retrieves_over_tls(server: POP3Server, fetch: Fetchmail, mode
         result = fetch(server, server.tls_port, "ssl")
     else:
         result = fetch(server, server.port, "sslproto tls1.2+")
-    output = fetchmail_output(result)
+    output = printed(result)
     assert result.returncode == 0, output
     assert "SSL/TLS: using protocol TLSv1.3" in output
-    assert fetch.delivered() == [as_delivered(m) for m in MESSAGES]
+    assert fetch.delivered(strip_received=True) == [as_delivered(m) for m in MESSAGES]
     assert server.mailbox("alice").messages == []  # fetchmail deleted them, and QUIT committed
     lines = client_lines(server)
     if mode == "stls":
@@ -348,7 +262,7 @@ def test_fetchmail_refuses_a_faulty_certificate(
         result = fetch(server, server.tls_port, "ssl")
     else:
         result = fetch(server, server.port, "sslproto tls1.2+")
-    output = fetchmail_output(result)
+    output = printed(result)
     assert result.returncode == 2, output  # PS_SOCKET
     _, reason = OPENSSL_REASONS[fault]
     assert f"Server certificate verification error: {reason}\n" in output
@@ -380,7 +294,7 @@ def s_client(
     # -quiet implies -ign_eof: s_client reads until the server closes, and fails
     # ("unexpected eof while reading") if it closes without close_notify.
     args += ["-quiet"]
-    return run(args, clean_env(home), stdin=SESSION)
+    return run(args, environment(home), stdin=SESSION)
 
 
 def test_openssl_starttls_pop3(server: POP3Server, openssl: str, tmp_path: Path) -> None:

@@ -5,21 +5,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import poplib
-import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pop3 import TIMEOUT, LineClient, ServerFactory, servers
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
-TIMEOUT = 5.0
 QUIET = 0.2  # how long to listen for bytes that must not come
 
 MESSAGES = [
@@ -41,29 +40,19 @@ NEEDS_TLS = (
 )
 
 
-class ServerFactory(Protocol):
-    def __call__(self, **options: Any) -> POP3Server: ...
-
-
 class Connect(Protocol):
     def __call__(self, server: POP3Server, port: int | None = None) -> Wire: ...
+
+
+def fill(server: POP3Server) -> None:
+    server.mailbox("alice").extend(MESSAGES)
 
 
 @pytest.fixture
 def make_server() -> Iterator[ServerFactory]:
     """Start TLS servers holding MESSAGES for alice; stop them all at the end."""
-    servers: list[POP3Server] = []
-
-    def make(**options: Any) -> POP3Server:
-        server = POP3Server(users={"alice": "secret"}, tls=True, **options)
-        server.start()
-        servers.append(server)
-        server.mailbox("alice").extend(MESSAGES)
-        return server
-
-    yield make
-    for server in servers:
-        server.stop()
+    with servers({"alice": "secret"}, fill, tls=True) as make:
+        yield make
 
 
 @pytest.fixture
@@ -71,31 +60,14 @@ def server(make_server: ServerFactory) -> POP3Server:
     return make_server()
 
 
-class Wire:
-    """A raw client that reads with recv() only, so no buffered plaintext hides under TLS."""
-
-    def __init__(self, server: POP3Server, port: int | None = None) -> None:
-        self.sock: socket.socket = socket.create_connection(
-            (server.host, server.port if port is None else port), timeout=TIMEOUT
-        )
-        self.pending = b""
+class Wire(LineClient):
+    """A raw client; no buffered plaintext hides under TLS, and a TLS close must be clean."""
 
     def starttls(self, context: ssl.SSLContext, hostname: str = "localhost") -> None:
-        assert self.pending == b"", "the server sent plaintext after +OK to STLS"
-        self.sock = context.wrap_socket(
-            self.sock, server_hostname=hostname, suppress_ragged_eofs=False
-        )
+        self.wrap(context, hostname, ragged_eofs=False)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.pending:
-            data = self.sock.recv(4096)
-            assert data, f"the server closed the connection; unread: {self.pending!r}"
-            self.pending += data
-        line, _, self.pending = self.pending.partition(b"\r\n")
-        return line + b"\r\n"
 
     def multiline(self) -> list[bytes]:
         """A multi-line reply's status and body lines, line ends stripped."""
@@ -121,9 +93,6 @@ class Wire:
         finally:
             self.sock.settimeout(TIMEOUT)
         return False
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture
