@@ -42,6 +42,7 @@ class LineBuffer:
         """
         self.max_line_length = max_line_length
         self._limit = limit or (lambda start: max_line_length)
+        self.exceeded = 0  # the limit the last overlong line broke
         self._data = bytearray()
         self._searched = 0
         self._discarding = False
@@ -64,6 +65,7 @@ class LineBuffer:
                     self._data.clear()
                     self._searched = 0
                 elif len(self._data) > self._limit(bytes(self._data[:8])) + 1:  # +1: CR, LF to come
+                    self.exceeded = self._limit(bytes(self._data[:8]))
                     self._data.clear()
                     self._searched = 0
                     self._discarding = True
@@ -81,5 +83,6 @@ class LineBuffer:
             if crlf:
                 raw = raw[:-1]
             if len(raw) > self._limit(raw[:8]):
+                self.exceeded = self._limit(raw[:8])
                 return Overflow.LINE_TOO_LONG
             return Line(raw, crlf)

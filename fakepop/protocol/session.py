@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import itertools
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from fakepop.faults import FaultPlan, Rule
 
 MASK = "****"
+_WORD = re.compile(r"[A-Za-z]+")
 COMMAND_MAX_LENGTH = 255  # RFC 2449, section 4: octets in a command line, CRLF included
 # The CAPA tag that offers a command, where it is not the verb itself.
 CAPABILITY_OF = {"PASS": "USER", "AUTH": "SASL"}
@@ -215,11 +217,11 @@ class Session:
 
     def _too_long(self) -> list[Event]:
         """Refuse a line over its limit: a SASL response ends its exchange, a command is bad."""
+        limit = self._buffer.exceeded
         if self._exchange is not None:
             self._exchange = None
-            limit = self.settings.max_sasl_length
             return [self._send(_err(f"SASL response over {limit} octets"))]
-        return self._bad(f"Line too long: the limit is {self.settings.max_line_length} octets")
+        return self._bad(f"Line too long: the limit is {limit} octets")
 
     def _line(self, line: Line) -> list[Event]:
         raw = line.data
@@ -235,7 +237,12 @@ class Session:
         verb, _, rest = text.partition(" ")
         # Keywords are ASCII (RFC 2449, section 3): str.upper() would map "\u017ftat" to "STAT".
         cmd = COMMANDS.get(verb.upper()) if verb.isascii() else None
-        masked = f"{cmd.verb} {cmd.mask(rest)}" if cmd and cmd.mask and rest else None
+        # Mask by the leading word, whatever follows it: "PASS\tsecret" is no command, but a secret.
+        word = _WORD.match(text)
+        masking = COMMANDS.get(word[0].upper()) if word else None
+        masked = None
+        if masking is not None and masking.mask is not None and len(text) > len(masking.verb):
+            masked = f"{masking.verb} {masking.mask(text[len(masking.verb) + 1 :])}"
         self.transcript.add("C", text, masked)
         self._conformance(line, cmd)
 
@@ -246,7 +253,8 @@ class Session:
         if not verb:
             return self._bad("Empty command" if not rest else "Command starts with a space")
         if cmd is None or not cmd.available(self):
-            return self._bad(f"Unknown command: {self._echo(verb)}")
+            # Only the first word: after a tab may come a password meant for PASS.
+            return self._bad(f"Unknown command: {self._echo((verb.split(None, 1) or [''])[0])}")
         if self.state not in cmd.states:
             where = "before login" if self.state is State.AUTHORIZATION else "after login"
             self.transcript.violate(f"{cmd.verb} sent {where}, in the wrong state")
