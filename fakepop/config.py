@@ -233,6 +233,8 @@ SERVER_OPTIONS: dict[str, type | tuple[type, ...]] = {
     "idle_timeout": (int, float),
     "max_line_length": int,
     "max_bad_commands": int,
+    "max_sasl_length": int,
+    "max_connections": int,
     "expire": int,
     "login_delay": int,
     "user_login": bool,
