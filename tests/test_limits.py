@@ -1,0 +1,505 @@
+"""Bad input and limits over real sockets: each answered with an exact -ERR, each limit enforced.
+
+Every limit has a safe default and can be configured; both are tested here over the wire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import socket
+import ssl
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from serving import serve
+
+from fakepop import POP3Server
+from fakepop.protocol.settings import (
+    IDLE_TIMEOUT,
+    MAX_BAD_COMMANDS,
+    MAX_LINE_LENGTH,
+    MAX_SASL_LENGTH,
+)
+from fakepop.server import MAX_CONNECTIONS
+
+TIMEOUT = 5.0
+MAIL = b"Subject: test\r\n\r\nbody\r\n"  # 23 octets
+MEBIBYTE = 1 << 20
+SIGN_OFF = b"+OK fakepop signing off (0 deleted, 2 left)\r\n"
+
+
+class Client:
+    """Raw bytes out, reply lines in; reads with recv() only, so it can switch to TLS."""
+
+    def __init__(self, host: str, port: int, *, greeting: bool = True) -> None:
+        self.sock: socket.socket = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.pending = b""
+        self.greeting = self.line() if greeting else b""
+
+    def send(self, data: bytes | memoryview) -> None:
+        self.sock.sendall(data)
+
+    def line(self) -> bytes:
+        """The next line, CRLF included."""
+        while b"\r\n" not in self.pending:
+            data = self.sock.recv(65536)
+            assert data, f"the server closed the connection; unread: {self.pending!r}"
+            self.pending += data
+        line, _, self.pending = self.pending.partition(b"\r\n")
+        return line + b"\r\n"
+
+    def command(self, text: str | bytes) -> bytes:
+        self.send((text.encode() if isinstance(text, str) else text) + b"\r\n")
+        return self.line()
+
+    def login(self) -> None:
+        assert self.command("USER alice") == b"+OK Send PASS\r\n"
+        assert self.command("PASS secret") == b"+OK alice's maildrop has 2 messages (46 octets)\r\n"
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        assert self.pending == b"", "plaintext arrived after +OK to STLS"
+        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
+
+    def closed_by_server(self) -> bool:
+        """True if the server sends nothing more and closes."""
+        if self.pending:
+            return False
+        with contextlib.suppress(ConnectionResetError):
+            return self.sock.recv(65536) == b""
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+Connect = Callable[..., Client]
+
+
+def start(**options: Any) -> POP3Server:
+    server = POP3Server(users={"alice": "secret"}, **options)
+    server.start()
+    server.mailbox("alice").extend([MAIL, MAIL])
+    return server
+
+
+@pytest.fixture
+def server() -> Iterator[POP3Server]:
+    server = start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tls_server() -> Iterator[POP3Server]:
+    server = start(tls=True)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def connect() -> Iterator[Connect]:
+    clients: list[Client] = []
+
+    def make(server: POP3Server, port: int | None = None, **options: bool) -> Client:
+        clients.append(Client(server.host, server.port if port is None else port, **options))
+        return clients[-1]
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_a_mebibyte_line_without_crlf_gets_one_err_and_memory_stays_bounded(
+    server: POP3Server, connect: Connect
+) -> None:
+    client = connect(server)
+    junk = memoryview(b"x" * MEBIBYTE)  # made before tracing: only the server's memory counts
+    tracemalloc.start()
+    try:
+        baseline, _ = tracemalloc.get_traced_memory()
+        for _ in range(4):
+            client.send(junk)
+        client.send(b"\r\nCAPA\r\n")
+        assert client.line() == b"-ERR Line too long: the limit is 4096 octets\r\n"
+        assert client.line() == b"+OK Capability list follows\r\n"  # once: the rest was dropped
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # 4 MiB went through; the server held at most a receive buffer's worth of it at a time.
+    assert peak - baseline < MEBIBYTE // 2, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
+
+
+def test_nul_bytes(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    client.login()
+    assert client.command(b"ST\0AT") == b"-ERR Command contains a NUL or a bare CR\r\n"
+    assert client.command(b"DELE 1\0") == b"-ERR Command contains a NUL or a bare CR\r\n"
+    assert client.command("STAT") == b"+OK 2 46\r\n"  # nothing was deleted, the session goes on
+
+
+def test_invalid_utf8(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    assert client.command(b"USER \xc3\x28") == b"-ERR Command is not valid UTF-8\r\n"
+    assert client.command(b"\xff\xfe") == b"-ERR Command is not valid UTF-8\r\n"
+    assert client.command(b"USER alice") == b"+OK Send PASS\r\n"
+
+
+def test_bare_cr(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    client.login()
+    # A bare CR never ends a line, and a line holding one is refused whole.
+    assert client.command(b"DELE 1\rSTAT") == b"-ERR Command contains a NUL or a bare CR\r\n"
+    assert client.command(b"STAT\r") == b"-ERR Command contains a NUL or a bare CR\r\n"
+    assert client.command("QUIT") == SIGN_OFF
+
+
+def test_bare_lf(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    # A bare LF ends a line, as most servers allow; each part is answered on its own.
+    client.send(b"NO\nOP\r\nUSER alice\n")
+    assert client.line() == b"-ERR Unknown command: NO\r\n"
+    assert client.line() == b"-ERR Unknown command: OP\r\n"
+    assert client.line() == b"+OK Send PASS\r\n"
+    client.close()
+    server.stop()  # the session's end is in the transcript
+    violations = [text for _, text in server.violations]
+    assert violations.count("a command line ended in a bare LF, not CRLF") == 2
+
+
+@pytest.mark.parametrize(
+    ("number", "reply"),
+    [
+        ("0", b"No such message: 0 (the maildrop has 2)"),
+        ("-1", b"Invalid message number: -1"),
+        ("9" * 40, b"No such message: " + b"9" * 40 + b" (the maildrop has 2)"),
+        ("9" * 41, b"Argument too long: the limit is 40 characters"),
+        ("one", b"Invalid message number: one"),
+        ("1e3", b"Invalid message number: 1e3"),
+        ("\u0661", b"Invalid message number: \\u0661"),  # an Arabic-Indic digit one
+    ],
+    ids=["zero", "minus-one", "huge", "over-40", "word", "exponent", "non-ascii-digit"],
+)
+def test_message_numbers(server: POP3Server, connect: Connect, number: str, reply: bytes) -> None:
+    client = connect(server)
+    client.login()
+    for command in ("RETR {}", "LIST {}", "UIDL {}", "DELE {}", "TOP {} 1"):
+        assert client.command(command.format(number)) == b"-ERR " + reply + b"\r\n", command
+    assert client.command("QUIT") == SIGN_OFF
+    assert len(server.mailbox("alice")) == 2
+
+
+def test_top_with_a_negative_count(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    client.login()
+    assert client.command("TOP 1 -1") == b"-ERR Invalid line count: -1\r\n"
+    assert client.command("TOP 1 -0") == b"-ERR Invalid line count: -0\r\n"
+    assert client.command("TOP 1 0") == b"+OK top of message follows\r\n"
+
+
+def test_bad_base64_in_sasl(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    assert client.command("AUTH PLAIN !!!") == b"-ERR Invalid base64 in the initial response\r\n"
+    assert client.command("AUTH PLAIN") == b"+ \r\n"
+    assert client.command("AGFsaWNl*") == b"-ERR Invalid base64 in SASL response\r\n"
+    # The exchange is over: the next line is a command again.
+    assert client.command("USER alice") == b"+OK Send PASS\r\n"
+
+
+def test_an_overlong_sasl_response(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    assert client.command("AUTH PLAIN") == b"+ \r\n"
+    assert client.command(b"A" * (MAX_SASL_LENGTH + 1)) == (
+        b"-ERR SASL response over 16384 octets\r\n"
+    )
+    assert client.command("USER alice") == b"+OK Send PASS\r\n"
+
+
+def test_an_overlong_auth_line_names_the_limit_it_broke(
+    server: POP3Server, connect: Connect
+) -> None:
+    client = connect(server)
+    # An AUTH line may be as long as a SASL response: 10,000 octets is accepted ...
+    accepted = client.command(b"AUTH PLAIN " + b"A" * 10_000)
+    assert accepted == (
+        b"-ERR [AUTH] Malformed PLAIN response: expected authzid NUL authcid NUL password\r\n"
+    )
+    # ... so the refusal of a longer one must name that limit, not the command line's.
+    refused = client.command(b"AUTH PLAIN " + b"A" * MAX_SASL_LENGTH)
+    assert refused == b"-ERR Line too long: the limit is 16384 octets\r\n"
+
+
+def test_stls_twice(tls_server: POP3Server, connect: Connect) -> None:
+    client = connect(tls_server)
+    assert client.command("STLS") == b"+OK Begin TLS negotiation\r\n"
+    client.starttls(tls_server.client_ssl_context())
+    assert client.command("STLS") == b"-ERR TLS is already active\r\n"
+    assert tls_server.tls_port is not None
+    implicit = connect(tls_server, tls_server.tls_port, greeting=False)
+    implicit.starttls(tls_server.client_ssl_context())
+    assert implicit.line().startswith(b"+OK fakepop ready")
+    assert implicit.command("STLS") == b"-ERR TLS is already active\r\n"
+    client.login()
+
+
+def test_stls_after_login(tls_server: POP3Server, connect: Connect) -> None:
+    client = connect(tls_server)
+    client.login()
+    assert client.command("STLS") == b"-ERR STLS is not allowed after login\r\n"
+    assert client.command("STAT") == b"+OK 2 46\r\n"  # still plaintext, still logged in
+
+
+def test_pipelined_commands_after_stls_are_never_run(
+    tls_server: POP3Server, connect: Connect
+) -> None:
+    client = connect(tls_server)
+    client.send(b"STLS\r\nUSER alice\r\nPASS secret\r\nDELE 1\r\nQUIT\r\n")  # one write
+    assert client.line() == b"+OK Begin TLS negotiation\r\n"
+    client.starttls(tls_server.client_ssl_context())
+    # Had the injected login run, this would be +OK.
+    assert client.command("STAT") == b"-ERR STAT is not allowed before login\r\n"
+    assert client.command("PASS secret") == b"-ERR Send USER first\r\n"
+    client.login()
+    assert client.command("QUIT") == SIGN_OFF
+
+
+def test_commands_after_quit_are_not_answered(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    client.send(b"QUIT\r\nUSER alice\r\nNOOP\r\n")
+    assert client.line() == b"+OK fakepop signing off\r\n"
+    assert client.closed_by_server()
+    client = connect(server)
+    client.login()
+    client.send(b"DELE 1\r\nQUIT\r\nRSET\r\nSTAT\r\n")
+    assert client.line() == b"+OK Message 1 deleted\r\n"
+    assert client.line() == b"+OK fakepop signing off (1 deleted, 1 left)\r\n"
+    assert client.closed_by_server()  # RSET after QUIT did not undo the deletion
+    wait_until(lambda: not server.mailbox("alice").locked, "the maildrop stayed locked")
+    assert len(server.mailbox("alice")) == 1
+
+
+# --- limits: the defaults, and configured ones -----------------------------------------------
+
+
+def test_the_defaults() -> None:
+    server = POP3Server()
+    assert server.max_connections == MAX_CONNECTIONS == 1024
+    settings = server.settings
+    assert settings.max_bad_commands == MAX_BAD_COMMANDS == 20
+    assert settings.idle_timeout == IDLE_TIMEOUT == 600
+    assert settings.max_line_length == MAX_LINE_LENGTH == 4096
+    assert settings.max_sasl_length == MAX_SASL_LENGTH == 16384
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("max_connections", 0, "max_connections must be at least 1"),
+        ("max_bad_commands", 0, "max_bad_commands must be at least 1"),
+        ("idle_timeout", 0, "idle_timeout must be a positive number of seconds"),
+        ("max_line_length", 254, "max_line_length must be at least 255"),
+        ("max_sasl_length", 254, "max_sasl_length must be at least 255 octets"),
+    ],
+)
+def test_a_limit_cannot_be_switched_off(option: str, value: int, says: str) -> None:
+    options: dict[str, Any] = {option: value}
+    with pytest.raises(ValueError, match=says):
+        POP3Server(**options)
+
+
+def fill(server: POP3Server, count: int) -> list[socket.socket]:
+    """``count`` connections, each greeted: the server holds a thread for every one."""
+    held: list[socket.socket] = []
+    while len(held) < count:
+        # In greeted batches: a burst past the listen backlog would wait on SYN retries.
+        batch = [
+            socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+            for _ in range(min(64, count - len(held)))
+        ]
+        held += batch
+        for sock in batch:
+            assert sock.recv(4096).startswith(b"+OK fakepop ready")
+    return held
+
+
+def test_the_default_connection_limit_over_sockets(server: POP3Server, connect: Connect) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * MAX_CONNECTIONS + 100  # both ends of every connection are in this process
+    if soft < wanted:
+        if hard != resource.RLIM_INFINITY and hard < wanted:
+            pytest.skip(f"{wanted} file descriptors needed, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    held = fill(server, MAX_CONNECTIONS)
+    try:
+        extra = connect(server, greeting=False)
+        assert extra.line() == (
+            b"-ERR [SYS/TEMP] Too many connections (the limit is 1024), try again later\r\n"
+        )
+        assert extra.closed_by_server()
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_a_configured_connection_limit_on_the_tls_port(connect: Connect) -> None:
+    server = start(tls=True, max_connections=3)
+    try:
+        assert server.tls_port is not None
+        held = [
+            socket.create_connection((server.host, server.tls_port), timeout=TIMEOUT)
+            for _ in range(3)
+        ]
+        # In plaintext even here: a thread for the handshake is what the server lacks.
+        extra = connect(server, server.tls_port, greeting=False)
+        assert extra.line() == (
+            b"-ERR [SYS/TEMP] Too many connections (the limit is 3), try again later\r\n"
+        )
+        assert extra.closed_by_server()
+        for sock in held:
+            sock.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("limit", [None, 3])
+def test_bad_commands_per_session(connect: Connect, limit: int | None) -> None:
+    server = start() if limit is None else start(max_bad_commands=limit)
+    budget = MAX_BAD_COMMANDS if limit is None else limit
+    try:
+        client = connect(server)
+        client.login()
+        client.send(b"DELE 1\r\n" + b"BOGUS\r\n" * budget + b"STAT\r\n")
+        assert client.line() == b"+OK Message 1 deleted\r\n"
+        for _ in range(budget - 1):
+            assert client.line() == b"-ERR Unknown command: BOGUS\r\n"
+        assert client.line() == b"-ERR Too many bad commands, closing the connection\r\n"
+        assert client.closed_by_server()
+        wait_until(lambda: not server.mailbox("alice").locked, "the maildrop stayed locked")
+        assert len(server.mailbox("alice")) == 2  # closed without QUIT: nothing deleted
+        # The budget is a session's: the next connection has all of it.
+        again = connect(server)
+        assert again.command("BOGUS") == b"-ERR Unknown command: BOGUS\r\n"
+        again.login()
+    finally:
+        server.stop()
+
+
+def test_idle_time_by_default_is_ten_minutes(server: POP3Server, connect: Connect) -> None:
+    connect(server)
+    # The limit is the connection's socket timeout: read it from the connection itself.
+    wait_until(lambda: len(server._connections) == 1, "no connection")
+    [connection] = server._connections.values()
+    assert connection.sock.gettimeout() == 600.0
+
+
+def test_a_configured_idle_time(connect: Connect) -> None:
+    server = start(tls=True, idle_timeout=0.3)
+    try:
+        client = connect(server)
+        client.login()
+        assert client.command("DELE 1") == b"+OK Message 1 deleted\r\n"
+        began = time.monotonic()
+        assert client.line() == b"-ERR Autologout: idle for too long\r\n"
+        assert client.closed_by_server()
+        assert 0.25 < time.monotonic() - began < 3
+        wait_until(lambda: not server.mailbox("alice").locked, "the maildrop stayed locked")
+        assert len(server.mailbox("alice")) == 2
+        # A client that never starts its TLS handshake is let go just the same.
+        assert server.tls_port is not None
+        silent = connect(server, server.tls_port, greeting=False)
+        began = time.monotonic()
+        assert silent.closed_by_server()
+        assert time.monotonic() - began < 3
+        stalled = connect(server)
+        assert stalled.command("STLS") == b"+OK Begin TLS negotiation\r\n"
+        assert stalled.closed_by_server()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("limit", [None, 300])
+def test_line_length(connect: Connect, limit: int | None) -> None:
+    server = start() if limit is None else start(max_line_length=limit)
+    longest = MAX_LINE_LENGTH if limit is None else limit
+    try:
+        client = connect(server)
+        assert client.command(b"USER " + b"a" * (longest - 5)) == b"+OK Send PASS\r\n"
+        too_long = b"USER " + b"a" * (longest - 4)
+        assert client.command(too_long) == b"-ERR Line too long: the limit is %d octets\r\n" % (
+            longest
+        )
+        client.login()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("limit", [None, 1000])
+def test_sasl_response_size(connect: Connect, limit: int | None) -> None:
+    server = start() if limit is None else start(max_sasl_length=limit)
+    longest = MAX_SASL_LENGTH if limit is None else limit
+    malformed = (
+        b"-ERR [AUTH] Malformed PLAIN response: expected authzid NUL authcid NUL password\r\n"
+    )
+    try:
+        client = connect(server)
+        assert client.command("AUTH PLAIN") == b"+ \r\n"
+        assert client.command(b"A" * longest) == malformed  # decoded, and refused as PLAIN
+        assert client.command("AUTH PLAIN") == b"+ \r\n"
+        assert client.command(b"A" * (longest + 4)) == (
+            b"-ERR SASL response over %d octets\r\n" % longest
+        )
+        client.login()
+    finally:
+        server.stop()
+
+
+def test_every_limit_can_be_set_for_fakepop_serve(tmp_path: Path) -> None:
+    """The command line (and so the container) can set all five, in the config's [server]."""
+    config = tmp_path / "fakepop-serve.toml"
+    config.write_text(
+        "[server]\nmax_connections = 2\nmax_bad_commands = 3\nidle_timeout = 1\n"
+        "max_line_length = 300\nmax_sasl_length = 1000\n"
+    )
+    with serve("--port", "0", "--no-tls", "--json", "--config", str(config)) as served:
+        port = served.info["pop3"]["port"]
+        with contextlib.closing(Client("127.0.0.1", port)) as client:
+            assert client.command(b"USER " + b"u" * 296) == (
+                b"-ERR Line too long: the limit is 300 octets\r\n"
+            )
+            assert client.command("AUTH PLAIN") == b"+ \r\n"
+            assert client.command(b"A" * 1001) == b"-ERR SASL response over 1000 octets\r\n"
+            client.send(b"BOGUS\r\nBOGUS\r\n")
+            assert client.line() == b"-ERR Unknown command: BOGUS\r\n"
+            assert client.line() == b"-ERR Too many bad commands, closing the connection\r\n"
+            assert client.closed_by_server()
+        wait_until(lambda: _greeted("127.0.0.1", port), "the closed connection kept its slot")
+        with (
+            contextlib.closing(Client("127.0.0.1", port)) as first,
+            contextlib.closing(Client("127.0.0.1", port)),
+            contextlib.closing(Client("127.0.0.1", port, greeting=False)) as extra,
+        ):
+            assert extra.line() == (
+                b"-ERR [SYS/TEMP] Too many connections (the limit is 2), try again later\r\n"
+            )
+            began = time.monotonic()
+            assert first.line() == b"-ERR Autologout: idle for too long\r\n"
+            assert 0.5 < time.monotonic() - began < 3
+
+
+def _greeted(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
+        return sock.recv(4096).startswith(b"+OK fakepop ready")
