@@ -192,8 +192,9 @@ def test_serve_json_prints_no_secrets_and_keeps_its_defaults_safe(tmp_path: Path
     cert_dir = tmp_path / "ca"
     args = ("--port", "0", "--tls-port", "0", "--control-port", "0", "--json")
     secrets = ("--user", f"alice:{PASSWORD}", "--control-token", TOKEN)
-    with umask(0), serve(*args, *secrets, "--cert-dir", str(cert_dir)) as served:
-        os.umask(0o022)  # the child has its own: the key must be private whatever the umask
+    with contextlib.ExitStack() as stack:
+        with umask(0):  # the child's: the key must be private whatever the umask
+            served = stack.enter_context(serve(*args, *secrets, "--cert-dir", str(cert_dir)))
         assert PASSWORD not in served.ready
         assert TOKEN not in served.ready
         info = served.info
