@@ -44,7 +44,7 @@ from fakepop.tls import (
 
 RECV_SIZE = 65536
 COALESCE_LIMIT = 65536  # replies smaller than this are gathered into one write
-LISTEN_BACKLOG = 128
+LISTEN_BACKLOG = socket.SOMAXCONN  # a burst of connects must not overflow the accept queue
 MAX_CONNECTIONS = 1024  # threads are cheap; a leaking client should still not take the host
 CLOSE_DRAIN_TIMEOUT = 1.0  # seconds to read what a client still sends after our last reply
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.message
 import email.policy
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,6 +13,7 @@ from typing import Protocol
 from fakepop.mail.wire import CRLF, dot_stuff, to_crlf
 
 UID_MAX_LENGTH = 70  # RFC 1939, section 7: 1 to 70 characters in the range 0x21 to 0x7E
+_UID_CHARACTERS = re.compile(r"[\x21-\x7e]*")  # far faster than a loop over each character
 
 MessageSource = bytes | str | email.message.Message
 
@@ -39,7 +41,7 @@ def check_uid(uid: str) -> str:
     """Return ``uid`` if RFC 1939 allows it as a unique-id, else raise ValueError saying why."""
     if not 1 <= len(uid) <= UID_MAX_LENGTH:
         raise ValueError(f"a UID must be 1 to {UID_MAX_LENGTH} characters, not {len(uid)}: {uid!r}")
-    if not all(0x21 <= ord(c) <= 0x7E for c in uid):
+    if not _UID_CHARACTERS.fullmatch(uid):
         raise ValueError(f"a UID may hold only printable ASCII without spaces (0x21-0x7E): {uid!r}")
     return uid
 

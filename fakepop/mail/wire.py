@@ -9,6 +9,8 @@ CRLF = b"\r\n"
 TERMINATOR = b".\r\n"  # ends every multi-line reply
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+# Most mail has no line starting with ".": finding that out is cheaper than copying it.
+_DOT_LINE = re.compile(rb"\n\.")
 
 
 def to_crlf(raw: bytes) -> bytes:
@@ -34,6 +36,8 @@ def dot_stuff(wire: bytes) -> bytes:
     ``wire`` must already have CRLF line ends, so every line starts either at
     offset 0 or right after a CRLF.
     """
+    if _DOT_LINE.search(wire) is None:
+        return b"." + wire if wire.startswith(b".") else wire
     stuffed = wire.replace(b"\r\n.", b"\r\n..")
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
@@ -72,7 +76,7 @@ def stuff_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
     for chunk in chunks:
         if not chunk:
             continue
-        stuffed = chunk.replace(b"\r\n.", b"\r\n..")
+        stuffed = chunk if _DOT_LINE.search(chunk) is None else chunk.replace(b"\r\n.", b"\r\n..")
         if chunk[:1] == b"." and tail.endswith(CRLF):
             stuffed = b"." + stuffed
         elif chunk[:2] == b"\n." and tail.endswith(b"\r"):
