@@ -163,7 +163,7 @@ class Session:
             if line is None:
                 break
             if line is Overflow.LINE_TOO_LONG:
-                self.transcript.add("C", f"<line over {self._buffer.max_line_length} octets>")
+                self.transcript.add("C", f"<line over {self._buffer.exceeded} octets>")
                 events += self._too_long()
             else:
                 assert isinstance(line, Line)

@@ -1,0 +1,397 @@
+"""Hostile clients over real sockets: garbage, slowloris, idlers, floods, resets, half-closes.
+
+After each, the server must go on serving others promptly, delete nothing it was not told
+to at QUIT, unlock the maildrop, and have no error to report from its threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import poplib
+import random
+import re
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fakepop import POP3Server
+from fakepop.mail.wire import dot_stuff
+
+TIMEOUT = 5.0
+PROMPT = 1.0  # seconds a well-behaved client may wait for a whole session while others attack
+SMALL = b"Subject: small\r\n\r\nsmall body\r\n"
+
+
+@functools.cache
+def big() -> bytes:
+    """About 8 MB, a line in ten starting with ".": more than socket buffers (4 MiB) hold."""
+    return b"Subject: big\r\n\r\n" + b"".join(
+        (b"." if n % 10 == 0 else b"") + b"%06d " % n + b"y" * 90 + b"\r\n" for n in range(80_000)
+    )
+
+
+def start(**options: Any) -> POP3Server:
+    server = POP3Server(users={"alice": "secret"}, tls=True, **options)
+    server.start()
+    server.mailbox("alice").extend([SMALL, big()])
+    return server
+
+
+@pytest.fixture
+def server() -> Iterator[POP3Server]:
+    server = start()
+    yield server
+    server.stop()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def served_promptly(server: POP3Server) -> float:
+    """A whole poplib session, login to QUIT with a RETR: it must work; returns its seconds."""
+    began = time.monotonic()
+    client = poplib.POP3(server.host, server.port, timeout=TIMEOUT)
+    try:
+        client.user("alice")
+        assert client.pass_("secret").startswith(b"+OK alice's maildrop has 2 messages")
+        _, lines, octets = client.retr(1)
+        assert b"".join(line + b"\r\n" for line in lines) == SMALL
+        assert octets == len(SMALL)
+        assert client.quit() == b"+OK fakepop signing off (0 deleted, 2 left)"
+    finally:
+        client.close()
+    return time.monotonic() - began
+
+
+def intact(server: POP3Server) -> None:
+    """Nothing deleted, the maildrop unlocked, no error in the server's threads."""
+    mailbox = server.mailbox("alice")
+    wait_until(lambda: not mailbox.locked, "the maildrop stayed locked")
+    assert [m.read() for m in mailbox] == [SMALL, big()]
+    assert mailbox.deleted == []
+    server.check()
+
+
+def greeted(server: POP3Server, port: int | None = None) -> socket.socket:
+    sock = socket.create_connection((server.host, port or server.port), timeout=TIMEOUT)
+    if port is None:
+        assert sock.recv(4096).startswith(b"+OK fakepop ready")
+    return sock
+
+
+def reset(sock: socket.socket) -> None:
+    """Close abortively: the peer gets a RST, not a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def drain(sock: socket.socket) -> bytes:
+    """Everything the server still sends, up to its close."""
+    received = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        while data := sock.recv(65536):
+            received += data
+    return bytes(received)
+
+
+# --- garbage --------------------------------------------------------------------------------
+
+STREAMS = 10_000
+SENDERS = 8
+SEED = 1939
+TOKENS = [
+    b"USER mallory\r\n",
+    b"PASS mallory-pw\r\n",
+    b"USER alice\r\n",
+    b"PASS wrong\r\n",
+    b"APOP mallory 0123456789abcdef0123456789abcdef\r\n",
+    b"AUTH PLAIN\r\n",
+    b"AUTH PLAIN AG1hbGxvcnkAbWFsbG9yeS1wdw==\r\n",
+    b"AUTH LOGIN\r\n",
+    b"AUTH XOAUTH2\r\n",
+    b"*\r\n",
+    b"STAT\r\n",
+    b"LIST\r\n",
+    b"UIDL 1\r\n",
+    b"RETR 1\r\n",
+    b"TOP 1 0\r\n",
+    b"DELE 1\r\n",
+    b"RSET\r\n",
+    b"CAPA\r\n",
+    b"UTF8\r\n",
+    b"STLS\r\n",
+    b"QUIT\r\n",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\0",
+    b"\xff\xfe",
+    b"x" * 300,
+]
+
+
+def random_stream(rng: random.Random) -> bytes:
+    """A short stream: protocol words that reach the deeper states, among random bytes."""
+    parts = []
+    for _ in range(rng.randint(1, 6)):
+        if rng.random() < 0.5:
+            parts.append(rng.choice(TOKENS))
+        else:
+            parts.append(rng.randbytes(rng.randint(0, 40)))
+    return b"".join(parts)
+
+
+def send_all(
+    server: POP3Server, jobs: list[tuple[int, bytes]], answers: list[bytes], errors: list[str]
+) -> None:
+    """Each stream on a connection of its own: send it, half-close, read all the server says."""
+    for port, stream in jobs:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(TIMEOUT)
+        try:
+            sock.connect((server.host, port))
+            try:
+                sock.sendall(stream)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError as e:
+                # The server may hang up first (a failed TLS handshake, too many bad commands).
+                if e.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
+                    raise
+            answers.append(drain(sock))
+        except OSError as e:  # a timeout above all: the server left a client hanging
+            errors.append(f"{stream!r} to port {port}: {e!r}")
+            answers.append(b"")
+        finally:
+            sock.close()
+
+
+def test_random_byte_streams_from_concurrent_senders() -> None:
+    server = start()
+    server.users["mallory"] = "mallory-pw"  # the attackers' own account, and its mail
+    server.mailbox("mallory").extend([SMALL, SMALL])
+    try:
+        assert server.tls_port is not None
+        rng = random.Random(SEED)
+        jobs = [
+            (server.tls_port if rng.random() < 0.1 else server.port, random_stream(rng))
+            for _ in range(STREAMS)
+        ]
+        shares = [jobs[i::SENDERS] for i in range(SENDERS)]
+        answers: list[list[bytes]] = [[] for _ in range(SENDERS)]
+        errors: list[str] = []
+        threads = [
+            threading.Thread(target=send_all, args=(server, share, got, errors))
+            for share, got in zip(shares, answers, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+            assert not thread.is_alive(), "a sender hung"
+        assert errors == []
+        pairs = [
+            (port, answer)
+            for share, got in zip(shares, answers, strict=True)
+            for (port, _), answer in zip(share, got, strict=True)
+        ]
+        assert len(pairs) == STREAMS
+        assert all(a.startswith(b"+OK fakepop ready") for port, a in pairs if port == server.port)
+        assert not any(b"Internal server error" in answer for _, answer in pairs)
+        # The implicit-TLS port never speaks plaintext, whatever it is sent.
+        assert not any(b"fakepop" in answer for port, answer in pairs if port != server.port)
+
+        wait_until(lambda: not server.mailbox("mallory").locked, "mallory's maildrop stayed locked")
+        assert len(server.transcript) == STREAMS  # each stream had a session of its own
+        assert served_promptly(server) < PROMPT
+        intact(server)
+    finally:
+        server.stop()
+
+
+# --- slow and idle clients ------------------------------------------------------------------
+
+
+def test_slowloris_does_not_hold_up_others(server: POP3Server) -> None:
+    lorises = [greeted(server) for _ in range(50)]
+    line = b"USER " + b"a" * 200  # never finished: no line feed ever comes
+    stop = threading.Event()
+
+    def trickle() -> None:
+        sent = 0
+        while not stop.is_set():
+            for sock in lorises:
+                sock.sendall(line[sent % len(line) : sent % len(line) + 1])
+            sent += 1
+            stop.wait(0.02)
+
+    trickler = threading.Thread(target=trickle)
+    trickler.start()
+    try:
+        time.sleep(0.2)
+        times = [served_promptly(server) for _ in range(5)]
+        assert max(times) < PROMPT, times
+    finally:
+        stop.set()
+        trickler.join(TIMEOUT)
+    for sock in lorises:
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(1)  # a partial line is never answered
+        sock.close()
+    intact(server)
+
+
+def test_two_hundred_idle_connections_do_not_hold_up_others(server: POP3Server) -> None:
+    idle = [greeted(server) for _ in range(200)]
+    assert server.tls_port is not None
+    idle += [greeted(server, server.tls_port) for _ in range(20)]  # not even a ClientHello
+    try:
+        times = [served_promptly(server) for _ in range(5)]
+        assert max(times) < PROMPT, times
+        # Every idler, the TLS ones too, holds a session of its own all along.
+        wait_until(lambda: len(server.transcript) == 225, "an idler was not taken on")
+    finally:
+        for sock in idle:
+            sock.close()
+    intact(server)
+
+
+def test_more_connections_than_the_maximum() -> None:
+    server = start(max_connections=5)
+    try:
+        held = [greeted(server) for _ in range(5)]
+        extra = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+        assert drain(extra) == (
+            b"-ERR [SYS/TEMP] Too many connections (the limit is 5), try again later\r\n"
+        )
+        extra.close()
+        held.pop().close()
+
+        def a_new_one_is_greeted() -> bool:
+            with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+                return sock.recv(4096).startswith(b"+OK fakepop ready")
+
+        wait_until(a_new_one_is_greeted, "no connection was served after one closed")
+        held.pop().close()
+        wait_until(lambda: len(server._connections) < 5, "a closed connection kept its slot")
+        assert served_promptly(server) < PROMPT
+        for sock in held:
+            sock.close()
+        intact(server)
+    finally:
+        server.stop()
+
+
+# --- resets and half-closes ------------------------------------------------------------------
+
+
+def small_window(server: POP3Server) -> socket.socket:
+    """A connection whose small receive buffer makes the server wait mid-reply."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.settimeout(TIMEOUT)
+    sock.connect((server.host, server.port))
+    return sock
+
+
+@pytest.mark.parametrize("how", ["reset", "half-close"])
+def test_going_away_in_the_middle_of_retr(server: POP3Server, how: str) -> None:
+    sock = small_window(server)
+    sock.sendall(b"USER alice\r\nPASS secret\r\nDELE 1\r\nRETR 2\r\n")
+    received = bytearray()
+    while len(received) < 65536:
+        data = sock.recv(65536)
+        assert data, f"the server closed early: {bytes(received[-200:])!r}"
+        received += data
+    assert received.startswith(b"+OK fakepop ready")
+    sent = received[received.index(b"+OK %d octets\r\n" % len(big())) :]
+    assert len(sent) < len(big()) // 2  # the server is still sending
+    if how == "reset":
+        reset(sock)
+    else:
+        sock.shutdown(socket.SHUT_WR)
+        # The reply is finished whole; then the server sees the end and leaves, without QUIT.
+        sent += drain(sock)
+        sock.close()
+        assert bytes(sent) == b"+OK %d octets\r\n" % len(big()) + dot_stuff(big()) + b".\r\n"
+    began = time.monotonic()
+    wait_until(lambda: not server.mailbox("alice").locked, "the maildrop stayed locked")
+    assert time.monotonic() - began < PROMPT  # the server noticed at once
+    assert served_promptly(server) < PROMPT
+    intact(server)  # DELE 1 was never committed
+
+
+ALERT = re.compile(rb"(\x15\x03[\x01-\x04]\x00\x02[\x01\x02].)?", re.DOTALL)
+
+
+def client_hello(server: POP3Server) -> bytes:
+    """A real ClientHello, as the first flight of a TLS client."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = server.client_ssl_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    assert hello[0] == 0x16  # a handshake record
+    return hello
+
+
+@pytest.mark.parametrize("how", ["reset", "half-close"])
+@pytest.mark.parametrize("where", ["implicit", "stls"])
+def test_going_away_in_the_middle_of_the_tls_handshake(
+    server: POP3Server, where: str, how: str
+) -> None:
+    # Someone else is logged in and has marked a message: the attack must not touch that.
+    bystander = poplib.POP3(server.host, server.port, timeout=TIMEOUT)
+    bystander.user("alice")
+    bystander.pass_("secret")
+    bystander.dele(2)
+    assert server.tls_port is not None
+    if where == "implicit":
+        sock = socket.create_connection((server.host, server.tls_port), timeout=TIMEOUT)
+    else:
+        sock = greeted(server)
+        sock.sendall(b"STLS\r\n")
+        assert sock.recv(4096) == b"+OK Begin TLS negotiation\r\n"
+    hello = client_hello(server)
+    sock.sendall(hello[: len(hello) // 2])
+    began = time.monotonic()
+    if how == "reset":
+        reset(sock)
+    else:
+        sock.shutdown(socket.SHUT_WR)
+        # No ServerHello to half a ClientHello and no plaintext: at most a TLS alert.
+        assert ALERT.fullmatch(drain(sock))
+        sock.close()
+
+    def handshake_failed() -> bool:
+        return any(
+            line.startswith("*: TLS handshake failed: ")
+            for session in server.transcript
+            for line in session.lines()
+        )
+
+    wait_until(handshake_failed, "the server did not give up the handshake")
+    assert time.monotonic() - began < PROMPT  # at once, not after the idle timeout
+    bystander.rset()
+    assert bystander.quit() == b"+OK fakepop signing off (0 deleted, 2 left)"
+    tls = poplib.POP3_SSL(
+        "localhost", server.tls_port, timeout=TIMEOUT, context=server.client_ssl_context()
+    )
+    tls.user("alice")
+    tls.pass_("secret")
+    assert tls.retr(1)[2] == len(SMALL)
+    tls.quit()
+    assert served_promptly(server) < PROMPT
+    intact(server)
