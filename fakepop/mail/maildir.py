@@ -11,29 +11,30 @@ ever lost, duplicated, or both deleted and present.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import os
 import re
 import time
 from collections.abc import Callable, Iterator, Set
-from dataclasses import dataclass
 from pathlib import Path
 
 from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid
 from fakepop.mail.store import Mailbox
-from fakepop.mail.wire import CRLF, crlf_chunks, lines_of, stuff_chunks, to_crlf
+from fakepop.mail.wire import CRLF, crlf_chunks, dot_stuff, lines_of, stuff_chunks, to_crlf
 
 READ_SIZE = 1 << 16
+WHOLE_READ = 1 << 20  # files up to this size are read and converted at once, larger ones streamed
 JOURNAL = "fakepop-commit"  # in the Maildir's root: the files a commit is deleting
 _WIRE_SIZE = re.compile(r",W=(\d+)")  # Maildir++: the size with CRLF line ends, as Dovecot writes
 _deliveries = itertools.count()
 _OWN_UID = re.compile(r"\.fakepop,U=(.+)")
 
 
-def _read(path: Path) -> Iterator[bytes]:
+def _read(path: str) -> Iterator[bytes]:
     """The file's bytes in pieces; opened at once, so a missing file fails here, not later."""
-    file = path.open("rb")
+    file = open(path, "rb")  # noqa: SIM115 (the generator closes it)
 
     def pieces() -> Iterator[bytes]:
         with file:
@@ -43,8 +44,8 @@ def _read(path: Path) -> Iterator[bytes]:
     return pieces()
 
 
-def _wire_size(path: Path) -> int:
-    match = _WIRE_SIZE.search(path.name)
+def _wire_size(name: str, path: str) -> int:
+    match = _WIRE_SIZE.search(name)
     if match:
         return int(match[1])
     return sum(len(chunk) for chunk in crlf_chunks(_read(path)))
@@ -69,18 +70,23 @@ def maildir_uid(name: str) -> str:
         ).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class MaildirMessage:
     """A message in a Maildir file, read each time it is sent."""
 
-    path: Path
+    path: str
     uid: str
     size: int
+    file_size: int  # on disk, before CRLF normalisation
 
     def read(self) -> bytes:
         return b"".join(crlf_chunks(_read(self.path)))
 
     def chunks(self) -> Iterator[bytes]:
+        if self.file_size <= WHOLE_READ:  # most mail: one read, converted in C
+            with open(self.path, "rb") as file:
+                wire = dot_stuff(to_crlf(file.read()))
+            return iter((wire,) if wire else ())
         return stuff_chunks(crlf_chunks(_read(self.path)))
 
     def top_chunks(self, lines: int) -> Iterator[bytes]:
@@ -112,7 +118,8 @@ class MaildirMailbox(Mailbox):
             raise FileNotFoundError(f"{self.path} is not a Maildir: it lacks {', '.join(missing)}/")
         for sub in missing:
             (self.path / sub).mkdir(parents=True, exist_ok=True)
-        self._sizes: dict[str, tuple[int, int, int]] = {}  # name: (st_size, st_mtime_ns, size)
+        # name: (mtime_ns, message); a file rewritten in place changes size or mtime
+        self._seen: dict[str, tuple[int, MaildirMessage]] = {}
         self._known: set[str] | None = None  # the UIDs there, for adds to check against
         self._finish_commit()
 
@@ -126,27 +133,30 @@ class MaildirMailbox(Mailbox):
 
     def _scan(self) -> list[MaildirMessage]:
         self._finish_commit()
-        found: list[tuple[str, Path, os.stat_result]] = []
+        found: list[os.DirEntry[str]] = []
         for sub in ("new", "cur"):
             with os.scandir(self.path / sub) as entries:
-                for entry in entries:
-                    if not entry.name.startswith(".") and entry.is_file():
-                        found.append((entry.name, Path(entry.path), entry.stat()))
-        found.sort(key=lambda item: item[0])  # unique names start with the delivery time
+                found += [e for e in entries if not e.name.startswith(".") and e.is_file()]
+        found.sort(key=lambda entry: entry.name)  # unique names start with the delivery time
         messages = []
-        sizes: dict[str, tuple[int, int, int]] = {}
-        for name, path, stat in found:
-            cached = self._sizes.get(name)
-            if cached and cached[:2] == (stat.st_size, stat.st_mtime_ns):
-                size = cached[2]
+        seen: dict[str, tuple[int, MaildirMessage]] = {}
+        for entry in found:
+            name = entry.name
+            stat = entry.stat()
+            cached = self._seen.get(name)
+            if cached and cached[0] == stat.st_mtime_ns and cached[1].file_size == stat.st_size:
+                message = cached[1]
+                if message.path != entry.path:  # moved between new/ and cur/
+                    message = dataclasses.replace(message, path=entry.path)
             else:
                 try:
-                    size = _wire_size(path)
+                    size = _wire_size(name, entry.path)
                 except FileNotFoundError:
                     continue  # deleted by someone else since the scan
-            sizes[name] = (stat.st_size, stat.st_mtime_ns, size)
-            messages.append(MaildirMessage(path, maildir_uid(name), size))
-        self._sizes = sizes
+                message = MaildirMessage(entry.path, maildir_uid(name), size, stat.st_size)
+            seen[name] = (stat.st_mtime_ns, message)
+            messages.append(message)
+        self._seen = seen
         self._known = {m.uid for m in messages}
         return messages
 
@@ -190,7 +200,7 @@ class MaildirMailbox(Mailbox):
         journal = self.path / JOURNAL
         temporary = self.path / "tmp" / f"{JOURNAL}.{os.getpid()}.{next(_deliveries)}"
         with temporary.open("w", encoding="utf-8", errors="surrogateescape") as file:
-            file.write("".join(f"{p.parent.name}/{p.name}\n" for p in doomed))
+            file.write("".join(f"{os.path.relpath(p, self.path)}\n" for p in doomed))
             file.flush()
             os.fsync(file.fileno())
         os.rename(temporary, journal)  # the commit point: from here on the deletion happens

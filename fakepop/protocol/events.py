@@ -94,8 +94,13 @@ TRANSCRIPT_BODY_LINES = 50  # a longer listing is summarised in the transcript
 
 
 def multiline(text: str, lines: list[str]) -> Reply:
-    """A multi-line reply made of text lines (CAPA, LIST, UIDL, LANG)."""
+    """A multi-line reply made of text lines (CAPA, SASL mechanisms, LANG)."""
     stuffed = [("." + line) if line.startswith(".") else line for line in lines]
-    body = "".join(line + "\r\n" for line in stuffed).encode("utf-8") + TERMINATOR
-    summary = f"<{len(lines)} lines>" if len(lines) > TRANSCRIPT_BODY_LINES else None
-    return Reply(status(True, text), (body,), summary)
+    body = "".join(line + "\r\n" for line in stuffed).encode("utf-8")
+    return listing(text, body, len(lines))
+
+
+def listing(text: str, body: bytes, lines: int) -> Reply:
+    """A multi-line reply whose ``lines`` CRLF-ended lines are ``body``, already stuffed."""
+    summary = f"<{lines} lines>" if lines > TRANSCRIPT_BODY_LINES else None
+    return Reply(status(True, text), (body, TERMINATOR), summary)

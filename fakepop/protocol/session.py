@@ -44,6 +44,7 @@ from fakepop.protocol.events import (
     Pause,
     Reply,
     Throttle,
+    listing,
     multiline,
     status,
 )
@@ -131,6 +132,10 @@ class Session:
         self._user: str | None = None  # named by USER, waiting for PASS
         self._messages: list[StoredMessage] = []
         self._deleted: set[int] = set()  # indexes into _messages
+        # Kept up to date by DELE and RSET, so STAT and LIST cost nothing per message.
+        self._sizes: list[int] = []
+        self._live_count = 0
+        self._live_octets = 0
         self._highest = 0  # for LAST
         self._bad_commands = 0
         self._auth_failures = 0
@@ -429,12 +434,18 @@ class Session:
         )
         return body
 
-    def _live(self) -> list[tuple[int, StoredMessage]]:
-        return [(i + 1, m) for i, m in enumerate(self._messages) if i not in self._deleted]
+    def _count_live(self) -> None:
+        self._live_count = len(self._sizes) - len(self._deleted)
+        self._live_octets = sum(self._sizes) - sum(self._sizes[i] for i in self._deleted)
 
-    def _totals(self) -> tuple[int, int]:
-        live = self._live()
-        return len(live), sum(m.size for _, m in live)
+    def _listing(self, text: str, column: list[int] | list[str]) -> Reply:
+        """LIST's or UIDL's body: "n value" for each message not deleted, in one pass."""
+        pairs: Iterable[tuple[int, int | str]] = zip(itertools.count(1), column)
+        if self._deleted:
+            deleted = self._deleted
+            pairs = ((n, v) for n, v in pairs if n - 1 not in deleted)
+        body = "".join([f"{n} {v}\r\n" for n, v in pairs]).encode("ascii")
+        return listing(text, body, self._live_count)
 
     def _login(self, name: str, verify: Callable[[Account], bool], method: str) -> list[Event]:
         self._user = None
@@ -458,8 +469,10 @@ class Session:
         self.account = account
         self.state = State.TRANSACTION
         self.transcript.logged_in(account.name, method)
-        count, octets = self._totals()
+        self._sizes = [m.size for m in self._messages]
+        self._count_live()
         name = self._echo(account.name)
+        count, octets = self._live_count, self._live_octets
         return _ok(f"{name}'s maildrop has {_messages(count)} ({octets} octets)")
 
     def _auth_failed(self, text: str, code: str = "AUTH") -> list[Event]:
@@ -652,18 +665,16 @@ class Session:
 
     @command("STAT", TRANSACTION)
     def do_stat(self, args: tuple[str, ...]) -> Reply:
-        count, octets = self._totals()
-        return _ok(f"{count} {octets}")  # exactly "+OK nn mm": clients parse it
+        # exactly "+OK nn mm": clients parse it
+        return _ok(f"{self._live_count} {self._live_octets}")
 
     @command("LIST [msg]", TRANSACTION)
     def do_list(self, args: tuple[str, ...]) -> Reply:
         if args:
             number, message = self._message(args[0])
             return _ok(f"{number} {message.size}")
-        live = self._live()
-        octets = sum(m.size for _, m in live)
-        lines = [f"{n} {m.size}" for n, m in live]
-        return multiline(f"{_messages(len(live))} ({octets} octets)", lines)
+        text = f"{_messages(self._live_count)} ({self._live_octets} octets)"
+        return self._listing(text, self._sizes)
 
     @command("RETR msg", TRANSACTION)
     def do_retr(self, args: tuple[str, ...]) -> Reply:
@@ -692,8 +703,10 @@ class Session:
 
     @command("DELE msg", TRANSACTION)
     def do_dele(self, args: tuple[str, ...]) -> Reply:
-        number, _ = self._message(args[0])
+        number, message = self._message(args[0])
         self._deleted.add(number - 1)
+        self._live_count -= 1
+        self._live_octets -= message.size
         self._highest = max(self._highest, number)
         return _ok(f"Message {number} deleted")
 
@@ -705,15 +718,15 @@ class Session:
     def do_rset(self, args: tuple[str, ...]) -> Reply:
         self._deleted.clear()
         self._highest = 0
-        count, octets = self._totals()
-        return _ok(f"maildrop has {_messages(count)} ({octets} octets)")
+        self._count_live()
+        return _ok(f"maildrop has {_messages(self._live_count)} ({self._live_octets} octets)")
 
     @command("UIDL [msg]", TRANSACTION, capability="UIDL")
     def do_uidl(self, args: tuple[str, ...]) -> Reply:
         if args:
             number, message = self._message(args[0])
             return _ok(f"{number} {message.uid}")
-        return multiline("unique-id listing follows", [f"{n} {m.uid}" for n, m in self._live()])
+        return self._listing("unique-id listing follows", [m.uid for m in self._messages])
 
     @command("LAST", TRANSACTION, available=lambda s: s.settings.last)
     def do_last(self, args: tuple[str, ...]) -> Reply:

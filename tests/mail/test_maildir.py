@@ -14,7 +14,7 @@ from typing import cast
 import pytest
 
 from fakepop import MaildirMailbox, POP3Server
-from fakepop.mail.maildir import JOURNAL, maildir_uid
+from fakepop.mail.maildir import JOURNAL, WHOLE_READ, maildir_uid
 from fakepop.mail.message import content_uid
 from fakepop.mail.wire import to_crlf
 
@@ -246,6 +246,33 @@ def test_mail_delivered_during_a_session_shows_in_the_next(
     client.quit()
 
 
+def test_another_program_moving_or_rewriting_mail_is_seen(server: POP3Server, login: Login) -> None:
+    # The store remembers what it read of each file between sessions; a file another
+    # program moved to cur/ or rewrote in place must be served as it now is.
+    maildir = maildir_of(server)
+    client = login(server)
+    uids = client.uidl()[1]
+    client.quit()
+    os.rename(
+        maildir / "new/1795770060.M2P1.maildir.test",
+        maildir / "cur/1795770060.M2P1.maildir.test:2,S",
+    )
+    rewritten = message(4, body="a longer body, edited by another program\n")
+    target = maildir / "new/1795770180.M4P1.maildir.test"
+    target.write_bytes(rewritten)
+    os.utime(target, ns=(0, time.time_ns() + 10**9))  # however coarse the file system's clock
+
+    client = login(server)
+    assert client.uidl()[1] == uids
+    assert unstuffed(client.retr(2)[1]) == to_crlf(message(2))
+    assert client.list(4) == f"+OK 4 {len(to_crlf(rewritten))}".encode()
+    assert unstuffed(client.retr(4)[1]) == to_crlf(rewritten)
+    client.dele(2)
+    client.quit()
+    assert not (maildir / "cur/1795770060.M2P1.maildir.test:2,S").exists()
+    assert len(files(maildir)) == 4
+
+
 # --- deletion, and what the mailbox records -------------------------------------------------
 
 
@@ -436,6 +463,11 @@ def big_maildir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "new/1795770002.M1P1.big-lf": with_dot_lines_at_chunk_edges(
                 1024 * 1024, b"\n", "1 MB, bare LF"
             ),
+            # Read whole rather than streamed: the largest file read at once.
+            "new/1795770003.M1P1.whole-read": with_dot_lines_at_chunk_edges(
+                WHOLE_READ - 200, b"\n", "just under WHOLE_READ, bare LF"
+            )[: WHOLE_READ - 2]
+            + b".\n",
         },
     )
     return root
