@@ -1,7 +1,9 @@
 """A maildrop kept on disk as a Maildir: read when sent, committed with a journal.
 
 Messages stay in their files; only names and sizes are held in memory, so a
-large Maildir is served with a small resident size. Deliveries follow the
+large Maildir is served with a small resident size. As the Maildir protocol
+has it, a delivered file is never changed in place: edits are written anew
+and renamed over, and only a rename or unlink is sure to be seen. Deliveries follow the
 Maildir protocol (write in tmp/, rename into new/), so mail another program
 delivers shows in the next session. Deletions at QUIT are written to a journal
 first, then carried out; a journal left by a killed process is finished when
@@ -25,6 +27,7 @@ from fakepop.mail.store import Mailbox
 from fakepop.mail.wire import CRLF, crlf_chunks, dot_stuff, lines_of, stuff_chunks, to_crlf
 
 READ_SIZE = 1 << 16
+STAMP_MARGIN = 1_000_000_000  # ns: see _scan
 WHOLE_READ = 1 << 20  # files up to this size are read and converted at once, larger ones streamed
 JOURNAL = "fakepop-commit"  # in the Maildir's root: the files a commit is deleting
 _WIRE_SIZE = re.compile(r",W=(\d+)")  # Maildir++: the size with CRLF line ends, as Dovecot writes
@@ -120,6 +123,8 @@ class MaildirMailbox(Mailbox):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         # name: (mtime_ns, message); a file rewritten in place changes size or mtime
         self._seen: dict[str, tuple[int, MaildirMessage]] = {}
+        self._listed: list[MaildirMessage] = []  # the last scan, valid while stamps match
+        self._stamps: tuple[int, int] | None = None  # new/ and cur/ mtimes of that scan
         self._known: set[str] | None = None  # the UIDs there, for adds to check against
         self._finish_commit()
 
@@ -133,6 +138,12 @@ class MaildirMailbox(Mailbox):
 
     def _scan(self) -> list[MaildirMessage]:
         self._finish_commit()
+        # Every delivery, rename or unlink moves a directory's mtime: while neither moved,
+        # the last scan is still right, and a large maildrop is not listed at every login.
+        stamps = (os.stat(self.path / "new").st_mtime_ns, os.stat(self.path / "cur").st_mtime_ns)
+        if stamps == self._stamps:
+            return self._listed
+        started = time.time_ns()
         found: list[os.DirEntry[str]] = []
         for sub in ("new", "cur"):
             with os.scandir(self.path / sub) as entries:
@@ -158,6 +169,10 @@ class MaildirMailbox(Mailbox):
             messages.append(message)
         self._seen = seen
         self._known = {m.uid for m in messages}
+        self._listed = messages
+        # File system clocks tick coarsely: a change in the same tick as the mtimes just read
+        # would not move them. Only mtimes older than a second can vouch for a later scan.
+        self._stamps = stamps if max(stamps) < started - STAMP_MARGIN else None
         return messages
 
     def _append(self, item: bytes | Message, uid: str | None) -> str:

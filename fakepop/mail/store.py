@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Set
@@ -17,6 +19,7 @@ from fakepop.mail.message import (
     as_bytes,
     check_uid,
 )
+from fakepop.mail.wire import numbered
 
 
 class MaildropError(Exception):
@@ -26,6 +29,33 @@ class MaildropError(Exception):
         super().__init__(text)
         self.code = code
         self.text = text
+
+
+class Snapshot(tuple[StoredMessage, ...]):
+    """The messages of a maildrop as sessions see them at login, with what is derived from them.
+
+    Every session that logs in while the maildrop is unchanged shares one
+    snapshot, so a large maildrop's sizes are summed and its LIST and UIDL
+    listings formatted once rather than at every login.
+    """
+
+    @functools.cached_property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(m.size for m in self)
+
+    @functools.cached_property
+    def octets(self) -> int:
+        return sum(self.sizes)
+
+    @functools.cached_property
+    def size_listing(self) -> bytes:
+        """LIST's lines, "n size" CRLF for every message."""
+        return numbered(self.sizes)
+
+    @functools.cached_property
+    def uid_listing(self) -> bytes:
+        """UIDL's lines, "n uid" CRLF for every message."""
+        return numbered([m.uid for m in self])
 
 
 class Mailbox:
@@ -45,6 +75,7 @@ class Mailbox:
     def __init__(self) -> None:
         self._messages: list[StoredMessage] = []
         self._uids: set[str] = set()
+        self._shared = Snapshot()  # the last snapshot handed out, while still current
         self._mutex = threading.Lock()  # guards the messages against concurrent add/commit
         self._holder: object | None = None
         self._hold: _Hold | None = None  # a lock "held by another session", from a fault
@@ -130,7 +161,7 @@ class Mailbox:
         with self._mutex:
             self._hold = _Hold(attempts, until)
 
-    def acquire(self, holder: object) -> list[StoredMessage]:
+    def acquire(self, holder: object) -> Snapshot:
         """Lock the maildrop for ``holder`` and return the snapshot it works on."""
         with self._mutex:
             if self._hold is not None and not self._hold.refuses():
@@ -138,7 +169,13 @@ class Mailbox:
             if self._holder is not None or self._hold is not None:
                 raise MaildropError("IN-USE", "Mailbox is locked by another session")
             self._holder = holder
-            return self._snapshot()
+            messages = self._snapshot()
+            shared = self._shared
+            # Unchanged means the very same message objects: a Maildir's scan reuses
+            # the objects of files it has seen.
+            if len(shared) != len(messages) or not all(map(operator.is_, shared, messages)):
+                shared = self._shared = Snapshot(messages)
+            return shared
 
     def release(self, holder: object, delete: Set[str] = frozenset()) -> None:
         """Remove the messages whose UIDs are in ``delete``, then unlock.
@@ -306,7 +343,7 @@ class MailStore:
 
     def open(
         self, account: Account, holder: object, now: float, login_delay: int | None
-    ) -> list[StoredMessage]:
+    ) -> Snapshot:
         """Log ``holder`` in to ``account``: enforce LOGIN-DELAY, take the lock, snapshot."""
         delay = account.login_delay if account.login_delay is not None else login_delay
         if delay and account.last_login is not None and now - account.last_login < delay:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 CRLF = b"\r\n"
 TERMINATOR = b".\r\n"  # ends every multi-line reply
@@ -98,3 +98,11 @@ def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
         rest = data[end + 2 :]
     if rest:
         yield rest
+
+
+def numbered(column: Sequence[int] | Sequence[str]) -> bytes:
+    """Lines of "n value" CRLF, numbered from 1: the body of LIST or UIDL.
+
+    The values are sizes or UIDs, which are ASCII and never start a line with ".".
+    """
+    return "".join([f"{n} {value}\r\n" for n, value in enumerate(column, 1)]).encode("ascii")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from fakepop._version import __version__
 from fakepop.mail.message import StoredMessage
-from fakepop.mail.store import Account, MaildropError, MailStore
+from fakepop.mail.store import Account, MaildropError, MailStore, Snapshot
 from fakepop.mail.wire import TERMINATOR
 from fakepop.protocol import faulty
 from fakepop.protocol.buffer import Line, LineBuffer, Overflow
@@ -130,10 +130,9 @@ class Session:
         longest = max(self.settings.max_line_length, self.settings.max_sasl_length)
         self._buffer = LineBuffer(longest, self._line_limit)
         self._user: str | None = None  # named by USER, waiting for PASS
-        self._messages: list[StoredMessage] = []
+        self._messages = Snapshot()
         self._deleted: set[int] = set()  # indexes into _messages
-        # Kept up to date by DELE and RSET, so STAT and LIST cost nothing per message.
-        self._sizes: list[int] = []
+        # Kept up to date by DELE and RSET, so STAT costs nothing per message.
         self._live_count = 0
         self._live_octets = 0
         self._highest = 0  # for LAST
@@ -435,17 +434,16 @@ class Session:
         return body
 
     def _count_live(self) -> None:
-        self._live_count = len(self._sizes) - len(self._deleted)
-        self._live_octets = sum(self._sizes) - sum(self._sizes[i] for i in self._deleted)
+        sizes = self._messages.sizes
+        self._live_count = len(sizes) - len(self._deleted)
+        self._live_octets = self._messages.octets - sum(sizes[i] for i in self._deleted)
 
-    def _listing(self, text: str, column: list[int] | list[str]) -> Reply:
-        """LIST's or UIDL's body: "n value" for each message not deleted, in one pass."""
-        pairs: Iterable[tuple[int, int | str]] = zip(itertools.count(1), column)
+    def _listing(self, text: str, whole: bytes) -> Reply:
+        """LIST's or UIDL's reply: ``whole``, a line per message, less the deleted ones."""
         if self._deleted:
-            deleted = self._deleted
-            pairs = ((n, v) for n, v in pairs if n - 1 not in deleted)
-        body = "".join([f"{n} {v}\r\n" for n, v in pairs]).encode("ascii")
-        return listing(text, body, self._live_count)
+            lines = whole.splitlines(keepends=True)
+            whole = b"".join([line for i, line in enumerate(lines) if i not in self._deleted])
+        return listing(text, whole, self._live_count)
 
     def _login(self, name: str, verify: Callable[[Account], bool], method: str) -> list[Event]:
         self._user = None
@@ -469,7 +467,6 @@ class Session:
         self.account = account
         self.state = State.TRANSACTION
         self.transcript.logged_in(account.name, method)
-        self._sizes = [m.size for m in self._messages]
         self._count_live()
         name = self._echo(account.name)
         count, octets = self._live_count, self._live_octets
@@ -674,7 +671,7 @@ class Session:
             number, message = self._message(args[0])
             return _ok(f"{number} {message.size}")
         text = f"{_messages(self._live_count)} ({self._live_octets} octets)"
-        return self._listing(text, self._sizes)
+        return self._listing(text, self._messages.size_listing)
 
     @command("RETR msg", TRANSACTION)
     def do_retr(self, args: tuple[str, ...]) -> Reply:
@@ -726,7 +723,7 @@ class Session:
         if args:
             number, message = self._message(args[0])
             return _ok(f"{number} {message.uid}")
-        return self._listing("unique-id listing follows", [m.uid for m in self._messages])
+        return self._listing("unique-id listing follows", self._messages.uid_listing)
 
     @command("LAST", TRANSACTION, available=lambda s: s.settings.last)
     def do_last(self, args: tuple[str, ...]) -> Reply:

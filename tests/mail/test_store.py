@@ -144,6 +144,26 @@ def test_a_snapshot_does_not_see_later_mail() -> None:
     assert [m.read() for m in box.acquire(holder)] == [A, B]
 
 
+def test_sessions_share_a_snapshot_until_the_maildrop_changes() -> None:
+    box = Mailbox()
+    a = box.add(A)
+    holder = object()
+    first = box.acquire(holder)
+    box.release(holder)
+    assert box.acquire(holder) is first  # its sizes and listings are not made again
+    box.release(holder)
+    b = box.add(B)
+    second = box.acquire(holder)
+    assert second is not first
+    assert second.size_listing == b"1 %d\r\n2 %d\r\n" % (len(A), len(B))
+    assert second.uid_listing == f"1 {a}\r\n2 {b}\r\n".encode()
+    assert (second.sizes, second.octets) == ((len(A), len(B)), len(A) + len(B))
+    box.release(holder, delete={a})
+    third = box.acquire(holder)
+    assert third.uid_listing == f"1 {b}\r\n".encode()
+    assert first.uid_listing == f"1 {a}\r\n".encode()  # a snapshot never changes
+
+
 def test_a_commit_keeps_mail_that_arrived_during_the_session() -> None:
     box = Mailbox()
     a = box.add(A)
