@@ -285,8 +285,15 @@ class Listing:
     uidl_octets: int
 
 
-def maildrop_session(endpoint: Endpoint, account: Account) -> Listing:
-    """Log in, then STAT, LIST, UIDL and STAT again, each timed and checked."""
+def maildrop_session(
+    endpoint: Endpoint, account: Account, renew: ServerProcess | None = None
+) -> Listing:
+    """Log in, then STAT, LIST, UIDL and STAT again, each timed and checked.
+
+    With ``renew``, that fakepop server first changes the maildrop (ServerProcess.renew).
+    """
+    if renew is not None:
+        renew.renew(account.name)
 
     def stat() -> float:
         begin = time.perf_counter()
@@ -483,10 +490,12 @@ class Bench:
                     spy.kill()
                     spy.wait()
 
-    def fakepop_spec(self, store: str, accounts: Sequence[str], tls: bool = True) -> dict[str, Any]:
+    def fakepop_spec(
+        self, store: str, accounts: Sequence[str], tls: bool = True, root: Path | None = None
+    ) -> dict[str, Any]:
         return {
             "store": store,
-            "root": str(self.corpus.fakepop),
+            "root": str(root or self.corpus.fakepop),
             "accounts": dict.fromkeys(accounts, PASSWORD),
             "certificate": [str(self.chain), str(self.key)] if tls else None,
         }
@@ -497,10 +506,14 @@ class Bench:
     @contextlib.contextmanager
     def fakepop(self, store: str, accounts: Sequence[str]) -> Iterator[tuple[Endpoint, Endpoint]]:
         """A fresh fakepop process serving ``accounts`` from memory or from their Maildirs."""
-        with self.serving(
-            f"fakepop-{store}-{accounts[0]}", self.fakepop_spec(store, accounts)
-        ) as s:
+        with self.fakepop_process(store, accounts) as s:
             yield self.endpoints(s.ports["port"], s.ports["tls_port"])
+
+    def fakepop_process(
+        self, store: str, accounts: Sequence[str], root: Path | None = None
+    ) -> contextlib.AbstractContextManager[ServerProcess]:
+        spec = self.fakepop_spec(store, accounts, root=root)
+        return self.serving(f"fakepop-{store}-{accounts[0]}", spec)
 
     def start_dovecot(self) -> None:
         if self.dovecot_binary is None or not {"sessions", "retr", "maildrop"} & set(self.parts):
@@ -753,13 +766,33 @@ class Bench:
         account = self.corpus.accounts["huge"]
         n = account.count
         heading(f"STAT, LIST, UIDL on a {n:,}-message maildrop (a fresh session each run)")
+        # The renewed Maildir is a copy (hard links), so that moving its files leaves the
+        # unchanged one's directories alone.
+        renewed_root = self.tmp / "maildir-renewed"
+        if not renewed_root.exists():
+            shutil.copytree(
+                self.corpus.fakepop / "huge", renewed_root / "huge", copy_function=os.link
+            )
         with (
-            self.fakepop("memory", ["huge"]) as memory,
-            self.fakepop("maildir", ["huge"]) as maildir,
+            self.fakepop_process("memory", ["huge"]) as memory,
+            self.fakepop_process("maildir", ["huge"]) as maildir,
+            self.fakepop_process("memory", ["huge"]) as memory_renewed,
+            self.fakepop_process("maildir", ["huge"], root=renewed_root) as maildir_renewed,
         ):
-            self.maildrop_table(account, memory[0], maildir[0])
+            subjects: dict[str, Callable[[], Listing]] = {}
+            for label, server, renewed in (
+                ("fakepop memory", memory, False),
+                ("fakepop Maildir", maildir, False),
+                ("memory, changed", memory_renewed, True),
+                ("Maildir, changed", maildir_renewed, True),
+            ):
+                endpoint = self.endpoints(server.ports["port"], server.ports["tls_port"])[0]
+                subjects[label] = functools.partial(
+                    maildrop_session, endpoint, account, server if renewed else None
+                )
+            self.maildrop_table(account, subjects)
 
-    def maildrop_table(self, account: Account, memory: Endpoint, maildir: Endpoint) -> None:
+    def maildrop_table(self, account: Account, fakepop: dict[str, Callable[[], Listing]]) -> None:
         n = account.count
         subjects: dict[str, Callable[[], Listing]] = {}
         if self.dovecot is not None:
@@ -772,19 +805,11 @@ class Bench:
             # Taking turns, each warm session follows a cold one, which has built the index.
             subjects["Dovecot cold"] = cold
             subjects["Dovecot warm"] = functools.partial(maildrop_session, plain, account)
-        subjects["fakepop memory"] = functools.partial(maildrop_session, memory, account)
-        subjects["fakepop Maildir"] = functools.partial(maildrop_session, maildir, account)
+        subjects.update(fakepop)
         columns = interleaved(subjects, self.runs)
-        order = [
-            c
-            for c in ("fakepop memory", "fakepop Maildir", "Dovecot warm", "Dovecot cold")
-            if c in columns
-        ]
-        print(
-            f"{'':22}"
-            + "".join(f"{c:>17}" for c in order)
-            + f"{'mem/Dov':>9}{'Maildir/Dov':>12}  goal"
-        )
+        order = [*fakepop, *(c for c in ("Dovecot warm", "Dovecot cold") if c in columns)]
+        width = 22
+        print(f"{'':20}" + "".join(f"{c:>{width}}" for c in order) + "  goal")
 
         def row(
             label: str,
@@ -799,15 +824,13 @@ class Bench:
             if goal is not None:
                 what, bar, test = goal
                 verdict = f"  {bar}: " + ", ".join(
-                    f"{c.split()[1]} {self.goal(f'{what} {bar}, {c}', test(values[c], dv))}"
-                    for c in ("fakepop memory", "fakepop Maildir")
+                    self.goal(f"{what} {bar}, {c}", test(values[c], dv)) for c in fakepop
                 )
-            print(
-                f"{label:<22}{''.join(f'{show(values[c]):>17}' for c in order)}"
-                f"{ratio(values['fakepop memory'], dv):>9}"
-                f"{ratio(values['fakepop Maildir'], dv):>12}{verdict}",
-                flush=True,
-            )
+            shown = {c: show(values[c]) for c in order}
+            for c in fakepop:
+                shown[c] += f" ({ratio(values[c], dv)})"
+            cells = "".join(f"{shown[c]:>{width}}" for c in order)
+            print(f"{label:<20}{cells}{verdict}", flush=True)
 
         def within_1_ms(value: float, dovecot: float | None) -> bool:
             return value <= 0.001
@@ -837,6 +860,13 @@ class Bench:
         print(
             "reply octets (LIST, UIDL): "
             + "; ".join(f"{c} {a:,}, {b:,}" for c, (a, b) in sizes.items())
+        )
+        print(
+            "In brackets: the ratio of fakepop's figure to Dovecot warm's. fakepop memory and"
+            " Maildir:\nthe maildrop unchanged since the last session, whose snapshot is"
+            " shared. changed: a message\ntaken out and put back (memory) or moved between"
+            " cur/ and new/ (Maildir) before each\nsession, so it takes a new snapshot: sizes"
+            " summed, listings formatted, the Maildir listed."
         )
         if "Dovecot cold" in columns:
             print(

@@ -4,8 +4,9 @@
     python bench/servers.py sender SPEC.json    # a trivial sender: the loopback limit
 
 Each prints one JSON line with its ports, serves until its standard input closes, then
-stops and exits. Running the server apart from the client keeps the two from competing
-for one GIL.
+stops and exits. A fakepop process also takes "renew ACCOUNT" lines: it changes that
+maildrop so that its next session works from a new snapshot, and answers "renewed".
+Running the server apart from the client keeps the two from competing for one GIL.
 """
 
 from __future__ import annotations
@@ -88,6 +89,15 @@ class ServerProcess:
     def status(self) -> dict[str, int]:
         return process_status(self.pid)
 
+    def renew(self, account: str) -> None:
+        """Have the next session of ``account`` find its maildrop changed (see serve_fakepop)."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(f"renew {account}\n")
+        self.process.stdin.flush()
+        if self.process.stdout.readline() != "renewed\n":
+            raise RuntimeError(f"the {self.kind} server did not renew {account}")
+
     def stop(self) -> int:
         """Close stdin, wait for the server to stop; kill it if it takes too long."""
         if self.process.poll() is None:
@@ -139,9 +149,29 @@ def serve_fakepop(spec: dict[str, Any]) -> int:
     if server.tls_port is not None:
         ports["tls_port"] = server.tls_port
     _announce(ports, sys.stdout)
-    sys.stdin.read()
+    for line in sys.stdin:
+        _renew(server, line.split()[1], maildir=spec["store"] == "maildir")
+        print("renewed", flush=True)
     server.stop()  # re-raises what went wrong in the server's threads
     return 0
+
+
+def _renew(server: Any, account: str, maildir: bool) -> None:
+    """Change the maildrop without changing what a client sees, so that the next session
+    takes a new snapshot, with sizes summed and listings formatted again (cold).
+
+    The last message is taken out and put back: in memory, as a new message object; in a
+    Maildir, by moving its file between cur/ and new/.
+    """
+    mailbox = server.mailbox(account)
+    last = mailbox.messages[-1]
+    if maildir:
+        path = Path(last.path)
+        other = "new" if path.parent.name == "cur" else "cur"
+        os.rename(path, path.parent.parent / other / path.name)
+    else:
+        mailbox.remove(last.uid)
+        mailbox.add(last.read(), uid=last.uid)
 
 
 def serve_sender(spec: dict[str, Any]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -105,4 +106,5 @@ def numbered(column: Sequence[int] | Sequence[str]) -> bytes:
 
     The values are sizes or UIDs, which are ASCII and never start a line with ".".
     """
-    return "".join([f"{n} {value}\r\n" for n, value in enumerate(column, 1)]).encode("ascii")
+    pairs = itertools.chain.from_iterable(zip(range(1, len(column) + 1), column, strict=True))
+    return ("%s %s\r\n" * len(column) % tuple(pairs)).encode("ascii")  # one C call: fastest
