@@ -527,12 +527,11 @@ class _Connection:
                 try:
                     data = self.sock.recv(RECV_SIZE)
                 except TimeoutError:
-                    events = session.timed_out()
-                else:
-                    if not data:
-                        return
-                    events = session.receive_data(data)
-                action = self._send(events)
+                    action = self._send(session.timed_out())
+                    continue
+                if not data:
+                    return
+                action = self._answer(session, data)
             if isinstance(action, Stall):
                 self._stall()
             elif action.reset:
@@ -583,9 +582,31 @@ class _Connection:
             self._close_gracefully()  # read the ClientHello first: a FIN, never a reset
         return False
 
-    def _send(self, events: Iterable[Event]) -> Close | StartTLS | Stall | None:
-        """Send the replies among ``events``; return the action that ends them, if any."""
+    def _answer(self, session: Session, data: bytes) -> Close | StartTLS | Stall | None:
+        """Act on the commands in ``data``, each one's replies sent before the next is run.
+
+        Replies smaller than COALESCE_LIMIT are gathered into one write, so a
+        pipelining client gets few segments, yet the server never holds more
+        than one reply's body, however many commands arrived at once.
+        """
+        session.feed(data)
         pending = bytearray()
+        action = None
+        while action is None and (events := session.next_command()) is not None:
+            action = self._send(events, pending)
+        self._write(pending, None)
+        return action
+
+    def _send(
+        self, events: Iterable[Event], pending: bytearray | None = None
+    ) -> Close | StartTLS | Stall | None:
+        """Send the replies among ``events``; return the action that ends them, if any.
+
+        With ``pending``, small replies may be left in it for the caller to send
+        along with the next command's.
+        """
+        keep = pending is not None
+        pending = bytearray() if pending is None else pending
         action: Close | StartTLS | Stall | None = None
         rate: float | None = None
         for event in events:
@@ -601,13 +622,18 @@ class _Connection:
                 self.server._stopping.wait(event.seconds)  # stop() cuts the pause short
             else:
                 for piece in itertools.chain((event.status,), event.body):
-                    if len(piece) < COALESCE_LIMIT:
+                    if len(piece) >= COALESCE_LIMIT:
+                        self._write(pending, rate)
+                        pending.clear()
+                        self._write(piece, rate)
+                    else:
                         pending += piece
-                        continue
-                    self._write(pending, rate)
-                    pending.clear()
-                    self._write(piece, rate)
-        self._write(pending, rate)
+                        if len(pending) >= COALESCE_LIMIT:
+                            self._write(pending, rate)
+                            pending.clear()
+        if not keep or action is not None or rate is not None:
+            self._write(pending, rate)
+            pending.clear()
         return action
 
     def _write(self, data: bytes | bytearray, rate: float | None) -> None:

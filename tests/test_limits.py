@@ -144,6 +144,45 @@ def test_a_mebibyte_line_without_crlf_gets_one_err_and_memory_stays_bounded(
     assert peak - baseline < MEBIBYTE // 2, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
 
 
+@pytest.mark.parametrize(
+    ("store", "size", "count"),
+    [
+        ("memory", 40_000, 400),  # replies under the write-gathering limit: 16 MB in all
+        ("maildir", 500_000, 64),  # messages read whole from their files: 32 MB in all
+    ],
+)
+def test_pipelined_retrs_are_answered_one_at_a_time(
+    connect: Connect, tmp_path: Path, store: str, size: int, count: int
+) -> None:
+    # A client may send a burst of commands in one write; the server must not build every
+    # reply before sending the first, or a burst of RETRs would cost memory by the gigabyte.
+    mail = b"Subject: big\r\n\r\n" + b"x" * (size - 20) + b"\r\n"
+    server = start(maildir=tmp_path) if store == "maildir" else start()
+    try:
+        server.mailbox("alice").add(mail)
+        client = connect(server)
+        client.command("USER alice")
+        assert client.command("PASS secret").startswith(b"+OK alice's maildrop has 3 messages")
+        burst = b"RETR 3\r\n" * count + b"QUIT\r\n"
+        reply = b"+OK %d octets\r\n%s.\r\n" % (len(mail), mail)
+        expected = len(reply) * count + len(b"+OK fakepop signing off (0 deleted, 3 left)\r\n")
+        tracemalloc.start()
+        try:
+            baseline, _ = tracemalloc.get_traced_memory()
+            client.send(burst)
+            received = 0
+            while data := client.sock.recv(65536):
+                received += len(data)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    finally:
+        server.stop()
+    assert received == expected
+    # One reply at a time, and the transcript's lines: under 2 MiB. All at once: 16 or 32 MiB.
+    assert peak - baseline < 2 * MEBIBYTE, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
+
+
 def test_nul_bytes(server: POP3Server, connect: Connect) -> None:
     client = connect(server)
     client.login()

@@ -158,21 +158,35 @@ class Session:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Take bytes from the client; return what to send, and whether to close, in order."""
-        if self.closed or self._awaiting_tls:
-            return []  # after STLS, plaintext sent before the handshake is never executed
-        self._buffer.feed(data)
+        self.feed(data)
         events: list[Event] = []
-        while not (self.closed or self._awaiting_tls):
-            line = self._buffer.next_line()
-            if line is None:
-                break
-            if line is Overflow.LINE_TOO_LONG:
-                self.transcript.add("C", f"<line over {self._buffer.exceeded} octets>")
-                events += self._too_long()
-            else:
-                assert isinstance(line, Line)
-                events += self._line(line)
+        while (more := self.next_command()) is not None:
+            events += more
         return events
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes from the client without acting on them yet: ``next_command`` does."""
+        if not (self.closed or self._awaiting_tls):
+            # After STLS, plaintext sent before the handshake is never executed.
+            self._buffer.feed(data)
+
+    def next_command(self) -> list[Event] | None:
+        """Act on the next complete line received; None if no line is waiting.
+
+        A server that sends one command's replies before it asks for the next
+        holds a single reply however many commands a client pipelines: a
+        message is read from its store only when its turn to be sent comes.
+        """
+        if self.closed or self._awaiting_tls:
+            return None
+        line = self._buffer.next_line()
+        if line is None:
+            return None
+        if line is Overflow.LINE_TOO_LONG:
+            self.transcript.add("C", f"<line over {self._buffer.exceeded} octets>")
+            return self._too_long()
+        assert isinstance(line, Line)
+        return self._line(line)
 
     def tls_started(self) -> None:
         """The STLS handshake is done: start afresh, forgetting all the client said before.

@@ -13,7 +13,7 @@ from fakepop.mail import MailStore
 from fakepop.protocol import CLOSE, COMMANDS, Reply, Session, Settings, State, apop_digest
 from fakepop.protocol.transcript import SessionTranscript
 
-from .pair import PASSWORD, USER, Pair, listing, read_multiline
+from .pair import PASSWORD, USER, Pair, listing, read_multiline, wire
 
 M1 = b"Subject: one\r\n\r\nHello\r\n"  # 23 octets
 # Stored with bare LF and no final line end; 33 octets once on the wire.
@@ -588,6 +588,24 @@ def test_a_pipelined_burst_is_answered_in_order() -> None:
     )
     assert pair.closed
     assert len(pair.mailbox) == 1
+
+
+def test_next_command_runs_one_buffered_command_at_a_time() -> None:
+    # A server sends each reply before asking for the next, so a burst never makes it build
+    # every reply at once; the session acts on nothing until asked.
+    pair = logged_in()
+    session = pair.session
+    session.feed(b"DELE 1\r\nSTAT\r\nRSET\r\nST")
+    assert "DELE 1" not in session.transcript.commands()
+    assert wire(session.next_command() or []) == (b"+OK Message 1 deleted\r\n", False)
+    assert wire(session.next_command() or []) == (b"+OK 1 33\r\n", False)
+    session.feed(b"AT\r\n")
+    assert wire(session.next_command() or []) == (
+        b"+OK maildrop has 2 messages (56 octets)\r\n",
+        False,
+    )
+    assert wire(session.next_command() or []) == (b"+OK 2 56\r\n", False)
+    assert session.next_command() is None
 
 
 # --- CAPA -------------------------------------------------------------------------------------
