@@ -51,8 +51,11 @@ def _read_whole(path: str, size: int) -> bytes:
     """A small file's bytes, with no file object in between: this is on every RETR's path."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        parts = []
-        while part := os.read(descriptor, size + 1):  # one read, unless the file grew
+        data = os.read(descriptor, size + 1)
+        if len(data) <= size:  # all of it: no second read to see the end
+            return data
+        parts = [data]  # the file grew since it was listed
+        while part := os.read(descriptor, READ_SIZE):
             parts.append(part)
         return b"".join(parts)
     finally:

@@ -272,6 +272,16 @@ def test_another_program_moving_or_rewriting_mail_is_seen(server: POP3Server, lo
     assert len(files(maildir)) == 4
 
 
+def test_a_file_replaced_under_a_snapshot_is_sent_whole(tmp_path: Path) -> None:
+    # A session's snapshot knows the file's old size; what is sent is the file as it is.
+    box = MaildirMailbox(make_maildir(tmp_path, {"new/1795770000.M1P1.host": message(1)}))
+    (listed,) = box.messages
+    longer = message(1, body="body\n" * 1000)
+    (tmp_path / "tmp" / "edit").write_bytes(longer)
+    os.rename(tmp_path / "tmp" / "edit", tmp_path / "new/1795770000.M1P1.host")
+    assert b"".join(listed.chunks()) == to_crlf(longer)
+
+
 def set_mtimes(maildir: Path, stamps: tuple[int, int]) -> None:
     for sub, stamp in zip(("new", "cur"), stamps, strict=True):
         os.utime(maildir / sub, ns=(stamp, stamp))
