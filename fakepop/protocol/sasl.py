@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import json
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -197,6 +198,19 @@ def _scram_auth_info(mechanism: str, password: str) -> tuple[bytes, bytes, bytes
     return ScramMechanism(mechanism).make_auth_info(password, iteration_count=SCRAM_ITERATIONS)  # type: ignore[no-any-return]
 
 
+_DECOY_KEY = os.urandom(32)  # per process: decoy salts cannot be told from real ones
+
+
+@functools.lru_cache(maxsize=1024)
+def _scram_decoy(mechanism: str, user: str) -> tuple[bytes, bytes, bytes, int]:
+    """Auth info for a user with no account: the same salt each time, and no password."""
+    # 32 octets: the length of scramp's own salts.
+    digest = hmac.new(_DECOY_KEY, f"{mechanism}\0{user}".encode(), hashlib.sha256).digest()
+    return ScramMechanism(mechanism).make_auth_info(  # type: ignore[no-any-return]
+        os.urandom(32).hex(), iteration_count=SCRAM_ITERATIONS, salt=digest
+    )
+
+
 class _Scram(Exchange):
     """RFC 5802 / 7677, the server side from scramp, without channel binding."""
 
@@ -211,7 +225,10 @@ class _Scram(Exchange):
     def _auth_info(self, user: str) -> tuple[bytes, bytes, bytes, int]:
         self.account = self.accounts.resolve(user)
         if self.account is None:
-            raise ScramException("unknown user")
+            # RFC 5802, section 5.1: an unknown user gets a salt as stable as a real one,
+            # so the server-first message does not tell who has an account; the proof
+            # then fails, as a wrong password's does.
+            return _scram_decoy(self.name, user)
         return _scram_auth_info(self.name, self.account.password)
 
     def start(self, initial: bytes | None) -> Step:

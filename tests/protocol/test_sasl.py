@@ -511,10 +511,22 @@ def test_scram_wrong_password(mechanism: str) -> None:
 
 
 @pytest.mark.parametrize("mechanism", SCRAMS)
-def test_scram_unknown_user(mechanism: str) -> None:
-    pair = Pair(M1)
-    client = ScramClient([mechanism], "bob", PASSWORD)
-    assert pair.cmd(f"AUTH {mechanism} {b64(client.get_client_first())}") == FAILED
+def test_scram_unknown_user_is_refused_only_at_the_proof(mechanism: str) -> None:
+    # RFC 5802, section 5.1: the server-first message must not tell who has an account.
+    def server_first(user: str) -> tuple[Pair, ScramClient, dict[str, str]]:
+        pair = Pair(M1)
+        client = ScramClient([mechanism], user, PASSWORD)
+        reply = challenge(pair.cmd(f"AUTH {mechanism} {b64(client.get_client_first())}"))
+        client.set_server_first(reply.decode())
+        return pair, client, scram_fields(reply)
+
+    pair, client, fields = server_first("bob")
+    assert list(fields) == ["r", "s", "i"]
+    assert fields["i"] == server_first(USER)[2]["i"]
+    assert len(base64.b64decode(fields["s"])) == len(base64.b64decode(server_first(USER)[2]["s"]))
+    assert server_first("bob")[2]["s"] == fields["s"]  # stable, as a real account's salt is
+    assert server_first("carol")[2]["s"] != fields["s"]
+    assert pair.cmd(b64(client.get_client_final())) == FAILED
     back_to_commands(pair)
 
 
