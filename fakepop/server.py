@@ -321,7 +321,7 @@ class POP3Server:
             account.mailbox.clear()
             self.store.remove_account(account.name)
         self.faults.clear()
-        self.transcript = Transcript()
+        self.transcript.reset()
 
     def start(self) -> POP3Server:
         """Listen and serve in background threads; returns at once, ready for clients."""

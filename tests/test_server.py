@@ -228,3 +228,19 @@ def test_transcript_records_both_directions_and_masks_the_password(server: POP3S
     assert "secret" not in text
     assert "C: PASS secret" in server.transcript.text(mask=False)
     assert server.transcript[0].lines()[0].startswith("S: +OK fakepop ready <")
+
+
+def test_reset_empties_the_transcript_a_test_holds(server: POP3Server) -> None:
+    transcript = server.transcript
+    login(server).quit()
+    wait_until_unlocked(server, "alice")
+    server.reset()
+    assert server.transcript is transcript
+    assert len(transcript) == 0
+    server.users["bob"] = "hunter2"
+    client = poplib.POP3(server.host, server.port, timeout=5)
+    client.user("bob")
+    client.pass_("hunter2")
+    client.quit()
+    assert [s.session_id for s in transcript] == [1]
+    assert transcript[0].user == "bob"

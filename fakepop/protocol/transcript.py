@@ -70,6 +70,14 @@ class Transcript:
         self.sessions: list[SessionTranscript] = []
         self._ids = itertools.count(1)  # next() is atomic, so connection threads get distinct ids
 
+    def reset(self) -> None:
+        """Forget every session and number the next one 1 again.
+
+        In place, so a test that holds ``server.transcript`` sees the reset.
+        """
+        self.sessions.clear()
+        self._ids = itertools.count(1)
+
     def new_session(self, peer: str = "") -> SessionTranscript:
         session = SessionTranscript(next(self._ids), peer)
         self.sessions.append(session)
