@@ -13,6 +13,7 @@ ever lost, duplicated, or both deleted and present.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -141,6 +142,7 @@ class MaildirMailbox(Mailbox):
         self._stamps: tuple[int, int] | None = None  # new/ and cur/ mtimes of that scan
         self._known: set[str] | None = None  # the UIDs there, for adds to check against
         self._finish_commit()
+        self._sweep_tmp()
 
     def __repr__(self) -> str:
         return f"<MaildirMailbox {self.path}>"
@@ -240,6 +242,19 @@ class MaildirMailbox(Mailbox):
     def _clear(self) -> None:
         self._remove({m.uid for m in self._scan()})
 
+    def _sweep_tmp(self) -> None:
+        """Delete what a killed fakepop process left half-written in tmp/.
+
+        A delivery or a journal still in tmp/ never took effect; only files of
+        processes that are gone are touched, never another program's.
+        """
+        with os.scandir(self.path / "tmp") as entries:
+            for entry in entries:
+                owner = _TMP_OWNER.match(entry.name)
+                if owner and not _alive(int(owner[1] or owner[2])):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.path)
+
     def _finish_commit(self) -> None:
         """Carry out a journal's deletions, whether written just now or by a killed process."""
         journal = self.path / JOURNAL
@@ -255,6 +270,20 @@ class MaildirMailbox(Mailbox):
             _sync_directory(self.path / sub)
         journal.unlink()
         _sync_directory(self.path)
+
+
+# Our deliveries (<time>.P<pid>Q<n>.fakepop,U=<uid>) and journals (fakepop-commit.<pid>.<n>).
+_TMP_OWNER = re.compile(rf"\d+\.P(\d+)Q\d+\.fakepop,U=|{re.escape(JOURNAL)}\.(\d+)\.")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def _sync_directory(path: Path) -> None:

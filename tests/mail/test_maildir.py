@@ -6,6 +6,8 @@ import os
 import poplib
 import re
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -429,6 +431,28 @@ ESCAPES = [
     "new//{outside}/victim",
     "",
 ]
+
+
+def test_what_a_killed_process_left_in_tmp_is_swept(tmp_path: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    live = str(os.getpid())
+    left = {
+        f"1795770000.P{dead}Q0.fakepop,U=half-delivered": False,
+        f"{JOURNAL}.{dead}.3": False,
+        f"1795770001.P{live}Q7.fakepop,U=being-delivered": True,  # a process still at it
+        f"{JOURNAL}.{live}.4": True,
+        "1795770002.M1P1.other-program": True,  # not ours to delete
+    }
+    maildir = make_maildir(tmp_path, {})
+    for name in left:
+        (maildir / "tmp" / name).write_bytes(message(1))
+    MaildirMailbox(maildir)
+    assert {p.name for p in (maildir / "tmp").iterdir()} == {n for n, kept in left.items() if kept}
 
 
 def test_journal_lines_cannot_reach_outside_new_and_cur(tmp_path: Path) -> None:
