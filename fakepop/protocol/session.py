@@ -359,6 +359,7 @@ class Session:
             replies = [e for e in events if isinstance(e, Reply)]
             if params["at"] == "during":
                 replies = [faulty.cut(replies, params["after_bytes"])]
+                self.transcript.add("*", f"sent at most the first {params['after_bytes']} octets")
             return [*replies, *self._hang_up(reset=params["mode"] == "reset")]
         events = [e for e in run() if not isinstance(e, Close)]
         replies = [e for e in events if isinstance(e, Reply)]
@@ -367,6 +368,8 @@ class Session:
         last = replies[-1]
         if action == "truncate":
             cut = faulty.unterminated(last, params["after_bytes"])
+            body = "" if params["after_bytes"] is None else f" after {params['after_bytes']} octets"
+            self.transcript.add("*", f"the body was cut{body}: no terminating line")
             ending = [STALL] if params["then"] == "stall" else self._hang_up(reset=False)
             self.closed = True
             return [*replies[:-1], cut, *ending]
