@@ -3,9 +3,9 @@
 Messages stay in their files; only names and sizes are held in memory, so a
 large Maildir is served with a small resident size. As the Maildir protocol
 has it, a delivered file is never changed in place: edits are written anew
-and renamed over, and only a rename or unlink is sure to be seen. Deliveries follow the
-Maildir protocol (write in tmp/, rename into new/), so mail another program
-delivers shows in the next session. Deletions at QUIT are written to a journal
+and renamed over, and only a rename or unlink is sure to be seen. Deliveries
+follow the Maildir protocol (write in tmp/, rename into new/), so mail another
+program delivers shows in the next session. Deletions at QUIT are written to a journal
 first, then carried out; a journal left by a killed process is finished when
 the Maildir is next opened, so a commit is all or nothing and no message is
 ever lost, duplicated, or both deleted and present.
@@ -136,8 +136,7 @@ class MaildirMailbox(Mailbox):
             raise FileNotFoundError(f"{self.path} is not a Maildir: it lacks {', '.join(missing)}/")
         for sub in missing:
             (self.path / sub).mkdir(parents=True, exist_ok=True)
-        # name: (mtime_ns, message); a file rewritten in place changes size or mtime
-        self._seen: dict[str, tuple[int, MaildirMessage]] = {}
+        self._seen: dict[tuple[int, str], MaildirMessage] = {}  # by (inode, unique name)
         self._listed: list[MaildirMessage] = []  # the last scan, valid while stamps match
         self._stamps: tuple[int, int] | None = None  # new/ and cur/ mtimes of that scan
         self._known: set[str] | None = None  # the UIDs there, for adds to check against
@@ -166,22 +165,24 @@ class MaildirMailbox(Mailbox):
                 found += [e for e in entries if not e.name.startswith(".") and e.is_file()]
         found.sort(key=lambda entry: entry.name)  # unique names start with the delivery time
         messages = []
-        seen: dict[str, tuple[int, MaildirMessage]] = {}
+        seen: dict[tuple[int, str], MaildirMessage] = {}
         for entry in found:
             name = entry.name
-            stat = entry.stat()
-            cached = self._seen.get(name)
-            if cached and cached[0] == stat.st_mtime_ns and cached[1].file_size == stat.st_size:
-                message = cached[1]
-                if message.path != entry.path:  # moved between new/ and cur/
-                    message = dataclasses.replace(message, path=entry.path)
-            else:
+            # The inode comes with the directory listing, free; a file's unique name (without
+            # its flags) never names other mail. Together they find a file seen before, even
+            # moved from new/ to cur/, without a stat; a file replaced by a rename is new.
+            key = (entry.inode(), name.split(":", 1)[0])
+            message = self._seen.get(key)
+            if message is None:
                 try:
+                    file_size = entry.stat().st_size
                     size = _wire_size(name, entry.path)
                 except FileNotFoundError:
-                    continue  # deleted by someone else since the scan
-                message = MaildirMessage(entry.path, maildir_uid(name), size, stat.st_size)
-            seen[name] = (stat.st_mtime_ns, message)
+                    continue  # deleted by someone else since the listing
+                message = MaildirMessage(entry.path, maildir_uid(name), size, file_size)
+            elif message.path != entry.path:  # moved between new/ and cur/, or flagged
+                message = dataclasses.replace(message, path=entry.path)
+            seen[key] = message
             messages.append(message)
         self._seen = seen
         self._known = {m.uid for m in messages}
