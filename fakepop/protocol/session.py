@@ -802,7 +802,15 @@ class Session:
         self._buffer.clear()
         return [self._send(_ok("Begin TLS negotiation")), START_TLS]
 
-    @command("UTF8", AUTHORIZATION, capability="UTF8 USER", available=lambda s: s.settings.utf8)
+    @command(
+        "UTF8",
+        AUTHORIZATION,
+        # RFC 6856, section 2: "USER" promises UTF-8 in USER and PASS, so only where they are.
+        capability=lambda s: (
+            "UTF8 USER" if s.settings.user_login and s._plaintext_allowed() else "UTF8"
+        ),
+        available=lambda s: s.settings.utf8,
+    )
     def do_utf8(self, args: tuple[str, ...]) -> Reply:
         self.utf8 = True
         return _ok("UTF8 enabled")

@@ -666,6 +666,19 @@ def test_capa_follows_the_settings() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [Settings(user_login=False), Settings(require_tls=True)],
+    ids=["no-user-login", "tls-required-and-absent"],
+)
+def test_utf8_promises_user_only_where_user_is_offered(settings: Settings) -> None:
+    # RFC 6856, section 2: the USER argument says UTF-8 is taken in USER and PASS.
+    lines = capa(Pair(settings=settings))
+    assert "UTF8" in lines
+    assert "USER" not in lines
+    assert "UTF8 USER" not in lines
+
+
 def test_capa_expire() -> None:
     store = MailStore({"alice": "secret", "bob": "pw"})
     assert "EXPIRE 30" in capa(Pair(store=store, settings=Settings(expire=30)))
