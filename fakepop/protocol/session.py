@@ -792,7 +792,8 @@ class Session:
     @command(
         "STLS",
         AUTHORIZATION,
-        capability=lambda s: None if s.secure else "STLS",
+        # RFC 2595, section 4: listed only where STLS is permitted, before login and TLS.
+        capability=lambda s: None if s.secure or s.state is not State.AUTHORIZATION else "STLS",
         available=lambda s: s.stls or s.secure,  # under TLS it answers "already active"
     )
     def do_stls(self, args: tuple[str, ...]) -> list[Event]:

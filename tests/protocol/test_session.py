@@ -775,6 +775,8 @@ def test_capa_and_dispatch_agree(
         assert COMMANDS[verb].available(pair.session), line
         fresh = session_in(state, settings, stls, secure)
         assert not fresh.cmd(verb).startswith(b"-ERR Unknown command"), line
+    if "STLS" in lines:  # RFC 2595, section 4: "present and permitted in the current state"
+        assert session_in(state, settings, stls, secure).cmd("STLS").startswith(b"+OK")
     # And every command that has a capability line now is advertised.
     for cmd in COMMANDS.values():
         shown = cmd.capability(pair.session) if cmd.capability else None
