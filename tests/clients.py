@@ -1,4 +1,6 @@
-"""Real POP3 clients as processes, run the same way by every interop test: fetchmail and curl.
+"""Real POP3 clients as processes, run the same way by every interop test: fetchmail and curl;
+and what the interop tests share: the transcript as clients saw it, TOP's expected bytes, and
+the mail mpop and getmail delivered to a Maildir.
 
 They are not skipped when missing: install them (`.ci/run` does, with apt-get).
 """
@@ -21,7 +23,13 @@ from fakepop import POP3Server
 
 USER, PASSWORD = "alice", "secret"  # the account the clients log in to unless told otherwise
 TIMEOUT = 60.0  # seconds for one client process; each takes well under one when all is well
-INSTALL = "install it (Debian: apt-get install curl fetchmail openssl), as .ci/run does"
+# The Debian packages of every client the interop tests run.
+PACKAGES = (
+    "curl fetchmail openssl mpop getmail6"
+    " perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl"
+    " ruby default-jdk-headless libjakarta-mail-java"
+)
+INSTALL = f"install it (Debian: apt-get install {PACKAGES}), as .ci/run does"
 
 
 def program(name: str) -> str:
@@ -67,6 +75,60 @@ def client_commands(server: POP3Server) -> list[list[str]]:
         [line[3:].split(" ")[0] for line in session.lines() if line.startswith("C: ")]
         for session in server.transcript
     ]
+
+
+def sent(server: POP3Server) -> list[list[str]]:
+    """What the client sent in each session, without "C: ", and the TLS notes ("TLS
+    established: ...", "TLS handshake failed: ..."); stops the server so every session ended."""
+    server.stop()
+    return [
+        [line[3:] for line in session.lines() if line.startswith(("C: ", "*: TLS "))]
+        for session in server.transcript
+    ]
+
+
+# The certificate faults a server can be told to have; every TLS client must refuse each.
+CERTIFICATE_FAULTS = ["expired", "not-yet-valid", "wrong-host", "untrusted-ca", "self-signed"]
+
+
+def top(wire: bytes, lines: int) -> bytes:
+    """What TOP msg n returns, un-stuffed: the header, the blank line, ``lines`` body lines."""
+    if wire.startswith(b"\r\n"):
+        end = 2  # no header: the blank line comes first
+    else:
+        blank = wire.find(b"\r\n\r\n")
+        if blank < 0:
+            return wire  # no blank line: it is all header
+        end = blank + 4
+    for _ in range(lines):
+        line_end = wire.find(b"\r\n", end)
+        if line_end < 0:
+            return wire
+        end = line_end + 2
+    return wire[:end]
+
+
+# Maildir file names as mpop and getmail write them: "<secs>.M<usecs>P<pid>Q<n>.<host>" (getmail
+# adds "R<random>" after the count). Q counts the deliveries of one process, from 0 or 1.
+DELIVERY_COUNT = re.compile(r"\.M\d+P\d+Q(\d+)[.R]")
+
+
+def maildir_delivered(maildir: Path) -> list[bytes]:
+    """The messages one client run delivered to ``maildir``'s new/, in delivery order; the
+    files are removed, so the next run's are the only ones there."""
+    files = list((maildir / "new").iterdir())
+    assert not any((maildir / "cur").iterdir()), "a client delivered to cur/"
+
+    def count(file: Path) -> int:
+        found = DELIVERY_COUNT.search(file.name)
+        assert found is not None, f"not a Maildir name mpop or getmail writes: {file.name}"
+        return int(found.group(1))
+
+    files.sort(key=count)
+    got = [f.read_bytes() for f in files]
+    for f in files:
+        f.unlink()
+    return got
 
 
 # --- curl ---------------------------------------------------------------------------------

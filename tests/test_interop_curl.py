@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clients import PASSWORD, USER, Curl, client_commands, url
+from clients import PASSWORD, USER, Curl, client_commands, top, url
 from corpus import corpus
 
 from fakepop import POP3Server
@@ -50,23 +50,6 @@ def succeeded(result: subprocess.CompletedProcess[bytes], server: POP3Server) ->
     """curl's output, after checking it exited 0; the transcript says why when it did not."""
     assert (result.returncode, result.stderr) == (0, b""), f"curl failed:\n{server.transcript}"
     return result.stdout
-
-
-def top(wire: bytes, lines: int) -> bytes:
-    """What TOP msg n returns, un-stuffed: the header, the blank line, ``lines`` body lines."""
-    if wire.startswith(b"\r\n"):
-        end = 2  # no header: the blank line comes first
-    else:
-        blank = wire.find(b"\r\n\r\n")
-        if blank < 0:
-            return wire  # no blank line: it is all header
-        end = blank + 4
-    for _ in range(lines):
-        line_end = wire.find(b"\r\n", end)
-        if line_end < 0:
-            return wire
-        end = line_end + 2
-    return wire[:end]
 
 
 def test_list(curl: Curl, server: POP3Server, messages: list[bytes]) -> None:
