@@ -109,6 +109,7 @@ class Mailbox:
     def clear(self) -> None:
         with self._mutex:
             self._clear()
+            self._shared = Snapshot()  # so removed mail is not kept alive by it
 
     def remove(self, uid: str) -> None:
         """Take one message out now, as an administrator would; not a session's deletion.
@@ -120,6 +121,7 @@ class Mailbox:
             if uid not in {m.uid for m in self._snapshot()}:
                 raise KeyError(f"no message with UID {uid!r} in this maildrop")
             self._remove({uid})
+            self._shared = Snapshot()
 
     @property
     def messages(self) -> list[StoredMessage]:
@@ -189,6 +191,7 @@ class Mailbox:
             try:
                 if delete:
                     self._remove(delete)
+                    self._shared = Snapshot()
                     self.deleted.extend(sorted(delete))
             finally:
                 self._holder = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from fakepop.mail import Account, Mailbox, MaildropError, MailStore, Message
@@ -162,6 +164,28 @@ def test_sessions_share_a_snapshot_until_the_maildrop_changes() -> None:
     third = box.acquire(holder)
     assert third.uid_listing == f"1 {b}\r\n".encode()
     assert first.uid_listing == f"1 {a}\r\n".encode()  # a snapshot never changes
+
+
+@pytest.mark.parametrize("how", ["remove", "clear", "commit"])
+def test_mail_taken_out_is_not_kept_alive_by_a_shared_snapshot(how: str) -> None:
+    box = Mailbox()
+    tracemalloc.start()
+    try:
+        uid = box.add(b"Subject: big\r\n\r\n" + b"x" * 8_000_000 + b"\r\n")
+        holder = object()
+        box.acquire(holder)  # the snapshot sessions share, not held by this test
+        if how == "commit":
+            box.release(holder, delete={uid})
+        elif how == "remove":
+            box.release(holder)
+            box.remove(uid)
+        else:
+            box.release(holder)
+            box.clear()
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000
 
 
 def test_a_commit_keeps_mail_that_arrived_during_the_session() -> None:
