@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Overflow(enum.Enum):
@@ -13,8 +13,7 @@ class Overflow(enum.Enum):
     LINE_TOO_LONG = enum.auto()
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):  # a tuple: one a command, and cheapest to make
     """One received line, without its terminator."""
 
     data: bytes

@@ -256,8 +256,10 @@ class Session:
         # Keywords are ASCII (RFC 2449, section 3): str.upper() would map "\u017ftat" to "STAT".
         cmd = COMMANDS.get(verb.upper()) if verb.isascii() else None
         # Mask by the leading word, whatever follows it: "PASS\tsecret" is no command, but a secret.
-        word = _WORD.match(text)
-        masking = COMMANDS.get(word[0].upper()) if word else None
+        masking = cmd
+        if masking is None:
+            word = _WORD.match(text)
+            masking = COMMANDS.get(word[0].upper()) if word else None
         masked = None
         if masking is not None and masking.mask is not None and len(text) > len(masking.verb):
             masked = f"{masking.verb} {masking.mask(text[len(masking.verb) + 1 :])}"

@@ -6,13 +6,12 @@ import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Direction = Literal["C", "S", "*"]  # from the client, from the server, a note on the connection
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: made several times a command, and cheapest to make
     time: float
     direction: Direction
     text: str
