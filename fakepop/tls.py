@@ -15,6 +15,7 @@ import shutil
 import ssl
 import tempfile
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -64,8 +65,11 @@ def _server_context(
     certificate: ServerCertificate, minimum: ssl.TLSVersion, maximum: ssl.TLSVersion
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = minimum
-    context.maximum_version = maximum
+    with warnings.catch_warnings():
+        # Python deprecates TLS 1.0 and 1.1; a test server asked for them means it.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = minimum
+        context.maximum_version = maximum
     if minimum < ssl.TLSVersion.TLSv1_2:
         context.set_ciphers(
             "DEFAULT:@SECLEVEL=0"

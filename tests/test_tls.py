@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import poplib
 import ssl
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -420,6 +421,21 @@ def test_tls_maximum_caps_the_version(make_server: ServerFactory) -> None:
     login_and_retr_all(client)
     server.stop()
     assert str(server.transcript).count("*: TLS established: TLSv1.2 ") == 2
+
+
+def test_old_tls_asked_for_does_not_warn() -> None:
+    # TLS 1.0 on request (c-client's STLS speaks nothing newer): Python's deprecation of the
+    # TLSVersion members is not the caller's to act on, and is an error under -W error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # A name of its own: a new certificate, so a server context no other test cached.
+        with POP3Server(
+            users={"alice": "secret"},
+            tls=True,
+            tls_names=("old-tls.fakepop.test",),
+            tls_minimum=ssl.TLSVersion.TLSv1,
+        ):
+            pass
 
 
 # --- certificates -------------------------------------------------------------------------
