@@ -28,6 +28,7 @@ PACKAGES = (
     "curl fetchmail openssl mpop getmail6"
     " perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl"
     " ruby default-jdk-headless libjakarta-mail-java"
+    " php-cli php-imap s-nail"
 )
 INSTALL = f"install it (Debian: apt-get install {PACKAGES}), as .ci/run does"
 
