@@ -83,7 +83,7 @@ def stuff_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         elif chunk[:2] == b"\n." and tail.endswith(b"\r"):
             stuffed = b"\n." + stuffed[1:]
         yield stuffed
-        tail = (tail + chunk)[-2:]
+        tail = (tail + chunk[-2:])[-2:]  # not tail + chunk: that copies the chunk
 
 
 def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
