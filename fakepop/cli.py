@@ -133,23 +133,32 @@ def _fail(message: str, code: int = 1) -> int:
 
 def generate(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if args.format != "mbox" and out.exists() and any(out.iterdir()):
-        return _fail(f"{out} is not empty; give a new or empty directory")
+    if args.format != "mbox" and out.exists():
+        if not out.is_dir():
+            return _fail(f"{out} is a file; --format {args.format} writes a directory")
+        if any(out.iterdir()):
+            return _fail(f"{out} is not empty; give a new or empty directory")
+    if args.format == "mbox" and out.is_dir():
+        return _fail(f"{out} is a directory; --format mbox writes a file")
     try:
         messages = iter_messages(args.count, seed=args.seed, locale=args.locale)
     except ValueError as e:
         return _fail(str(e), 2)
-    if args.format == "eml":
-        out.mkdir(parents=True, exist_ok=True)
-        width = max(4, len(str(args.count)))
-        for number, raw in enumerate(messages, 1):
-            (out / f"{number:0{width}}.eml").write_bytes(raw)
-    elif args.format == "mbox":
-        with out.open("wb") as mbox:
-            for raw in messages:
-                mbox.write(mboxrd_entry(raw))
-    else:
-        MaildirMailbox(out).extend(messages)
+    try:
+        if args.format == "eml":
+            out.mkdir(parents=True, exist_ok=True)
+            width = max(4, len(str(args.count)))
+            for number, raw in enumerate(messages, 1):
+                (out / f"{number:0{width}}.eml").write_bytes(raw)
+        elif args.format == "mbox":
+            with out.open("wb") as mbox:
+                for raw in messages:
+                    mbox.write(mboxrd_entry(raw))
+        else:
+            MaildirMailbox(out).extend(messages)
+    except OSError as e:
+        where = e.filename or out
+        return _fail(f"cannot write {where}: {e.strerror or e}; give --out a place you can write")
     print(f"wrote {args.count} messages to {out} ({args.format})")
     return 0
 

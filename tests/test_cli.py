@@ -370,3 +370,43 @@ def test_ca_command_says_where_it_wrote(tmp_path: Path, capsys: pytest.CaptureFi
     assert f"{tmp_path / CA_CERT} (made)" in capsys.readouterr().out
     assert main(["ca", "--out", str(tmp_path)]) == 0
     assert "already there, kept" in capsys.readouterr().out
+
+
+# --- fakepop generate ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["eml", "mbox", "maildir"])
+def test_generate_writes_what_generate_messages_makes(tmp_path: Path, form: str) -> None:
+    out = tmp_path / ("mail.mbox" if form == "mbox" else "mail")
+    (result,) = run(
+        ["generate", "--count", "7", "--seed", "3", "--format", form, "--out", str(out)]
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote 7 messages to {out} ({form})\n"
+    assert [to_crlf(m.raw) for m in load(out)] == [to_crlf(r) for r in generate_messages(7, seed=3)]
+
+
+@pytest.mark.parametrize(
+    ("form", "out", "says"),
+    [
+        ("eml", "full", "is not empty; give a new or empty directory"),
+        ("maildir", "file", "is a file; --format maildir writes a directory"),
+        ("mbox", "full", "is a directory; --format mbox writes a file"),
+        ("eml", "unwritable", "cannot write"),
+        ("mbox", "missing/x.mbox", "cannot write"),
+    ],
+)
+def test_generate_says_what_is_wrong_with_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], form: str, out: str, says: str
+) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mail.eml").write_bytes(b"x")
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "unwritable").mkdir(mode=0o500)
+    target = tmp_path / out / ("sub" if out == "unwritable" else "")
+    if os.geteuid() == 0 and out == "unwritable":
+        target = Path("/proc/fakepop-generate")  # root writes anywhere but in /proc
+    code, err = _main(["generate", "--count", "1", "--format", form, "--out", str(target)], capsys)
+    assert code == 1
+    assert says in err
+    assert "Traceback" not in err
