@@ -302,7 +302,13 @@ def populate(server: POP3Server, config: ServeConfig) -> None:
 def _add_account(server: POP3Server, name: str, password: str) -> None:
     try:
         server.users[name] = password
-    except (OSError, ValueError) as e:
+    except OSError as e:  # its Maildir under --maildir cannot be made
+        where = f" {e.filename}" if e.filename else ""
+        raise SetupError(
+            f"account {name!r}: cannot make its Maildir{where}: {e.strerror or e};"
+            " give --maildir a directory you can write"
+        ) from e
+    except ValueError as e:
         raise SetupError(f"account {name!r}: {e}") from e
 
 

@@ -319,6 +319,7 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
         (["--mailbox", "eve=/tmp"], {}, "there is no account eve; add --user eve:PASSWORD"),
         (["--faults", "/no/faults.toml"], {}, "no fault file at /no/faults.toml"),
         (["--manifest", "/no/fixtures"], {}, "--manifest: no manifest at"),
+        (["--maildir", "/proc/fakepop"], {}, "cannot make its Maildir /proc/fakepop"),
         (["--control-port", "0", "--control-host", "0.0.0.0"], {}, "set a token (--control-token)"),
         (["--generate", "-1"], {}, "expected a whole number, 0 or more"),
         ([], {"FAKEPOP_PROT": "1", "FAKEPOP_USER": "x"}, "ignoring FAKEPOP_PROT: no such setting"),
