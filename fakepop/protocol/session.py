@@ -91,6 +91,13 @@ def _err(text: str, code: str | None = None) -> Reply:
 class Session:
     """One client's conversation with the server.
 
+    A server sends what ``start`` returns (the greeting), then for the bytes it
+    receives calls ``feed`` and ``next_command`` until that returns None,
+    sending each command's replies before asking for the next, and carries out
+    the actions among them (Close, StartTLS, Pause, ...). ``receive_data`` does
+    both at once, for tests; ``timed_out`` and ``connection_lost`` say what
+    happened to the connection.
+
     Args:
         store: the accounts and maildrops the session logs in to.
         settings: what the server offers and its limits.
