@@ -93,6 +93,16 @@ class Exchange(ABC):
     def respond(self, data: bytes) -> Step:
         """The client's next response, decoded."""
 
+    def _act_as(self, account: Account, authzid: str) -> Step:
+        """Log ``account`` in as the authorization identity it named (RFC 4422, 3.4.1):
+        itself, or an account it may act as; none named means itself."""
+        if not authzid:
+            return Success(account)
+        target = self.accounts.resolve(authzid)
+        if target is account or (target is not None and target.name in account.may_act_as):
+            return Success(target)
+        return Failure(f"{_quoted(account.name)} may not log in as {_quoted(authzid)}")
+
 
 MECHANISMS: dict[str, type[Exchange]] = {}
 
@@ -134,12 +144,7 @@ class Plain(Exchange):
         if not check_password(account, password):
             return Failure()
         assert account is not None
-        if not authzid:
-            return Success(account)
-        target = self.accounts.resolve(authzid)
-        if target is account or (target is not None and target.name in account.may_act_as):
-            return Success(target)
-        return Failure(f"{_quoted(authcid)} may not log in as {_quoted(authzid)}")
+        return self._act_as(account, authzid)
 
 
 @mechanism
@@ -211,6 +216,23 @@ def _scram_decoy(mechanism: str, user: str) -> tuple[bytes, bytes, bytes, int]:
     )
 
 
+class _GivenHeader:
+    """The client's GS2 header as sent, authorization identity included.
+
+    scramp refuses a client-first message that names an authorization identity
+    (RFC 5802, section 5.1 allows one) and checks the final message's ``c=``
+    against the header it would rebuild. The identity is taken off before
+    scramp sees the first message, and this stands in for the header, so that
+    ``c=`` is checked against what the client really sent.
+    """
+
+    def __init__(self, header: str) -> None:
+        self.header = header.encode("utf-8")
+
+    def make_cbind_input(self, channel_binding: object) -> bytes:
+        return self.header  # no channel binding is offered: the input is the header alone
+
+
 class _Scram(Exchange):
     """RFC 5802 / 7677, the server side from scramp, without channel binding."""
 
@@ -221,6 +243,16 @@ class _Scram(Exchange):
         self.account: Account | None = None
         self.server = ScramMechanism(self.name).make_server(self._auth_info)
         self.stage = 0
+        self.authzid = ""
+
+    def _client_first(self, text: str) -> None:
+        flag, authzid, rest = [*text.split(",", 2), "", ""][:3]
+        if not authzid.startswith("a="):
+            self.server.set_client_first(text)
+            return
+        self.server.set_client_first(f"{flag},,{rest}")
+        self.server.gs2_header = _GivenHeader(f"{flag},{authzid},")
+        self.authzid = authzid[2:].replace("=2C", ",").replace("=3D", "=")  # saslname
 
     def _auth_info(self, user: str) -> tuple[bytes, bytes, bytes, int]:
         self.account = self.accounts.resolve(user)
@@ -241,7 +273,7 @@ class _Scram(Exchange):
         self.stage += 1
         try:
             if self.stage == 1:
-                self.server.set_client_first(text)
+                self._client_first(text)
                 return Challenge(self.server.get_server_first().encode("utf-8"))
             if self.stage == 2:
                 self.server.set_client_final(text)
@@ -251,7 +283,7 @@ class _Scram(Exchange):
         # The client's empty answer to the server-final message ends the exchange.
         if text or self.account is None:
             return Failure("SCRAM exchange is already complete")
-        return Success(self.account)
+        return self._act_as(self.account, self.authzid)
 
 
 @mechanism

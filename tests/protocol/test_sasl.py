@@ -481,6 +481,57 @@ def test_scram_logs_in_and_the_server_proves_it_knows_the_password(
     assert pair.session.state is State.TRANSACTION
 
 
+def scram_login(
+    pair: Pair, mechanism: str, user: str, password: str, header: str, binding: str | None = None
+) -> bytes:
+    """A SCRAM exchange made by hand, so that the GS2 header (``"n,a=alice,"``) and the
+    channel binding it sends back (``c=``, by default the header itself) can be chosen."""
+    digest = "sha1" if mechanism == "SCRAM-SHA-1" else "sha256"
+    bare = f"n={user},r=fakepopclientnonce"
+    server_first = challenge(pair.cmd(f"AUTH {mechanism} {b64(header + bare)}")).decode()
+    fields = scram_fields(server_first.encode())
+    salted = hashlib.pbkdf2_hmac(
+        digest, password.encode(), base64.b64decode(fields["s"]), int(fields["i"])
+    )
+    client_key = hmac.new(salted, b"Client Key", digest).digest()
+    without_proof = f"c={b64(header if binding is None else binding)},r={fields['r']}"
+    signature = hmac.new(
+        hashlib.new(digest, client_key).digest(),
+        f"{bare},{server_first},{without_proof}".encode(),
+        digest,
+    ).digest()
+    proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+    reply = pair.cmd(b64(f"{without_proof},p={b64(proof)}"))
+    return reply if reply.startswith(b"-") else pair.cmd("")
+
+
+@pytest.mark.parametrize("mechanism", SCRAMS)
+def test_scram_with_the_user_as_authorization_identity(mechanism: str) -> None:
+    # RFC 5802, section 5.1 allows "a=" in the client's first message (NeoMutt sends it).
+    pair = Pair(M1)
+    assert scram_login(pair, mechanism, USER, PASSWORD, f"n,a={USER},") == ALICE_IN
+    assert scram_login(Pair(M1), mechanism, USER, PASSWORD, "n,,") == ALICE_IN
+
+
+@pytest.mark.parametrize("mechanism", SCRAMS)
+def test_scram_authorization_identity_follows_may_act_as(mechanism: str) -> None:
+    store = admin_store()
+    refused = scram_login(Pair(M1, store=store), mechanism, "admin", "adminpw", "n,a=alice,")
+    assert refused == b"-ERR [AUTH] admin may not log in as alice\r\n"
+    store["admin"].may_act_as.add(USER)
+    pair = Pair(store=store)  # alice's maildrop holds M1 already
+    assert scram_login(pair, mechanism, "admin", "adminpw", "n,a=alice,") == ALICE_IN
+    assert pair.mailbox.locked
+
+
+@pytest.mark.parametrize("mechanism", SCRAMS)
+def test_scram_binding_must_repeat_the_header_sent(mechanism: str) -> None:
+    # c= carries the GS2 header back; one without the authorization identity is a forgery.
+    pair = Pair(M1)
+    assert scram_login(pair, mechanism, USER, PASSWORD, f"n,a={USER},", binding="n,,") == FAILED
+    back_to_commands(pair)
+
+
 @pytest.mark.parametrize("mechanism", SCRAMS)
 def test_scram_server_signature_differs_for_another_password(mechanism: str) -> None:
     # The check above can fail: a client holding another password rejects the server.
