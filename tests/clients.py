@@ -177,6 +177,23 @@ exec cat > "$inbox/$(printf %04d $((n + 1)))"
 RECEIVED = re.compile(rb"\AReceived: [^\n]*\n(?:[ \t][^\n]*\n)*")
 
 
+def records(out: bytes) -> dict[tuple[str, int], bytes]:
+    """What a client script printed as records: "KIND NUMBER LENGTH" LF, LENGTH octets, LF.
+
+    Length-prefixed, so messages come through byte for byte whatever they hold.
+    """
+    found: dict[tuple[str, int], bytes] = {}
+    while out:
+        head, _, out = out.partition(b"\n")
+        kind, number, length = head.decode().split(" ")
+        size = int(length)
+        payload, out = out[:size], out[size:]
+        assert out.startswith(b"\n"), f"a record of {size} octets overran: {head!r}"
+        out = out[1:]
+        found[kind, int(number)] = payload
+    return found
+
+
 def stripcr(wire: bytes) -> bytes:
     """What fetchmail hands an MDA by default: stripcr makes each CRLF a LF."""
     return wire.replace(b"\r\n", b"\n")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clients import PASSWORD, USER, environment, run
+from clients import PASSWORD, USER, environment, records, run
 from corpus import corpus
 
 from fakepop import POP3Server
@@ -74,16 +74,7 @@ class Run:
     def __init__(self, result: subprocess.CompletedProcess[bytes]) -> None:
         self.returncode = result.returncode
         self.stderr = result.stderr.decode("utf-8", "replace")
-        self.records: dict[tuple[str, int], bytes] = {}
-        out = result.stdout
-        while out:
-            head, _, out = out.partition(b"\n")
-            kind, number, length = head.decode().split(" ")
-            size = int(length)
-            payload, out = out[:size], out[size:]
-            assert out.startswith(b"\n"), f"a record of {size} octets overran: {head!r}"
-            out = out[1:]
-            self.records[kind, int(number)] = payload
+        self.records = records(result.stdout)
 
     def __getitem__(self, key: tuple[str, int]) -> bytes:
         return self.records[key]
