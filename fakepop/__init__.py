@@ -1,15 +1,50 @@
-"""fakepop: a fake POP3 server for tests, exact to the byte."""
+"""fakepop: a fake POP3 server for tests, exact to the byte.
+
+The names below are imported when first used, so that loading the pytest plugin
+(which every pytest run does wherever fakepop is installed) costs next to nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from fakepop._version import __version__
-from fakepop.control import ControlClient, ControlError
-from fakepop.faults import FaultPlan, Rule
-from fakepop.mail import Account, Mailbox, MailStore, Message
-from fakepop.mail.generate import generate_messages, iter_messages
-from fakepop.mail.loaders import load, load_eml, load_eml_dir, load_maildir, load_mbox
-from fakepop.mail.maildir import MaildirMailbox
-from fakepop.mail.message import LoadedMessage
-from fakepop.protocol import Session, Settings, Transcript
-from fakepop.server import POP3Server
+
+if TYPE_CHECKING:
+    from fakepop.control import ControlClient, ControlError
+    from fakepop.faults import FaultPlan, Rule
+    from fakepop.mail import Account, Mailbox, MailStore, Message
+    from fakepop.mail.generate import generate_messages, iter_messages
+    from fakepop.mail.loaders import load, load_eml, load_eml_dir, load_maildir, load_mbox
+    from fakepop.mail.maildir import MaildirMailbox
+    from fakepop.mail.message import LoadedMessage
+    from fakepop.protocol import Session, Settings, Transcript
+    from fakepop.server import POP3Server
+
+_WHERE = {
+    "Account": "fakepop.mail",
+    "ControlClient": "fakepop.control",
+    "ControlError": "fakepop.control",
+    "FaultPlan": "fakepop.faults",
+    "LoadedMessage": "fakepop.mail.message",
+    "MailStore": "fakepop.mail",
+    "Mailbox": "fakepop.mail",
+    "MaildirMailbox": "fakepop.mail.maildir",
+    "Message": "fakepop.mail",
+    "POP3Server": "fakepop.server",
+    "Rule": "fakepop.faults",
+    "Session": "fakepop.protocol",
+    "Settings": "fakepop.protocol",
+    "Transcript": "fakepop.protocol",
+    "generate_messages": "fakepop.mail.generate",
+    "iter_messages": "fakepop.mail.generate",
+    "load": "fakepop.mail.loaders",
+    "load_eml": "fakepop.mail.loaders",
+    "load_eml_dir": "fakepop.mail.loaders",
+    "load_maildir": "fakepop.mail.loaders",
+    "load_mbox": "fakepop.mail.loaders",
+}
 
 __all__ = [
     "Account",
@@ -35,3 +70,16 @@ __all__ = [
     "load_maildir",
     "load_mbox",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fakepop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once found, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -15,16 +15,16 @@ import ssl
 import tempfile
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-import trustme
 
-from fakepop.mail.generate import generate_messages
-from fakepop.mail.loaders import load
-from fakepop.mail.store import Mailbox
-from fakepop.server import POP3Server
-from fakepop.tls import Authority
+# The server, TLS and mail modules are imported by the fixtures that use them: the plugin
+# is loaded by every pytest run wherever fakepop is installed, and should cost it nothing.
+if TYPE_CHECKING:
+    from fakepop.mail.store import Mailbox
+    from fakepop.server import POP3Server
+    from fakepop.tls import Authority
 
 DEFAULT_USER = "user"
 DEFAULT_PASSWORD = "password"  # as smtpdfix and GreenMail users expect
@@ -32,7 +32,7 @@ DEFAULT_PASSWORD = "password"  # as smtpdfix and GreenMail users expect
 # Marker and factory arguments that are the plugin's own; the rest go to POP3Server.
 _OWN = {"messages", "fixtures", "generate", "seed", "locale", "strict", "transcript"}
 
-SERVERS = pytest.StashKey[list[POP3Server]]()  # the servers a test made, for its report
+SERVERS = pytest.StashKey[list["POP3Server"]]()  # the servers a test made, for its report
 SHOW_TRANSCRIPT = pytest.StashKey[bool]()
 
 
@@ -114,6 +114,10 @@ def _defaults(config: pytest.Config) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def pop3_authority(pytestconfig: pytest.Config) -> Authority:
     """The test session's CA, kept in pytest's cache (``.pytest_cache/d/fakepop/ca.pem``)."""
+    import trustme
+
+    from fakepop.tls import Authority
+
     cache = getattr(pytestconfig, "cache", None)
     if cache is None:  # -p no:cacheprovider
         return Authority()
@@ -143,6 +147,8 @@ def pop3_server_factory(
     Takes POP3Server's keyword arguments and the marker's own: ``messages``,
     ``fixtures``, ``generate`` (with ``seed``, ``locale``), ``strict``.
     """
+    from fakepop.server import POP3Server
+
     defaults = _defaults(request.config)
     servers: list[POP3Server] = []
     request.node.stash[SERVERS] = servers
@@ -193,6 +199,8 @@ def _fill(server: POP3Server, own: dict[str, Any]) -> None:
     mailbox = server.mailbox(next(iter(server.users)))
     mailbox.extend(_messages(own.get("messages", ())))
     if own.get("generate"):
+        from fakepop.mail.generate import generate_messages
+
         count = own["generate"]
         mailbox.extend(
             generate_messages(count, seed=own.get("seed", 0), locale=own.get("locale", "en_US"))
@@ -201,6 +209,8 @@ def _fill(server: POP3Server, own: dict[str, Any]) -> None:
 
 def _messages(items: Iterable[Any]) -> Iterator[Any]:
     """Messages as given, with paths (a ``Path``, or text on one line) loaded from disk."""
+    from fakepop.mail.loaders import load
+
     for item in items:
         if isinstance(item, os.PathLike) or (isinstance(item, str) and "\n" not in item):
             yield from load(item)  # an .eml, a directory of them, an mbox, a Maildir

@@ -6,6 +6,8 @@ import importlib.metadata
 import importlib.util
 import re
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1147,3 +1149,23 @@ def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
     assert tests >= 5
     # Strict too: the example's client keeps to the RFCs.
     pytester.runpytest("--fakepop-strict").assert_outcomes(passed=tests)
+
+
+def test_loading_the_plugin_imports_nothing_heavy() -> None:
+    # Every pytest run loads the plugin wherever fakepop is installed: the server, TLS and
+    # mail modules (and cryptography, Faker, http.server) wait until a fixture needs them.
+    code = (
+        "import sys, fakepop.pytest_plugin\n"
+        "heavy = ('fakepop.server', 'fakepop.tls', 'fakepop.control', 'fakepop.mail',"
+        " 'trustme', 'cryptography', 'scramp', 'faker', 'http.server')\n"
+        "print(' '.join(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "\n"
+
+
+def test_the_public_names_are_there_when_asked_for() -> None:
+    code = "import fakepop; print(all(getattr(fakepop, n) for n in fakepop.__all__))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "True\n", result.stderr
