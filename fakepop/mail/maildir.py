@@ -29,6 +29,7 @@ from fakepop.mail.wire import CRLF, crlf_chunks, dot_stuff, lines_of, stuff_chun
 
 READ_SIZE = 1 << 16
 STAMP_MARGIN = 1_000_000_000  # ns: see _scan
+TMP_AGE = 3600  # seconds a dead process's file waits in tmp/ before it is swept
 WHOLE_READ = 1 << 20  # files up to this size are read and converted at once, larger ones streamed
 JOURNAL = "fakepop-commit"  # in the Maildir's root: the files a commit is deleting
 _WIRE_SIZE = re.compile(r",W=(\d+)")  # Maildir++: the size with CRLF line ends, as Dovecot writes
@@ -246,15 +247,19 @@ class MaildirMailbox(Mailbox):
     def _sweep_tmp(self) -> None:
         """Delete what a killed fakepop process left half-written in tmp/.
 
-        A delivery or a journal still in tmp/ never took effect; only files of
-        processes that are gone are touched, never another program's.
+        A delivery or a journal still in tmp/ never took effect. Only fakepop's
+        files are touched, never another program's, and only those of a process
+        that is gone and untouched for TMP_AGE (a process in another PID
+        namespace sharing the Maildir may look gone).
         """
+        old = time.time() - TMP_AGE
         with os.scandir(self.path / "tmp") as entries:
             for entry in entries:
                 owner = _TMP_OWNER.match(entry.name)
                 if owner and not _alive(int(owner[1] or owner[2])):
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
+                        if entry.stat().st_mtime < old:
+                            os.unlink(entry.path)
 
     def _finish_commit(self) -> None:
         """Carry out a journal's deletions, whether written just now or by a killed process."""

@@ -452,6 +452,11 @@ def test_what_a_killed_process_left_in_tmp_is_swept(tmp_path: Path) -> None:
     for name in left:
         (maildir / "tmp" / name).write_bytes(message(1))
     MaildirMailbox(maildir)
+    assert {p.name for p in (maildir / "tmp").iterdir()} == set(left)  # all too recent
+    an_hour_ago = time.time() - 3601
+    for name in left:
+        os.utime(maildir / "tmp" / name, (an_hour_ago, an_hour_ago))
+    MaildirMailbox(maildir)
     assert {p.name for p in (maildir / "tmp").iterdir()} == {n for n, kept in left.items() if kept}
 
 
