@@ -29,7 +29,7 @@ PACKAGES = (
     " perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl"
     " ruby default-jdk-headless libjakarta-mail-java"
     " php-cli php-imap s-nail"
-    " emacs-nox neomutt"
+    " emacs-nox neomutt mailutils"
 )
 INSTALL = f"install it (Debian: apt-get install {PACKAGES}), as .ci/run does"
 
