@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from clients import PASSWORD, USER, Curl, client_commands, top, url
-from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -32,11 +31,6 @@ LOGINS: dict[str, tuple[dict[str, Any], str]] = {
 @pytest.fixture(scope="module")
 def curl() -> Curl:
     return Curl()
-
-
-@pytest.fixture(scope="module")
-def messages() -> list[bytes]:
-    return corpus()
 
 
 @pytest.fixture

@@ -47,7 +47,6 @@ from clients import (
     run,
     sent,
 )
-from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -202,18 +201,6 @@ class Pop3El:
 @pytest.fixture
 def pop3_el(tmp_path: Path) -> Pop3El:
     return Pop3El(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def messages() -> list[bytes]:
-    return corpus()
-
-
-@pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
 
 
 @pytest.fixture

@@ -28,15 +28,9 @@ from typing import Any
 
 import pytest
 from clients import PASSWORD, RECEIVED, USER, Fetchmail, client_commands, printed
-from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
-
-
-@pytest.fixture(scope="module")
-def messages() -> list[bytes]:
-    return corpus()
 
 
 @pytest.fixture

@@ -48,7 +48,6 @@ from clients import (
     sent,
     stripcr,
 )
-from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -201,18 +200,6 @@ def getmail(tmp_path: Path) -> Iterator[Getmail]:
         yield client
     finally:
         shutil.rmtree(home)
-
-
-@pytest.fixture(scope="module")
-def messages() -> list[bytes]:
-    return corpus()
-
-
-@pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
 
 
 @pytest.fixture

@@ -105,13 +105,6 @@ def messages() -> list[bytes]:
 
 
 @pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
-
-
-@pytest.fixture
 def small() -> Iterator[POP3Server]:
     with POP3Server(users={USER: PASSWORD}, tls=True) as server:
         server.mailbox(USER).extend(SMALL)

@@ -35,7 +35,6 @@ from clients import (
     stripcr,
     top,
 )
-from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -129,18 +128,6 @@ class Mpop:
 @pytest.fixture
 def mpop(tmp_path: Path) -> Mpop:
     return Mpop(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def messages() -> list[bytes]:
-    return corpus()
-
-
-@pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
 
 
 @pytest.fixture

@@ -38,7 +38,6 @@ from pathlib import Path
 
 import pytest
 from clients import PASSWORD, USER, environment, program, sent, stripcr
-from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -145,18 +144,6 @@ def as_fetched(messages: list[bytes]) -> bytes:
 @pytest.fixture
 def neomutt(tmp_path: Path) -> NeoMutt:
     return NeoMutt(tmp_path)
-
-
-@pytest.fixture(scope="module")
-def messages() -> list[bytes]:
-    return corpus()
-
-
-@pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
 
 
 @pytest.fixture

@@ -42,7 +42,6 @@ from clients import (
     stripcr,
     top,
 )
-from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -253,18 +252,6 @@ def perl(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture
 def netpop3(perl: str, tmp_path: Path) -> NetPOP3:
     return NetPOP3(perl, tmp_path)
-
-
-@pytest.fixture(scope="module")
-def messages() -> list[bytes]:
-    return corpus()
-
-
-@pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
 
 
 SMALL = [
