@@ -194,6 +194,26 @@ def records(out: bytes) -> dict[tuple[str, int], bytes]:
     return found
 
 
+class ScriptRun:
+    """One run of a client script that prints records: exit status, stderr, the records."""
+
+    def __init__(self, result: subprocess.CompletedProcess[bytes]) -> None:
+        self.returncode = result.returncode
+        self.stderr = result.stderr.decode("utf-8", "replace")
+        self.records = records(result.stdout)
+
+    def __getitem__(self, key: tuple[str, int]) -> bytes:
+        return self.records[key]
+
+    def numbers(self, kind: str) -> list[int]:
+        """The numbers of the records of ``kind``, in order."""
+        return sorted(n for k, n in self.records if k == kind)
+
+    def texts(self, kind: str) -> list[str]:
+        """Every record of ``kind`` as text, in order."""
+        return [self.records[kind, n].decode() for n in self.numbers(kind)]
+
+
 def stripcr(wire: bytes) -> bytes:
     """What fetchmail hands an MDA by default: stripcr makes each CRLF a LF."""
     return wire.replace(b"\r\n", b"\n")

@@ -35,12 +35,11 @@ from __future__ import annotations
 import json
 import re
 import ssl
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clients import CERTIFICATE_FAULTS, PASSWORD, USER, environment, program, records, run, sent
+from clients import CERTIFICATE_FAULTS, PASSWORD, USER, ScriptRun, environment, program, run, sent
 from corpus import corpus
 
 from fakepop import POP3Server
@@ -109,21 +108,8 @@ def php(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-class Run:
-    """One run of the script: its exit status, stderr, and records by (kind, number)."""
-
-    def __init__(self, result: subprocess.CompletedProcess[bytes]) -> None:
-        self.returncode = result.returncode
-        self.stderr = result.stderr.decode("utf-8", "replace")
-        self.records = records(result.stdout)
-
-    def __getitem__(self, key: tuple[str, int]) -> bytes:
-        return self.records[key]
-
-    def texts(self, kind: str) -> list[str]:
-        """Every record of ``kind`` as text, in order: c-client's errors, PHP's warnings."""
-        numbers = sorted(n for k, n in self.records if k == kind)
-        return [self.records[kind, n].decode() for n in numbers]
+class Run(ScriptRun):
+    """A run of the script: its records hold c-client's errors and PHP's warnings as text."""
 
     def overview(self, number: int) -> dict[str, Any]:
         decoded: dict[str, Any] = json.loads(self["OVERVIEW", number])

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clients import PASSWORD, USER, environment, records, run
+from clients import PASSWORD, USER, ScriptRun, environment, run
 from corpus import corpus
 
 from fakepop import POP3Server
@@ -68,21 +67,6 @@ def ruby() -> str:
     return path
 
 
-class Run:
-    """One run of the script: its exit status, stderr, and records by (kind, number)."""
-
-    def __init__(self, result: subprocess.CompletedProcess[bytes]) -> None:
-        self.returncode = result.returncode
-        self.stderr = result.stderr.decode("utf-8", "replace")
-        self.records = records(result.stdout)
-
-    def __getitem__(self, key: tuple[str, int]) -> bytes:
-        return self.records[key]
-
-    def numbers(self, kind: str) -> list[int]:
-        return sorted(n for k, n in self.records if k == kind)
-
-
 class NetPOP3:
     """Runs the script with a plan, in the C locale with an empty HOME (no gemrc)."""
 
@@ -90,12 +74,12 @@ class NetPOP3:
         self.ruby = ruby
         self.env = environment(home)
 
-    def __call__(self, server: POP3Server, **plan: Any) -> Run:
+    def __call__(self, server: POP3Server, **plan: Any) -> ScriptRun:
         """``plan`` adds to and overrides: the server's plain port, alice's USER/PASS login,
         and nothing to do with each message."""
         plan = {"host": server.host, "port": server.port, "user": USER, "password": PASSWORD} | plan
         args = [self.ruby, str(SCRIPT), json.dumps(plan)]
-        return Run(run(args, self.env))
+        return ScriptRun(run(args, self.env))
 
 
 @pytest.fixture
@@ -126,7 +110,7 @@ def said(server: POP3Server) -> list[list[str]]:
     ]
 
 
-def succeeded(run: Run, server: POP3Server) -> Run:
+def succeeded(run: ScriptRun, server: POP3Server) -> ScriptRun:
     assert (run.returncode, run.stderr) == (0, ""), f"Ruby failed:\n{server.transcript}"
     assert run["FINISHED", 0] == b""
     return run
