@@ -35,7 +35,8 @@ import pytest
 
 import fakepop
 from fakepop import MaildirMailbox
-from fakepop.mail.maildir import JOURNAL
+from fakepop.mail import MaildropError
+from fakepop.mail.maildir import JOURNAL, STAGING
 
 SEED = 20261127
 TRIALS = 150
@@ -252,7 +253,7 @@ class Tally:
     moments: Counter[str] = field(default_factory=Counter)
     after_quit: int = 0  # killed after QUIT was sent, before its +OK was read
     journal_left: int = 0  # killed past the commit point: the journal was still there
-    journal_half_written: int = 0  # killed while writing the journal, before the commit point
+    staging_left: int = 0  # killed while moving files aside, before the commit point
     deliveries: int = 0
     lost: int = 0
     delivered_lost: int = 0
@@ -323,10 +324,16 @@ def check(trial: Trial, tally: Tally) -> None:
     tally.trials += 1
     tally.deliveries += len(trial.delivered)
     tally.journal_left += (maildir / JOURNAL).exists()
-    tally.journal_half_written += any(
-        p.name.startswith(JOURNAL) for p in (maildir / "tmp").iterdir()
-    )
+    tally.staging_left += (maildir / STAGING).exists()
     reopened = MaildirMailbox(maildir, create=False)  # finishes an interrupted commit
+    holder = object()
+    try:  # the killed server's lock on the Maildir died with it
+        reopened.acquire(holder)
+    except MaildropError:
+        stale_lock = 1
+    else:
+        reopened.release(holder)
+        stale_lock = 0
     found: Counter[bytes] = Counter()
     for sub in ("new", "cur"):
         for path in (maildir / sub).iterdir():
@@ -334,6 +341,7 @@ def check(trial: Trial, tally: Tally) -> None:
     gone = {uid for uid, content in trial.contents.items() if content not in found}
     problems = {
         "journal still there": int((maildir / JOURNAL).exists()),
+        "staging still there": int((maildir / STAGING).exists()),
         "unknown files": len(set(found) - set(trial.contents.values())),
         "lost": len(gone - trial.marked),
         "delivered lost": len((gone & trial.delivered) - trial.marked),
@@ -342,6 +350,7 @@ def check(trial: Trial, tally: Tally) -> None:
         # A commit is all or nothing: the session killed deleted all its DELEs or none.
         "half committed": int(bool(gone & trial.last_session) and not trial.last_session <= gone),
         "messages != files": abs(len(reopened.messages) - sum(found.values())),
+        "stale lock": stale_lock,
     }
     tally.lost += problems["lost"]
     tally.delivered_lost += problems["delivered lost"]
@@ -368,7 +377,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         + ", ".join(f"{tally.moments[m]} {m}" for m in MOMENTS)
         + f"\n{tally.after_quit} kills after QUIT was sent and before its +OK was read: "
         f"{tally.journal_left} past the commit point (journal left to finish), "
-        f"{tally.journal_half_written} while the journal was being written"
+        f"{tally.staging_left} while files were being moved aside"
         f"\n{tally.deliveries} messages delivered during the runs; lost {tally.lost}, "
         f"of them delivered {tally.delivered_lost}; duplicated {tally.duplicated}; "
         f"kept though acknowledged {tally.kept_though_acknowledged}; "

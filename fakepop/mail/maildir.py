@@ -1,45 +1,106 @@
-"""A maildrop kept on disk as a Maildir: read when sent, committed with a journal.
+"""A maildrop kept on disk as a Maildir: read when sent, locked on disk, committed all or nothing.
 
 Messages stay in their files; only names and sizes are held in memory, so a
 large Maildir is served with a small resident size. As the Maildir protocol
 has it, a delivered file is never changed in place: edits are written anew
 and renamed over, and only a rename or unlink is sure to be seen. Deliveries
 follow the Maildir protocol (write in tmp/, rename into new/), so mail another
-program delivers shows in the next session. Deletions at QUIT are written to a journal
-first, then carried out; a journal left by a killed process is finished when
-the Maildir is next opened, so a commit is all or nothing and no message is
-ever lost, duplicated, or both deleted and present.
+program delivers shows in the next session; a message another program moves
+(new/ to cur/, or a change of flags) is found by its unique name wherever it went.
+
+The maildrop is locked by an flock on a file in the Maildir, so every fakepop
+on the machine sees the lock, and the kernel drops it when its process dies.
+Deletions at QUIT first move the files aside into a staging directory (undone
+if any of them cannot be moved), then the rename of that directory is the
+commit point, then its files are deleted. What a killed process left is
+finished, or undone, by the next process to lock the maildrop: a commit is
+all or nothing and no message is ever lost, duplicated, or both deleted and present.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import itertools
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Set
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid
-from fakepop.mail.store import Mailbox
+from fakepop.mail.store import Mailbox, MaildropError, MessageGone
 from fakepop.mail.wire import CRLF, crlf_chunks, dot_stuff, lines_of, stuff_chunks, to_crlf
 
 READ_SIZE = 1 << 16
 STAMP_MARGIN = 1_000_000_000  # ns: see _scan
 TMP_AGE = 3600  # seconds a dead process's file waits in tmp/ before it is swept
 WHOLE_READ = 1 << 20  # files up to this size are read and converted at once, larger ones streamed
-JOURNAL = "fakepop-commit"  # in the Maildir's root: the files a commit is deleting
+# In the Maildir's root, beside cur/, new/ and tmp/ (Maildir readers look only in those):
+LOCK = "fakepop-lock"  # flock()ed by whoever holds the maildrop
+STAGING = "fakepop-staging"  # a commit's files, moved aside from new/ and cur/ until it commits
+JOURNAL = "fakepop-commit"  # STAGING renamed: the commit point; what is in it is being deleted
+SUBDIRS = ("new", "cur")  # where mail is; in this order, as mail moves from new/ to cur/
+LOCATE_ATTEMPTS = 10  # a message that moves again each time it is found: give up, delete nothing
 _WIRE_SIZE = re.compile(r",W=(\d+)")  # Maildir++: the size with CRLF line ends, as Dovecot writes
 _deliveries = itertools.count()
 _OWN_UID = re.compile(r"\.fakepop,U=(.+)")
 
 
-def _read(path: str) -> Iterator[bytes]:
-    """The file's bytes in pieces; opened at once, so a missing file fails here, not later."""
-    file = open(path, "rb")  # noqa: SIM115 (the generator closes it)
+def unique_name(name: str) -> str:
+    """A Maildir file name without its flags (":2,S"): what stays when mail is moved or flagged."""
+    return name.split(":", 1)[0]
+
+
+def _locate(root: str, key: str, inode: int) -> str | None:
+    """The path a message now has, found by its unique name in new/ and cur/; None if gone.
+
+    The file with the same inode is the message moved; without one, a single
+    file of that unique name is the message rewritten (and moved). With two
+    files of that name and neither the same inode, neither can be told to be
+    the message: None.
+    """
+    candidates = []
+    for sub in SUBDIRS:  # new/ first: a file moving to cur/ meanwhile is found there
+        with os.scandir(os.path.join(root, sub)) as entries:
+            candidates += [e for e in entries if unique_name(e.name) == key]
+    same = [e.path for e in candidates if e.inode() == inode]
+    if same:
+        return same[0]
+    return candidates[0].path if len(candidates) == 1 else None
+
+
+def _open_message(path: str, inode: int) -> int:
+    """A descriptor on a message's file, wherever another program moved it.
+
+    Raises:
+        MessageGone: it is nowhere in the Maildir.
+    """
+    for _ in range(LOCATE_ATTEMPTS):
+        try:
+            return os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            moved = _locate(
+                os.path.dirname(os.path.dirname(path)), unique_name(os.path.basename(path)), inode
+            )
+            if moved is None:
+                raise MessageGone(
+                    errno.ENOENT, "the message was deleted by another program", path
+                ) from None
+            path = moved
+    raise OSError(errno.EAGAIN, "the message keeps being moved by another program", path)
+
+
+def _read(path: str, inode: int | None = None) -> Iterator[bytes]:
+    """The file's bytes in pieces; opened at once, so a missing file fails here, not later.
+
+    With ``inode``, the file is a message, found wherever it was moved.
+    """
+    descriptor = os.open(path, os.O_RDONLY) if inode is None else _open_message(path, inode)
+    file = open(descriptor, "rb")  # noqa: SIM115 (the generator closes it)
 
     def pieces() -> Iterator[bytes]:
         with file:
@@ -49,9 +110,9 @@ def _read(path: str) -> Iterator[bytes]:
     return pieces()
 
 
-def _read_whole(path: str, size: int) -> bytes:
-    """A small file's bytes, with no file object in between: this is on every RETR's path."""
-    descriptor = os.open(path, os.O_RDONLY)
+def _read_whole(path: str, inode: int, size: int) -> bytes:
+    """A small message's bytes, with no file object in between: this is on every RETR's path."""
+    descriptor = _open_message(path, inode)
     try:
         data = os.read(descriptor, size + 1)
         if len(data) <= size:  # all of it: no second read to see the end
@@ -78,16 +139,30 @@ def maildir_uid(name: str) -> str:
     (``<time>.P<pid>Q<n>.fakepop,U=<uid>``), so the UID is the one ``add`` returned,
     while the name still starts with the delivery time and sorts in arrival order.
     """
-    key = name.split(":", 1)[0]
+    key = unique_name(name)
     own = _OWN_UID.search(key)
     if own:
         key = own[1]
     try:
         return check_uid(key)
     except ValueError:
-        return hashlib.sha1(
-            key.encode("utf-8", "surrogateescape"), usedforsecurity=False
-        ).hexdigest()
+        return _digest(key)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape"), usedforsecurity=False).hexdigest()
+
+
+def _another_uid(uid: str, inode: int, taken: set[str]) -> str:
+    """A UID for a second file claiming ``uid`` (a copy in new/ and cur/, two ",U=" alike).
+
+    Made from the file's inode, which a move keeps, so it stays the same
+    from session to session (RFC 1939, section 7).
+    """
+    other = f"{uid}.{inode}"
+    while other in taken or len(other) > 70:  # RFC 1939: 1 to 70 characters
+        other = _digest(f"{other}\0{inode}")
+    return other
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,18 +173,19 @@ class MaildirMessage:
     uid: str
     size: int
     file_size: int  # on disk, before CRLF normalisation
+    inode: int  # which file it is, wherever another program moves it
 
     def read(self) -> bytes:
-        return b"".join(crlf_chunks(_read(self.path)))
+        return b"".join(crlf_chunks(_read(self.path, self.inode)))
 
     def chunks(self) -> Iterator[bytes]:
         if self.file_size <= WHOLE_READ:  # most mail: one read, converted in C
-            wire = dot_stuff(to_crlf(_read_whole(self.path, self.file_size)))
+            wire = dot_stuff(to_crlf(_read_whole(self.path, self.inode, self.file_size)))
             return iter((wire,) if wire else ())
-        return stuff_chunks(crlf_chunks(_read(self.path)))
+        return stuff_chunks(crlf_chunks(_read(self.path, self.inode)))
 
     def top_chunks(self, lines: int) -> Iterator[bytes]:
-        wire = lines_of(crlf_chunks(_read(self.path)))
+        wire = lines_of(crlf_chunks(_read(self.path, self.inode)))
 
         def top() -> Iterator[bytes]:
             for line in wire:  # the header, up to and including the blank line
@@ -141,11 +217,80 @@ class MaildirMailbox(Mailbox):
         self._listed: list[MaildirMessage] = []  # the last scan, valid while stamps match
         self._stamps: tuple[int, int] | None = None  # new/ and cur/ mtimes of that scan
         self._known: set[str] | None = None  # the UIDs there, for adds to check against
-        self._finish_commit()
+        self._lock_file: int | None = None  # a descriptor holding the flock, while locked
+        self._tidy()
         self._sweep_tmp()
 
     def __repr__(self) -> str:
         return f"<MaildirMailbox {self.path}>"
+
+    # --- the lock on disk ------------------------------------------------------------------
+
+    def _lock_storage(self) -> None:
+        """Take the flock on the Maildir's lock file, then settle what a killed process left.
+
+        flock, not a file holding a pid: the kernel drops it when the process
+        dies, however it dies, so a stale lock never outlives its holder, and
+        no pid is guessed at across PID namespaces. Each open of the file is
+        a lock of its own, so two mailboxes on one Maildir in one process
+        exclude each other too (fcntl's POSIX locks would not).
+
+        Raises:
+            MaildropError: ``[IN-USE]``: another mailbox or process holds it.
+        """
+        descriptor = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException as e:
+            os.close(descriptor)
+            if isinstance(e, BlockingIOError):
+                raise MaildropError("IN-USE", "Mailbox is locked by another process") from None
+            raise
+        self._lock_file = descriptor
+        try:
+            self._settle()
+        except BaseException:
+            self._unlock_storage()
+            raise
+
+    def _unlock_storage(self) -> None:
+        descriptor, self._lock_file = self._lock_file, None
+        if descriptor is not None:
+            os.close(descriptor)  # which drops the flock
+
+    def _tidy(self) -> None:
+        """Settle a killed process's commit, if there is one and nobody holds the maildrop."""
+        if not any(os.path.lexists(self.path / d) for d in (JOURNAL, STAGING)):
+            return
+        if self._lock_file is not None:
+            self._settle()
+            return
+        with contextlib.suppress(MaildropError):  # the holder settles it
+            self._lock_storage()
+            self._unlock_storage()
+
+    def _settle(self) -> None:
+        """Under the lock: finish a commit past its commit point, undo one before it."""
+        journal = self.path / JOURNAL
+        if journal.is_dir():
+            for sub in SUBDIRS:
+                with contextlib.suppress(FileNotFoundError), os.scandir(journal / sub) as entries:
+                    for entry in entries:
+                        os.unlink(entry.path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(journal / sub)
+            os.rmdir(journal)
+            _sync_directory(self.path)
+        staging = self.path / STAGING
+        if staging.is_dir():
+            for sub in SUBDIRS:
+                with contextlib.suppress(FileNotFoundError), os.scandir(staging / sub) as entries:
+                    for entry in entries:
+                        os.rename(entry.path, self.path / sub / entry.name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(staging / sub)
+            os.rmdir(staging)
+            _sync_directory(self.path)
 
     # --- storage ---------------------------------------------------------------------------
 
@@ -153,7 +298,7 @@ class MaildirMailbox(Mailbox):
         return list(self._scan())
 
     def _scan(self) -> list[MaildirMessage]:
-        self._finish_commit()
+        self._tidy()
         # Every delivery, rename or unlink moves a directory's mtime: while neither moved,
         # the last scan is still right, and a large maildrop is not listed at every login.
         stamps = (os.stat(self.path / "new").st_mtime_ns, os.stat(self.path / "cur").st_mtime_ns)
@@ -161,26 +306,31 @@ class MaildirMailbox(Mailbox):
             return self._listed
         started = time.time_ns()
         found: list[os.DirEntry[str]] = []
-        for sub in ("new", "cur"):
+        for sub in SUBDIRS:
             with os.scandir(self.path / sub) as entries:
                 found += [e for e in entries if not e.name.startswith(".") and e.is_file()]
         found.sort(key=lambda entry: entry.name)  # unique names start with the delivery time
+        # The inode comes with the directory listing, free; a file's unique name (without
+        # its flags) never names other mail. Together they find a file seen before, even
+        # moved from new/ to cur/, without a stat; a file replaced by a rename is new.
+        keyed = [(entry, (entry.inode(), unique_name(entry.name))) for entry in found]
+        # Files seen before keep their UIDs; a new file claiming one of them gets another.
+        taken = {self._seen[key].uid for _, key in keyed if key in self._seen}
         messages = []
         seen: dict[tuple[int, str], MaildirMessage] = {}
-        for entry in found:
-            name = entry.name
-            # The inode comes with the directory listing, free; a file's unique name (without
-            # its flags) never names other mail. Together they find a file seen before, even
-            # moved from new/ to cur/, without a stat; a file replaced by a rename is new.
-            key = (entry.inode(), name.split(":", 1)[0])
+        for entry, key in keyed:
             message = self._seen.get(key)
             if message is None:
                 try:
                     file_size = entry.stat().st_size
-                    size = _wire_size(name, entry.path)
+                    size = _wire_size(entry.name, entry.path)
                 except FileNotFoundError:
                     continue  # deleted by someone else since the listing
-                message = MaildirMessage(entry.path, maildir_uid(name), size, file_size)
+                uid = maildir_uid(entry.name)
+                if uid in taken:
+                    uid = _another_uid(uid, key[0], taken)
+                taken.add(uid)
+                message = MaildirMessage(entry.path, uid, size, file_size, key[0])
             elif message.path != entry.path:  # moved between new/ and cur/, or flagged
                 message = dataclasses.replace(message, path=entry.path)
             seen[key] = message
@@ -226,60 +376,90 @@ class MaildirMailbox(Mailbox):
             self._known = {m.uid for m in self._scan()}
         return self._known
 
-    def _remove(self, uids: Set[str]) -> None:
-        doomed = [m.path for m in self._scan() if m.uid in uids]
+    def _remove(self, messages: Sequence[StoredMessage]) -> None:
+        """Delete these messages' files, wherever they moved, all or none.
+
+        Each is moved aside into STAGING; if one cannot be (other than because
+        it is gone: deleted by someone else, its deletion is done), those moved
+        go back and the error is raised. Renaming STAGING to JOURNAL commits;
+        deleting what is in it can then only be finished, never undone.
+        """
+        doomed = [m for m in messages if isinstance(m, MaildirMessage)]
         if not doomed:
             return
-        journal = self.path / JOURNAL
-        temporary = self.path / "tmp" / f"{JOURNAL}.{os.getpid()}.{next(_deliveries)}"
-        with temporary.open("w", encoding="utf-8", errors="surrogateescape") as file:
-            file.write("".join(f"{os.path.relpath(p, self.path)}\n" for p in doomed))
-            file.flush()
-            os.fsync(file.fileno())
-        os.rename(temporary, journal)  # the commit point: from here on the deletion happens
-        _sync_directory(self.path)
-        self._finish_commit()
-        self._known = None
+        locked = self._lock_file is not None
+        if not locked:  # an administrator's removal, with no session holding the maildrop
+            self._lock_storage()
+        try:
+            staging = self.path / STAGING
+            for directory in (staging, *(staging / sub for sub in SUBDIRS)):
+                directory.mkdir(exist_ok=True)  # not parents: never make a Maildir gone again
+            moved: list[tuple[str, str]] = []
+            try:
+                for message in doomed:
+                    if (found := self._stage(message, staging)) is not None:
+                        moved.append(found)
+                for directory in (
+                    *(staging / s for s in SUBDIRS),
+                    *(self.path / s for s in SUBDIRS),
+                ):
+                    _sync_directory(directory)
+                os.rename(staging, self.path / JOURNAL)  # the commit point
+            except BaseException:
+                for original, aside in reversed(moved):
+                    # One that cannot go back now stays aside, for the next lock to put back.
+                    with contextlib.suppress(OSError):
+                        os.rename(aside, original)
+                raise
+            _sync_directory(self.path)
+            self._settle()
+        finally:
+            self._known = None
+            if not locked:
+                self._unlock_storage()
+
+    def _stage(self, message: MaildirMessage, staging: Path) -> tuple[str, str] | None:
+        """Move a message's file into ``staging``, found wherever it went: (from, to).
+
+        None if it is gone: deleted by someone else, its deletion is done.
+        """
+        path = message.path
+        for _ in range(LOCATE_ATTEMPTS):
+            name = os.path.basename(path)
+            aside = str(staging / os.path.basename(os.path.dirname(path)) / name)
+            try:
+                os.rename(path, aside)
+                return path, aside
+            except FileNotFoundError:
+                moved = _locate(str(self.path), unique_name(name), message.inode)
+                if moved is None:
+                    return None
+                path = moved
+        raise OSError(errno.EAGAIN, "a message keeps being moved by another program", path)
 
     def _clear(self) -> None:
-        self._remove({m.uid for m in self._scan()})
+        self._remove(self._scan())
 
     def _sweep_tmp(self) -> None:
         """Delete what a killed fakepop process left half-written in tmp/.
 
-        A delivery or a journal still in tmp/ never took effect. Only fakepop's
-        files are touched, never another program's, and only those of a process
-        that is gone and untouched for TMP_AGE (a process in another PID
-        namespace sharing the Maildir may look gone).
+        A delivery still in tmp/ never took effect. Only fakepop's files are
+        touched, never another program's, and only those of a process that is
+        gone and untouched for TMP_AGE (a process in another PID namespace
+        sharing the Maildir may look gone).
         """
         old = time.time() - TMP_AGE
         with os.scandir(self.path / "tmp") as entries:
             for entry in entries:
                 owner = _TMP_OWNER.match(entry.name)
-                if owner and not _alive(int(owner[1] or owner[2])):
+                if owner and not _alive(int(owner[1])):
                     with contextlib.suppress(FileNotFoundError):
                         if entry.stat().st_mtime < old:
                             os.unlink(entry.path)
 
-    def _finish_commit(self) -> None:
-        """Carry out a journal's deletions, whether written just now or by a killed process."""
-        journal = self.path / JOURNAL
-        try:
-            names = journal.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-        except FileNotFoundError:
-            return
-        for name in names:
-            sub, _, file = name.partition("/")
-            if sub in ("new", "cur") and file and "/" not in file and file not in (".", ".."):
-                (self.path / sub / file).unlink(missing_ok=True)
-        for sub in ("new", "cur"):
-            _sync_directory(self.path / sub)
-        journal.unlink()
-        _sync_directory(self.path)
 
-
-# Our deliveries (<time>.P<pid>Q<n>.fakepop,U=<uid>) and journals (fakepop-commit.<pid>.<n>).
-_TMP_OWNER = re.compile(rf"\d+\.P(\d+)Q\d+\.fakepop,U=|{re.escape(JOURNAL)}\.(\d+)\.")
+# Our deliveries: <time>.P<pid>Q<n>.fakepop,U=<uid>
+_TMP_OWNER = re.compile(r"\d+\.P(\d+)Q\d+\.fakepop,U=")
 
 
 def _alive(pid: int) -> bool:

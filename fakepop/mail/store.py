@@ -8,7 +8,7 @@ import functools
 import operator
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass, field
 
 from fakepop.mail.message import (
@@ -29,6 +29,10 @@ class MaildropError(Exception):
         super().__init__(text)
         self.code = code
         self.text = text
+
+
+class MessageGone(FileNotFoundError):
+    """A message is no longer in its maildrop: another program deleted it."""
 
 
 class Snapshot(tuple[StoredMessage, ...]):
@@ -64,8 +68,9 @@ class Mailbox:
     Sessions see a snapshot taken when they log in, so message numbers never
     shift under a client; mail added meanwhile shows in the next session.
     Subclasses keep the messages elsewhere (``MaildirMailbox``) by overriding
-    ``_snapshot``, ``_append``, ``_remove`` and ``_clear``; the lock, the commit
-    and the record of what happened stay here.
+    ``_snapshot``, ``_append``, ``_remove`` and ``_clear``, and lock them where other
+    processes see it with ``_lock_storage`` and ``_unlock_storage``; the lock, the
+    commit and the record of what happened stay here.
 
     Attributes:
         deleted: UIDs whose deletion a session committed at QUIT, oldest first.
@@ -78,6 +83,7 @@ class Mailbox:
         self._shared = Snapshot()  # the last snapshot handed out, while still current
         self._mutex = threading.Lock()  # guards the messages against concurrent add/commit
         self._holder: object | None = None
+        self._held = Snapshot()  # what the holder was handed: its deletions are among these
         self._hold: _Hold | None = None  # a lock "held by another session", from a fault
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
@@ -118,9 +124,10 @@ class Mailbox:
             KeyError: no message has that UID.
         """
         with self._mutex:
-            if uid not in {m.uid for m in self._snapshot()}:
+            doomed = [m for m in self._snapshot() if m.uid == uid]
+            if not doomed:
                 raise KeyError(f"no message with UID {uid!r} in this maildrop")
-            self._remove({uid})
+            self._remove(doomed)
             self._shared = Snapshot()
 
     @property
@@ -164,37 +171,53 @@ class Mailbox:
             self._hold = _Hold(attempts, until)
 
     def acquire(self, holder: object) -> Snapshot:
-        """Lock the maildrop for ``holder`` and return the snapshot it works on."""
+        """Lock the maildrop for ``holder`` and return the snapshot it works on.
+
+        Raises:
+            MaildropError: ``[IN-USE]``: a session, a delivery agent or another process
+                holds the maildrop.
+            OSError: the store cannot be read.
+        """
         with self._mutex:
             if self._hold is not None and not self._hold.refuses():
                 self._hold = None
             if self._holder is not None or self._hold is not None:
                 raise MaildropError("IN-USE", "Mailbox is locked by another session")
+            self._lock_storage()
+            try:
+                messages = self._snapshot()
+            except BaseException:
+                self._unlock_storage()
+                raise
             self._holder = holder
-            messages = self._snapshot()
             shared = self._shared
             # Unchanged means the very same message objects: a Maildir's scan reuses
             # the objects of files it has seen.
             if len(shared) != len(messages) or not all(map(operator.is_, shared, messages)):
                 shared = self._shared = Snapshot(messages)
+            self._held = shared
             return shared
 
     def release(self, holder: object, delete: Set[str] = frozenset()) -> None:
-        """Remove the messages whose UIDs are in ``delete``, then unlock.
+        """Remove the messages of the holder's snapshot whose UIDs are in ``delete``, then unlock.
 
         Only a QUIT from the transaction state passes ``delete``; a dropped or
-        timed-out session releases with nothing, so it deletes nothing.
+        timed-out session releases with nothing, so it deletes nothing. A
+        deletion is all or nothing: when it cannot be carried out whole, the
+        error is raised and no message is removed.
         """
         with self._mutex:
             if self._holder is not holder:
                 return
             try:
                 if delete:
-                    self._remove(delete)
+                    self._remove([m for m in self._held if m.uid in delete])
                     self._shared = Snapshot()
                     self.deleted.extend(sorted(delete))
             finally:
                 self._holder = None
+                self._held = Snapshot()
+                self._unlock_storage()
 
     def assert_deleted(self, *uids: str) -> None:
         """Fail unless exactly these UIDs were deleted by a committed QUIT."""
@@ -225,9 +248,17 @@ class Mailbox:
         self._uids.add(message.uid)
         return message.uid
 
-    def _remove(self, uids: Set[str]) -> None:
-        self._messages = [m for m in self._messages if m.uid not in uids]
-        self._uids -= uids
+    def _remove(self, messages: Sequence[StoredMessage]) -> None:
+        """Remove exactly these messages (the very objects), all or none."""
+        doomed = {id(m) for m in messages}
+        self._messages = [m for m in self._messages if id(m) not in doomed]
+        self._uids -= {m.uid for m in messages}
+
+    def _lock_storage(self) -> None:
+        """Lock the maildrop where other processes see it; in memory, nobody else can."""
+
+    def _unlock_storage(self) -> None:
+        """Undo ``_lock_storage``."""
 
     def _clear(self) -> None:
         self._messages.clear()

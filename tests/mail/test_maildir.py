@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import poplib
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import cast
 import pytest
 
 from fakepop import MaildirMailbox, POP3Server
-from fakepop.mail.maildir import JOURNAL, WHOLE_READ, maildir_uid
+from fakepop.mail.maildir import JOURNAL, LOCK, STAGING, WHOLE_READ, maildir_uid
 from fakepop.mail.message import content_uid
 from fakepop.mail.wire import to_crlf
 
@@ -383,54 +385,54 @@ def test_retrieved_records_retr_and_top_per_session(server: POP3Server, login: L
 # --- the commit journal ----------------------------------------------------------------------
 
 
+def leave_commit(maildir: Path, where: str, names: list[str]) -> None:
+    """As a process killed in a commit leaves it: ``names`` ("new/..." or "cur/...") moved
+    from the Maildir into ``where`` (STAGING before the commit point, JOURNAL after it)."""
+    for sub in ("new", "cur"):
+        (maildir / where / sub).mkdir(parents=True)
+    for name in names:
+        os.rename(maildir / name, maildir / where / name)
+
+
 def test_a_leftover_journal_is_finished_when_the_maildir_is_opened(tmp_path: Path) -> None:
     maildir = make_maildir(tmp_path / USER, FIVE)
-    # As a process killed after its commit point leaves it: some files gone already.
+    # Killed past the commit point, with one of the files deleted already.
+    leave_commit(maildir, JOURNAL, ["cur/1795770120.M3P1.maildir.test:2,RS"])
     (maildir / "new" / "1795770060.M2P1.maildir.test").unlink()
-    (maildir / JOURNAL).write_text(
-        "new/1795770060.M2P1.maildir.test\n"
-        "cur/1795770120.M3P1.maildir.test:2,RS\n"
-        "new/1795770240.M5P1.maildir.test\n"
-    )
     box = MaildirMailbox(maildir, create=False)
     assert not (maildir / JOURNAL).exists()
-    assert files(maildir) == {
-        "cur/1795770000.M1P1.maildir.test:2,S",
-        "new/1795770180.M4P1.maildir.test",
+    assert files(maildir) == set(FIVE) - {
+        "new/1795770060.M2P1.maildir.test",
+        "cur/1795770120.M3P1.maildir.test:2,RS",
     }
-    assert [m.uid for m in box.messages] == [
-        "1795770000.M1P1.maildir.test",
-        "1795770180.M4P1.maildir.test",
-    ]
+    assert len(box.messages) == 3
+
+
+def test_a_commit_killed_before_its_commit_point_is_undone(tmp_path: Path) -> None:
+    maildir = make_maildir(tmp_path / USER, FIVE)
+    leave_commit(
+        maildir,
+        STAGING,
+        ["new/1795770060.M2P1.maildir.test", "cur/1795770000.M1P1.maildir.test:2,S"],
+    )
+    assert len(files(maildir)) == 3
+    box = MaildirMailbox(maildir, create=False)
+    assert not (maildir / STAGING).exists()
+    assert files(maildir) == set(FIVE)
+    assert len(box.messages) == 5
 
 
 def test_the_server_finishes_a_leftover_journal_before_serving(
     tmp_path: Path, login: Login
 ) -> None:
     maildir = make_maildir(tmp_path / USER, FIVE)
-    (maildir / JOURNAL).write_text("cur/1795770000.M1P1.maildir.test:2,S\n")
+    leave_commit(maildir, JOURNAL, ["cur/1795770000.M1P1.maildir.test:2,S"])
     with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
         assert not (maildir / JOURNAL).exists()
         client = login(server)
         assert client.stat()[0] == 4
         assert client.uidl(1) == b"+OK 1 1795770060.M2P1.maildir.test"
         client.quit()
-
-
-ESCAPES = [
-    "../victim",
-    "new/../../victim",
-    "new/../../../victim",
-    "cur/../root-file",
-    "new/..",
-    "cur/.",
-    "new/",
-    "tmp/pending",
-    "root-file",
-    "/{outside}/victim",
-    "new//{outside}/victim",
-    "",
-]
 
 
 def test_what_a_killed_process_left_in_tmp_is_swept(tmp_path: Path) -> None:
@@ -443,9 +445,7 @@ def test_what_a_killed_process_left_in_tmp_is_swept(tmp_path: Path) -> None:
     live = str(os.getpid())
     left = {
         f"1795770000.P{dead}Q0.fakepop,U=half-delivered": False,
-        f"{JOURNAL}.{dead}.3": False,
         f"1795770001.P{live}Q7.fakepop,U=being-delivered": True,  # a process still at it
-        f"{JOURNAL}.{live}.4": True,
         "1795770002.M1P1.other-program": True,  # not ours to delete
     }
     maildir = make_maildir(tmp_path, {})
@@ -460,22 +460,15 @@ def test_what_a_killed_process_left_in_tmp_is_swept(tmp_path: Path) -> None:
     assert {p.name for p in (maildir / "tmp").iterdir()} == {n for n, kept in left.items() if kept}
 
 
-def test_journal_lines_cannot_reach_outside_new_and_cur(tmp_path: Path) -> None:
+def test_finishing_a_journal_deletes_links_not_what_they_point_to(tmp_path: Path) -> None:
     outside = tmp_path / "victim"
     outside.write_bytes(b"not mail")
     maildir = make_maildir(tmp_path / "box", FIVE)
-    (maildir / "root-file").write_bytes(b"not mail either")
-    (maildir / "tmp" / "pending").write_bytes(message(9))
-    (maildir / "new" / "victim").write_bytes(message(8))  # what "new/victim" would name
-    lines = [line.format(outside=str(tmp_path).lstrip("/")) for line in ESCAPES]
-    (maildir / JOURNAL).write_text("\n".join([*lines, "new/1795770060.M2P1.maildir.test"]) + "\n")
+    leave_commit(maildir, JOURNAL, ["new/1795770060.M2P1.maildir.test"])
+    (maildir / JOURNAL / "cur" / "link").symlink_to(outside)
     MaildirMailbox(maildir, create=False)
     assert outside.read_bytes() == b"not mail"
-    assert (maildir / "root-file").exists()
-    assert (maildir / "tmp" / "pending").exists()
-    assert (maildir / "new").is_dir()
-    assert (maildir / "cur").is_dir()
-    assert files(maildir) == (set(FIVE) | {"new/victim"}) - {"new/1795770060.M2P1.maildir.test"}
+    assert files(maildir) == set(FIVE) - {"new/1795770060.M2P1.maildir.test"}
     assert not (maildir / JOURNAL).exists()
 
 
@@ -607,3 +600,255 @@ def test_retr_on_the_wire_is_the_stuffed_message_and_terminator(big_maildir: Pat
         sock.sendall(b"QUIT\r\n")
         assert reader.readline().startswith(b"+OK")
         assert reader.read() == b""  # and the server closes
+
+
+# --- odd names, twin names, and mail moved by another program during a commit ---------------
+
+# What splitlines() splits on besides "\n": each once made a commit delete the wrong file.
+SEPARATORS = [
+    "\n",
+    "\r",
+    "\r\n",
+    "\x0b",
+    "\x0c",
+    "\x1c",
+    "\x1d",
+    "\x1e",
+    "\x85",
+    "\u2028",
+    "\u2029",
+]
+
+
+def test_any_file_name_round_trips_through_a_commit(tmp_path: Path, login: Login) -> None:
+    maildir = make_maildir(tmp_path / USER, {})
+    odd, innocent = set(), set()
+    for n, separator in enumerate(SEPARATORS):
+        # Each odd name holds, before its separator, the name of an innocent message.
+        stem = f"17957700{n:02d}.M{n}P1.host"
+        sub = "new" if n % 2 else "cur"
+        (maildir / sub / stem).write_bytes(message(n))
+        (maildir / sub / f"{stem}{separator}x").write_bytes(message(100 + n))
+        innocent.add(f"{sub}/{stem}")
+        odd.add(f"{sub}/{stem}{separator}x")
+    not_utf8 = os.fsdecode(b"1795770099.M99P1.\xff\xfe")  # bytes no encoding gives a name
+    (maildir / "new" / not_utf8).write_bytes(message(99))
+    odd.add(f"new/{not_utf8}")
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
+        client = login(server)
+        by_uid = {maildir_uid(name.partition("/")[2]): name for name in odd | innocent}
+        listed = [line.split() for line in client.uidl()[1]]
+        assert len(listed) == len(by_uid)
+        for number, uid in listed:
+            if by_uid[uid.decode()] in odd:
+                client.dele(int(number))
+        left = f"{len(odd)} deleted, {len(innocent)} left"
+        assert client.quit() == f"+OK fakepop signing off ({left})".encode()
+    assert files(maildir) == innocent
+
+
+def twins(maildir: Path) -> dict[str, bytes]:
+    """Two pairs of files claiming one UID each: a copy in new/ and cur/, and two ",U=" alike."""
+    pairs = {
+        "new/1795770000.M1P1.twin": message(1),
+        "cur/1795770000.M1P1.twin:2,S": message(2),
+        "new/1795770001.P9Q1.fakepop,U=same": message(3),
+        "new/1795770002.P9Q2.fakepop,U=same": message(4),
+    }
+    make_maildir(maildir, pairs)
+    return pairs
+
+
+def test_files_claiming_one_uid_get_unique_uids_that_last(tmp_path: Path, login: Login) -> None:
+    twins(tmp_path / USER)
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
+        client = login(server)
+        uids = client.uidl()[1]
+        assert len({line.split()[1] for line in uids}) == 4
+        client.quit()
+        assert login(server).uidl()[1] == uids  # the same in the next session (RFC 1939, 7)
+
+
+def test_a_copy_appearing_later_leaves_the_first_its_uid(tmp_path: Path) -> None:
+    maildir = make_maildir(tmp_path, {"cur/1795770000.M1P1.twin:2,S": message(1)})
+    box = MaildirMailbox(maildir)
+    (first,) = box.messages
+    (maildir / "new" / "1795770000.M1P1.twin").write_bytes(message(2))  # sorts first
+    assert [m.uid for m in box.messages] == [
+        f"{first.uid}.{os.stat(maildir / 'new' / '1795770000.M1P1.twin').st_ino}",
+        first.uid,
+    ]
+
+
+@pytest.mark.parametrize("number", [1, 2, 3, 4])
+def test_dele_of_one_twin_removes_exactly_that_file(
+    tmp_path: Path, login: Login, number: int
+) -> None:
+    pairs = twins(tmp_path / USER)
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
+        client = login(server)
+        content = unstuffed(client.retr(number)[1])
+        client.dele(number)
+        assert client.quit() == b"+OK fakepop signing off (1 deleted, 3 left)"
+    left = {name: (tmp_path / USER / name).read_bytes() for name in files(tmp_path / USER)}
+    assert sorted(map(to_crlf, left.values())) == sorted(
+        to_crlf(raw) for raw in pairs.values() if to_crlf(raw) != content
+    )
+
+
+MOVES = 50  # trials of a commit racing another program's renames
+MOVED = 40  # messages in each
+
+
+def test_mail_another_program_moves_during_quit_is_still_deleted(
+    tmp_path: Path, login: Login
+) -> None:
+    # A second reader marks mail seen (new/X -> cur/X:2,S), and flags it again
+    # (cur/X:2,S -> cur/X:2,RS), while the commit runs.
+    lost, kept = 0, 0
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
+        maildir = tmp_path / USER
+        for trial in range(MOVES):
+            make_maildir(
+                maildir,
+                {f"new/17957{trial:03d}{n:02d}.M{n}P1.host": message(n) for n in range(MOVED)},
+            )
+            client = login(server)
+            for number in range(1, MOVED + 1, 2):
+                client.dele(number)
+            doomed = {f"17957{trial:03d}{n:02d}.M{n}P1.host" for n in range(0, MOVED, 2)}
+
+            def move() -> None:
+                names = sorted(os.listdir(maildir / "new"))
+                for name in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(maildir / "new" / name, maildir / "cur" / f"{name}:2,S")
+                for name in names:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(maildir / "cur" / f"{name}:2,S", maildir / "cur" / f"{name}:2,RS")
+
+            mover = threading.Thread(target=move)
+            mover.start()
+            assert client.quit().startswith(b"+OK")
+            mover.join(TIMEOUT)
+            left = {name.partition(":")[0] for name in os.listdir(maildir / "cur")}
+            left |= set(os.listdir(maildir / "new"))
+            kept += len(doomed & left)
+            lost += MOVED - len(doomed) - len(left - doomed)
+            for sub in ("new", "cur"):
+                for name in os.listdir(maildir / sub):
+                    os.unlink(maildir / sub / name)
+    assert (kept, lost) == (0, 0)
+
+
+def test_mail_deleted_by_another_program_before_quit_counts_as_deleted(
+    server: POP3Server, login: Login
+) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    client.dele(2)
+    client.dele(4)
+    (maildir / "new/1795770060.M2P1.maildir.test").unlink()  # message 2, by someone else
+    assert client.quit() == b"+OK fakepop signing off (2 deleted, 3 left)"
+    assert len(files(maildir)) == 3
+    assert server.mailbox(USER).deleted == [
+        "1795770060.M2P1.maildir.test",
+        "1795770180.M4P1.maildir.test",
+    ]
+
+
+# --- the lock on disk -----------------------------------------------------------------------
+
+
+def refused(server: POP3Server) -> bytes:
+    """The reply to a login that must fail."""
+    client = poplib.POP3(server.host, server.port, timeout=TIMEOUT)
+    try:
+        client.user(USER)
+        with pytest.raises(poplib.error_proto) as refusal:
+            client.pass_(PASSWORD)
+        return cast(bytes, refusal.value.args[0])
+    finally:
+        client.close()
+
+
+IN_USE = rb"^-ERR \[IN-USE\]"
+
+
+def test_two_servers_on_one_maildir_never_hold_it_at_once(
+    server: POP3Server, login: Login, tmp_path: Path
+) -> None:
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as other:
+        client = login(server)
+        assert re.match(IN_USE, refused(other))
+        client.dele(1)
+        client.quit()
+        client = login(other)
+        assert client.stat()[0] == 4
+        assert re.match(IN_USE, refused(server))
+        client.quit()
+
+
+def test_hold_lock_holds_the_maildrop_for_every_server(
+    server: POP3Server, login: Login, tmp_path: Path
+) -> None:
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as other:
+        with other.mailbox(USER).hold_lock():
+            assert re.match(IN_USE, refused(server))
+        login(server).quit()
+
+
+HOLDER = """
+import sys
+from fakepop import MaildirMailbox
+with MaildirMailbox(sys.argv[1]).hold_lock():
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_another_process_holds_the_lock_until_it_dies(
+    server: POP3Server, login: Login, tmp_path: Path
+) -> None:
+    # A second process, as a delivery agent or another fakepop would be: killed, it
+    # leaves a lock file that locks nothing (stale-lock recovery is the kernel's).
+    source = str(Path(cast(str, sys.modules["fakepop"].__file__)).resolve().parents[1])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / USER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=source),
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
+        assert re.match(IN_USE, refused(server))
+    finally:
+        holder.kill()
+        holder.wait(TIMEOUT)
+        for stream in (holder.stdin, holder.stdout):
+            assert stream is not None
+            stream.close()
+    assert (tmp_path / USER / LOCK).exists()
+    client = login(server)
+    assert client.stat()[0] == 5
+    client.quit()
+
+
+@pytest.mark.parametrize("how", ["account", "reset"])
+def test_an_account_made_again_does_not_share_a_held_maildrop(
+    server: POP3Server, login: Login, how: str
+) -> None:
+    # As DELETE and POST of the account, or POST /reset and POST, do through the control API.
+    client = login(server)
+    client.dele(1)
+    if how == "account":
+        del server.users[USER]
+    else:
+        server.reset()
+    server.users[USER] = PASSWORD
+    assert re.match(IN_USE, refused(server))
+    client.quit()
+    client = login(server)
+    assert client.stat()[0] == (4 if how == "account" else 0)
+    client.quit()

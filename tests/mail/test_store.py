@@ -285,3 +285,17 @@ def test_account_defaults() -> None:
     account = Account("alice", "secret")
     assert (account.expire, account.login_delay, account.last_login) == (None, None, None)
     assert len(account.mailbox) == 0
+
+
+def test_a_commit_removes_the_message_the_session_saw_not_a_later_one_of_its_uid() -> None:
+    # Taken out by an administrator during the session, then added again: a new message
+    # with the same content UID, which the session never saw and must not delete.
+    box = Mailbox()
+    a = box.add(A)
+    holder = object()
+    box.acquire(holder)
+    box.remove(a)
+    assert box.add(A) == a
+    box.release(holder, delete={a})
+    assert uids(box) == [a]
+    assert box.deleted == [a]  # the session's deletion is done: its message is gone
