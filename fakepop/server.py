@@ -547,7 +547,7 @@ class _Connection:
         finally:
             session.connection_lost()
             self.sock.close()
-            server._finished(self, error)
+            server._finished(self, error or session.error)  # a store error ended the session
 
     def _handshake(self) -> bool:
         """Run the TLS handshake as server; False, noted in the transcript, if it fails."""

@@ -15,12 +15,12 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from fakepop._version import __version__
 from fakepop.mail.message import StoredMessage
-from fakepop.mail.store import Account, MaildropError, MailStore, Snapshot
+from fakepop.mail.store import Account, MaildropError, MailStore, MessageGone, Snapshot
 from fakepop.mail.wire import TERMINATOR
 from fakepop.protocol import faulty
 from fakepop.protocol.buffer import Line, LineBuffer, Overflow
@@ -147,6 +147,7 @@ class Session:
         self._auth_failures = 0
         self._exchange: Exchange | None = None  # a SASL exchange under way
         self._offered: set[str] | None = None  # CAPA tags (and SASL mechanisms) last listed
+        self.error: OSError | None = None  # the store's, that ended the session
 
     # --- the interface to a server --------------------------------------------------------
 
@@ -193,7 +194,10 @@ class Session:
             self.transcript.add("C", f"<line over {self._buffer.exceeded} octets>")
             return self._too_long()
         assert isinstance(line, Line)
-        return self._line(line)
+        try:
+            return self._line(line)
+        except OSError as e:  # the session does no I/O but the store's
+            return self._store_failed(e)
 
     def tls_started(self) -> None:
         """The STLS handshake is done: start afresh, forgetting all the client said before.
@@ -224,7 +228,7 @@ class Session:
         """The connection is gone: unlock the maildrop without applying deletions."""
         self.closed = True
         if self.account is not None:
-            if self._deleted:
+            if self._deleted and self.error is None:  # not the client's doing
                 self.transcript.violate(
                     f"the session ended without QUIT after marking {len(self._deleted)}"
                     " message(s) deleted: the deletions were not applied"
@@ -397,6 +401,21 @@ class Session:
             self.transcript.add("*", f"sent instead: {changed.status[:80]!r}")
         return [changed if e is last else e for e in events] + ([CLOSE] if self.closed else [])
 
+    def _store_failed(self, error: OSError, outcome: str = "") -> list[Event]:
+        """The store failed under a command: say so (RFC 3206), end the session, keep the error.
+
+        The server re-raises ``error`` from ``check()``: it is fakepop's failure
+        (or the disk's), never the client's.
+        """
+        self.error = error
+        self.transcript.add("*", f"store error: {error!r}")
+        reason = error.strerror or type(error).__name__
+        text = f"The maildrop cannot be used now ({reason}){outcome}, try again later"
+        reply = _err(text, "SYS/TEMP")
+        events = [self._send(reply), self._close()]
+        self.connection_lost()
+        return events
+
     def _hang_up(self, reset: bool) -> list[Event]:
         """Close as if the server went away: the maildrop is released, nothing committed."""
         self.closed = True
@@ -448,16 +467,33 @@ class Session:
         return number, self._messages[number - 1]
 
     def _read(self, number: int, chunks: Callable[[], Iterable[bytes]]) -> Iterable[bytes]:
-        """A message's content to send, noted as retrieved; a store that fails says so."""
+        """A message's content to send, noted as retrieved.
+
+        A message another program deleted is refused and the session goes on; any
+        other error of the store's ends it (``_store_failed``), even mid-message.
+        """
         try:
-            body = chunks()
-        except OSError as e:
-            raise CommandError(f"Message {number} cannot be read: {e.strerror}", "SYS/TEMP") from e
+            body = self._guarded(chunks())
+        except MessageGone:
+            raise CommandError(f"Message {number} was deleted by another program") from None
         assert self.account is not None
         self.account.mailbox.record_retrieval(
             self.transcript.session_id, self._messages[number - 1].uid
         )
         return body
+
+    def _guarded(self, body: Iterable[bytes]) -> Iterator[bytes]:
+        """``body``, noting a store error met while it is sent, which can only end the session.
+
+        A reply under way cannot turn into -ERR: the server closes the
+        connection, and keeps ``self.error`` for ``check()``.
+        """
+        try:
+            yield from body
+        except OSError as e:
+            self.error = e
+            self.transcript.add("*", f"store error: {e!r}")
+            raise
 
     def _count_live(self) -> None:
         sizes = self._messages.sizes
@@ -676,7 +712,10 @@ class Session:
             remove = fail.params["remove"]
             count = 0 if remove == "none" else len(marked) // 2 if remove == "some" else remove
             removed = marked[:count]
-        account.mailbox.release(self, delete=set(removed))
+        try:
+            account.mailbox.release(self, delete=set(removed))
+        except OSError as e:  # the commit is all or nothing
+            return self._store_failed(e, ": no message was deleted")
         self.account = None
         if fail is not None:
             text = f"Some deleted messages not removed ({len(removed)} of {len(marked)} removed)"

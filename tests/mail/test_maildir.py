@@ -6,6 +6,7 @@ import contextlib
 import os
 import poplib
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -757,6 +758,47 @@ def test_mail_deleted_by_another_program_before_quit_counts_as_deleted(
     ]
 
 
+def test_a_commit_that_cannot_be_carried_out_whole_deletes_nothing(
+    server: POP3Server, login: Login
+) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    for number in (1, 2, 3):
+        client.dele(number)
+    # The third file cannot be moved aside (a directory is where it would go), after the
+    # first two were: they must go back, and QUIT must say so.
+    blocker = maildir / STAGING / "cur" / "1795770120.M3P1.maildir.test:2,RS"
+    (blocker / "inside").mkdir(parents=True)
+    with pytest.raises(poplib.error_proto, match=r"-ERR \[SYS/TEMP\] .*no message was deleted"):
+        client.quit()
+    assert files(maildir) == set(FIVE)
+    assert server.mailbox(USER).deleted == []
+    with pytest.raises(IsADirectoryError):
+        server.stop()  # which waits for the session's thread to record the error
+    assert server.violations == []  # not the client's doing
+    shutil.rmtree(blocker)
+    server.start()
+    client = login(server)
+    assert client.stat()[0] == 5
+    client.quit()
+
+
+def test_retr_finds_a_message_another_program_moved(server: POP3Server, login: Login) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    os.rename(
+        maildir / "new/1795770060.M2P1.maildir.test",
+        maildir / "cur/1795770060.M2P1.maildir.test:2,S",
+    )
+    assert unstuffed(client.retr(2)[1]) == to_crlf(message(2))
+    assert unstuffed(client.top(2, 0)[1]).startswith(b"From: ")
+    (maildir / "cur/1795770060.M2P1.maildir.test:2,S").unlink()
+    with pytest.raises(poplib.error_proto, match="Message 2 was deleted by another program"):
+        client.retr(2)
+    assert client.stat()[0] == 5  # the session goes on
+    client.quit()
+
+
 # --- the lock on disk -----------------------------------------------------------------------
 
 
@@ -852,3 +894,53 @@ def test_an_account_made_again_does_not_share_a_held_maildrop(
     client = login(server)
     assert client.stat()[0] == (4 if how == "account" else 0)
     client.quit()
+
+
+# --- errors of the store --------------------------------------------------------------------
+
+SYS_TEMP = r"^b'-ERR \[SYS/TEMP\] The maildrop cannot be used now \(No such file or directory\)"
+
+
+def test_a_maildir_gone_at_login_is_a_temporary_error_raised_by_check(
+    server: POP3Server, login: Login
+) -> None:
+    shutil.rmtree(maildir_of(server) / "new")
+    with pytest.raises(poplib.error_proto, match=SYS_TEMP):
+        login(server)
+    with pytest.raises(FileNotFoundError):
+        server.stop()  # which waits for the session's thread to record the error
+    assert server.violations == []
+
+
+def test_a_maildir_gone_during_a_session_ends_it_and_is_raised_by_check(
+    server: POP3Server, login: Login
+) -> None:
+    client = login(server)
+    client.dele(1)
+    shutil.rmtree(maildir_of(server))
+    assert client.stat()[0] == 4  # from the snapshot taken at login
+    with pytest.raises(poplib.error_proto, match=SYS_TEMP):
+        client.retr(2)
+    with pytest.raises(poplib.error_proto, match="EOF"):  # and the session is over
+        client.stat()
+    with pytest.raises(FileNotFoundError):
+        server.stop()
+    # Strict mode does not blame the client for the QUIT it could not send.
+    assert server.violations == []
+    (transcript,) = server.transcript
+    assert not transcript.quit
+
+
+def test_quit_on_a_maildir_gone_deletes_nothing_and_is_raised_by_check(
+    server: POP3Server, login: Login
+) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    client.dele(1)
+    os.rename(maildir, maildir.with_name("moved-away"))
+    with pytest.raises(poplib.error_proto, match=SYS_TEMP + ".*no message was deleted"):
+        client.quit()
+    with pytest.raises(FileNotFoundError):
+        server.stop()
+    assert files(maildir.with_name("moved-away")) == set(FIVE)
+    assert server.mailbox(USER).deleted == []
