@@ -55,6 +55,15 @@ def unique_name(name: str) -> str:
     return name.split(":", 1)[0]
 
 
+def _named(root: str, key: str) -> list[os.DirEntry[str]]:
+    """The files in new/ and cur/ whose unique name is ``key``."""
+    found = []
+    for sub in SUBDIRS:  # new/ first: a file moving to cur/ meanwhile is found there
+        with os.scandir(os.path.join(root, sub)) as entries:
+            found += [e for e in entries if unique_name(e.name) == key]
+    return found
+
+
 def _locate(root: str, key: str, inode: int) -> str | None:
     """The path a message now has, found by its unique name in new/ and cur/; None if gone.
 
@@ -63,10 +72,7 @@ def _locate(root: str, key: str, inode: int) -> str | None:
     files of that name and neither the same inode, neither can be told to be
     the message: None.
     """
-    candidates = []
-    for sub in SUBDIRS:  # new/ first: a file moving to cur/ meanwhile is found there
-        with os.scandir(os.path.join(root, sub)) as entries:
-            candidates += [e for e in entries if unique_name(e.name) == key]
+    candidates = _named(root, key)
     same = [e.path for e in candidates if e.inode() == inode]
     if same:
         return same[0]
@@ -319,6 +325,8 @@ class MaildirMailbox(Mailbox):
         messages = []
         seen: dict[tuple[int, str], MaildirMessage] = {}
         for entry, key in keyed:
+            if key in seen:  # the same file again: two links, or listed in new/ and cur/
+                continue
             message = self._seen.get(key)
             if message is None:
                 try:
@@ -397,8 +405,7 @@ class MaildirMailbox(Mailbox):
             moved: list[tuple[str, str]] = []
             try:
                 for message in doomed:
-                    if (found := self._stage(message, staging)) is not None:
-                        moved.append(found)
+                    moved += self._stage(message, staging)
                 for directory in (
                     *(staging / s for s in SUBDIRS),
                     *(self.path / s for s in SUBDIRS),
@@ -418,24 +425,38 @@ class MaildirMailbox(Mailbox):
             if not locked:
                 self._unlock_storage()
 
-    def _stage(self, message: MaildirMessage, staging: Path) -> tuple[str, str] | None:
-        """Move a message's file into ``staging``, found wherever it went: (from, to).
+    def _stage(self, message: MaildirMessage, staging: Path) -> list[tuple[str, str]]:
+        """Move a message's file into ``staging``, found wherever it went: [(from, to)].
 
-        None if it is gone: deleted by someone else, its deletion is done.
+        Empty if it is gone: deleted by someone else, its deletion is done.
         """
         path = message.path
         for _ in range(LOCATE_ATTEMPTS):
             name = os.path.basename(path)
-            aside = str(staging / os.path.basename(os.path.dirname(path)) / name)
             try:
-                os.rename(path, aside)
-                return path, aside
+                moved = [(path, self._aside(path, staging))]
+                break
             except FileNotFoundError:
-                moved = _locate(str(self.path), unique_name(name), message.inode)
-                if moved is None:
-                    return None
-                path = moved
-        raise OSError(errno.EAGAIN, "a message keeps being moved by another program", path)
+                found = _locate(str(self.path), unique_name(name), message.inode)
+                if found is None:
+                    return []
+                path = found
+        else:
+            raise OSError(errno.EAGAIN, "a message keeps being moved by another program", path)
+        if os.stat(moved[0][1]).st_nlink > 1:
+            # Another name for the file: a move by link() and unlink() is under way.
+            for entry in _named(str(self.path), unique_name(name)):
+                if entry.inode() == message.inode:
+                    with contextlib.suppress(FileNotFoundError):  # its mover unlinked it
+                        moved.append((entry.path, self._aside(entry.path, staging)))
+        return moved
+
+    @staticmethod
+    def _aside(path: str, staging: Path) -> str:
+        """Rename a file of new/ or cur/ into the same subdirectory of ``staging``."""
+        aside = str(staging / os.path.basename(os.path.dirname(path)) / os.path.basename(path))
+        os.rename(path, aside)
+        return aside
 
     def _clear(self) -> None:
         self._remove(self._scan())

@@ -697,6 +697,22 @@ def test_dele_of_one_twin_removes_exactly_that_file(
     )
 
 
+def test_a_file_with_two_names_is_one_message_and_its_deletion_removes_both(
+    server: POP3Server, login: Login
+) -> None:
+    # Another program moving mail by link() and unlink(), caught between the two.
+    maildir = maildir_of(server)
+    os.link(
+        maildir / "new/1795770060.M2P1.maildir.test",
+        maildir / "cur/1795770060.M2P1.maildir.test:2,S",
+    )
+    client = login(server)
+    assert client.stat()[0] == 5
+    client.dele(2)
+    assert client.quit() == b"+OK fakepop signing off (1 deleted, 4 left)"
+    assert files(maildir) == set(FIVE) - {"new/1795770060.M2P1.maildir.test"}
+
+
 MOVES = 50  # trials of a commit racing another program's renames
 MOVED = 40  # messages in each
 
