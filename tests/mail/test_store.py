@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import tracemalloc
+from collections.abc import Iterator
 
 import pytest
+from pop3 import LineClient
 
+from fakepop import POP3Server
 from fakepop.mail import Account, Mailbox, MaildropError, MailStore, Message
 
 A = b"Subject: a\r\n\r\nA\r\n"
@@ -299,3 +303,33 @@ def test_a_commit_removes_the_message_the_session_saw_not_a_later_one_of_its_uid
     box.release(holder, delete={a})
     assert uids(box) == [a]
     assert box.deleted == [a]  # the session's deletion is done: its message is gone
+
+
+class FailingMidway(Message):
+    """A message whose store fails after its first piece is sent, as a disk read error would."""
+
+    def chunks(self) -> Iterator[bytes]:  # type: ignore[override]  # lazy: it fails midway
+        yield b"Subject: half\r\n"
+        raise OSError(errno.EIO, "Input/output error")
+
+
+def test_a_store_error_while_a_message_is_sent_ends_the_session_and_is_raised_by_check() -> None:
+    with POP3Server(users={"alice": "secret"}) as server:
+        server.mailbox("alice").add(FailingMidway(b"Subject: half\r\n\r\nbody\r\n"))
+        client = LineClient(server)
+        try:
+            for command in (b"USER alice", b"PASS secret", b"DELE 1", b"RSET"):
+                client.sock.sendall(command + b"\r\n")
+                assert client.line().startswith(b"+OK")
+            client.sock.sendall(b"RETR 1\r\n")
+            rest = client.pending
+            while data := client.sock.recv(4096):
+                rest += data
+            # Closed under way: never the terminator, never an -ERR inside the body.
+            assert not rest.endswith(b"\r\n.\r\n")
+            assert b"-ERR" not in rest
+        finally:
+            client.close()
+        with pytest.raises(OSError, match="Input/output error"):
+            server.stop()  # which waits for the session's thread to record the error
+        assert server.violations == []
