@@ -296,7 +296,8 @@ class MaildirMailbox(Mailbox):
                 with contextlib.suppress(FileNotFoundError):
                     os.rmdir(staging / sub)
             os.rmdir(staging)
-            _sync_directory(self.path)
+            for directory in (self.path, *(self.path / sub for sub in SUBDIRS)):
+                _sync_directory(directory)
 
     # --- storage ---------------------------------------------------------------------------
 
@@ -418,8 +419,10 @@ class MaildirMailbox(Mailbox):
                     with contextlib.suppress(OSError):
                         os.rename(aside, original)
                 raise
-            _sync_directory(self.path)
-            self._settle()
+            # Committed: the deletion stands, and what fails of it now the next lock finishes.
+            with contextlib.suppress(OSError):
+                _sync_directory(self.path)
+                self._settle()
         finally:
             self._known = None
             if not locked:

@@ -113,6 +113,7 @@ class Mailbox:
         return [self.add(m) for m in messages]
 
     def clear(self) -> None:
+        """Take every message out now, as ``remove`` does one."""
         with self._mutex:
             self._clear()
             self._shared = Snapshot()  # so removed mail is not kept alive by it
@@ -122,6 +123,7 @@ class Mailbox:
 
         Raises:
             KeyError: no message has that UID.
+            MaildropError: ``[IN-USE]``: another process holds the maildrop (a Maildir).
         """
         with self._mutex:
             doomed = [m for m in self._snapshot() if m.uid == uid]
@@ -152,7 +154,7 @@ class Mailbox:
         """Hold the maildrop's lock, as a delivery agent would: logins get ``[IN-USE]`` meanwhile.
 
         Raises:
-            MaildropError: a session holds the lock already.
+            MaildropError: a session, or another process on the same Maildir, holds it already.
         """
         holder = object()
         self.acquire(holder)

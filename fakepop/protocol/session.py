@@ -96,7 +96,8 @@ class Session:
     sending each command's replies before asking for the next, and carries out
     the actions among them (Close, StartTLS, Pause, ...). ``receive_data`` does
     both at once, for tests; ``timed_out`` and ``connection_lost`` say what
-    happened to the connection.
+    happened to the connection. ``error`` is the store's error that ended the
+    session, if one did, for the server to re-raise from ``check()``.
 
     Args:
         store: the accounts and maildrops the session logs in to.

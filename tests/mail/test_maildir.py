@@ -799,6 +799,21 @@ def test_a_commit_that_cannot_be_carried_out_whole_deletes_nothing(
     client.quit()
 
 
+def test_a_commit_past_its_commit_point_is_acknowledged_though_its_cleanup_fails(
+    server: POP3Server, login: Login
+) -> None:
+    maildir = maildir_of(server)
+    client = login(server)
+    client.dele(1)
+    (maildir / STAGING / "cur" / "not-a-file" / "inside").mkdir(parents=True)  # cannot unlink
+    assert client.quit() == b"+OK fakepop signing off (1 deleted, 4 left)"
+    assert files(maildir) == set(FIVE) - {"cur/1795770000.M1P1.maildir.test:2,S"}
+    assert server.mailbox(USER).deleted == ["1795770000.M1P1.maildir.test"]
+    shutil.rmtree(maildir / JOURNAL / "cur" / "not-a-file")
+    assert login(server).stat()[0] == 4  # and the next lock finishes the commit
+    assert not (maildir / JOURNAL).exists()
+
+
 def test_retr_finds_a_message_another_program_moved(server: POP3Server, login: Login) -> None:
     maildir = maildir_of(server)
     client = login(server)
