@@ -68,15 +68,19 @@ def _locate(root: str, key: str, inode: int) -> str | None:
     """The path a message now has, found by its unique name in new/ and cur/; None if gone.
 
     The file with the same inode is the message moved; without one, a single
-    file of that unique name is the message rewritten (and moved). With two
-    files of that name and neither the same inode, neither can be told to be
-    the message: None.
+    file of that unique name is the message rewritten (and moved).
+
+    Raises:
+        OSError: two files of that name, neither the same inode: neither can be
+            told to be the message.
     """
     candidates = _named(root, key)
     same = [e.path for e in candidates if e.inode() == inode]
     if same:
         return same[0]
-    return candidates[0].path if len(candidates) == 1 else None
+    if len(candidates) > 1:
+        raise OSError(errno.EEXIST, "files of this message's name were replaced", key)
+    return candidates[0].path if candidates else None
 
 
 def _open_message(path: str, inode: int) -> int:

@@ -697,6 +697,25 @@ def test_dele_of_one_twin_removes_exactly_that_file(
     )
 
 
+def test_a_message_that_cannot_be_told_from_its_twins_is_not_deleted(
+    tmp_path: Path, login: Login
+) -> None:
+    pairs = twins(tmp_path / USER)
+    maildir = tmp_path / USER
+    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
+        client = login(server)
+        client.dele(1)  # new/1795770000.M1P1.twin
+        # Another program rewrites it into cur/: now two files of its name, neither it.
+        (maildir / "tmp" / "edit").write_bytes(message(1, "edited\n"))
+        os.rename(maildir / "tmp" / "edit", maildir / "cur" / "1795770000.M1P1.twin:2,RS")
+        (maildir / "new" / "1795770000.M1P1.twin").unlink()
+        with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\].*no message was deleted"):
+            client.quit()
+        with pytest.raises(FileExistsError):
+            server.stop()
+    assert len(files(maildir)) == len(pairs)
+
+
 def test_a_file_with_two_names_is_one_message_and_its_deletion_removes_both(
     server: POP3Server, login: Login
 ) -> None:
