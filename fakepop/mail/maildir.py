@@ -266,7 +266,10 @@ class MaildirMailbox(Mailbox):
     def _unlock_storage(self) -> None:
         descriptor, self._lock_file = self._lock_file, None
         if descriptor is not None:
-            os.close(descriptor)  # which drops the flock
+            # Unlocked before it is closed: a child forked meanwhile shares the descriptor,
+            # and closing ours alone would leave the maildrop locked until the child exits.
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+            os.close(descriptor)
 
     def _tidy(self) -> None:
         """Settle a killed process's commit, if there is one and nobody holds the maildrop."""

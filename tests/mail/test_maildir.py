@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import poplib
 import re
@@ -925,6 +926,25 @@ def test_another_process_holds_the_lock_until_it_dies(
     client = login(server)
     assert client.stat()[0] == 5
     client.quit()
+
+
+def test_a_child_forked_while_the_lock_was_held_does_not_keep_it(tmp_path: Path) -> None:
+    # multiprocessing's fork start method: the child shares the lock file's descriptor.
+    box = MaildirMailbox(make_maildir(tmp_path, FIVE))
+    holder = object()
+    box.acquire(holder)
+    context = multiprocessing.get_context("fork")
+    done = context.Event()
+    child = context.Process(target=done.wait, args=(TIMEOUT,))
+    child.start()
+    try:
+        box.release(holder)
+        other = MaildirMailbox(tmp_path)
+        assert len(other.acquire(holder)) == 5
+        other.release(holder)
+    finally:
+        done.set()
+        child.join(TIMEOUT)
 
 
 @pytest.mark.parametrize("how", ["account", "reset"])
