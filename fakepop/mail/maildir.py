@@ -25,7 +25,7 @@ from pathlib import Path
 
 from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid
 from fakepop.mail.store import Mailbox
-from fakepop.mail.wire import CRLF, crlf_chunks, dot_stuff, lines_of, stuff_chunks, to_crlf
+from fakepop.mail.wire import crlf_chunks, dot_stuff, stuff_chunks, to_crlf, top_lines
 
 READ_SIZE = 1 << 16
 STAMP_MARGIN = 1_000_000_000  # ns: see _scan
@@ -109,16 +109,7 @@ class MaildirMessage:
         return stuff_chunks(crlf_chunks(_read(self.path)))
 
     def top_chunks(self, lines: int) -> Iterator[bytes]:
-        wire = lines_of(crlf_chunks(_read(self.path)))
-
-        def top() -> Iterator[bytes]:
-            for line in wire:  # the header, up to and including the blank line
-                yield line
-                if line == CRLF:
-                    break
-            yield from itertools.islice(wire, lines)
-
-        return stuff_chunks(top())
+        return stuff_chunks(top_lines(crlf_chunks(_read(self.path)), lines))
 
 
 class MaildirMailbox(Mailbox):
