@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fakepop.mail.loaders import read_file
 from fakepop.protocol.commands import COMMANDS
 
 # Events that are not command verbs; a verb (any case) names the command's event.
@@ -250,9 +251,11 @@ class FaultPlan:
         """Add the rules of a TOML file (``[[faults]]`` tables) or a JSON file (a list)."""
         file = Path(path)
         try:
-            text = file.read_text(encoding="utf-8")
+            text = read_file(file).decode("utf-8")
         except FileNotFoundError:
             raise FaultError(f"no fault file at {file}") from None
+        except (OSError, ValueError) as e:  # a FIFO or a device, say: never read
+            raise FaultError(f"{file}: {e}") from None
         try:
             if file.suffix.lower() == ".json":
                 data: Any = json.loads(text)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -655,3 +657,28 @@ def test_a_toml_file_without_faults_has_no_rules(tmp_path: Path) -> None:
     path = tmp_path / "empty.toml"
     path.write_text("# nothing yet\n")
     assert FaultPlan().load(path) == []
+
+
+def test_a_fault_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "faults.toml")
+    error = raised_within(5, lambda: FaultPlan().load(tmp_path / "faults.toml"))
+    assert isinstance(error, FaultError)
+    assert "faults.toml is not a regular file" in str(error)
+
+
+def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
+    """What ``call`` raises, which must come within ``seconds``: a hang fails the test."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # handed to the test thread
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "it hangs"
+    assert raised, "nothing was raised"
+    return raised[0]
