@@ -31,6 +31,7 @@ READ_SIZE = 1 << 16
 STAMP_MARGIN = 1_000_000_000  # ns: see _scan
 TMP_AGE = 3600  # seconds a dead process's file waits in tmp/ before it is swept
 WHOLE_READ = 1 << 20  # files up to this size are read and converted at once, larger ones streamed
+NAME_MAX = 255  # bytes in a file name, on Linux, macOS and Windows file systems alike
 JOURNAL = "fakepop-commit"  # in the Maildir's root: the files a commit is deleting
 _WIRE_SIZE = re.compile(r",W=(\d+)")  # Maildir++: the size with CRLF line ends, as Dovecot writes
 _deliveries = itertools.count()
@@ -302,6 +303,8 @@ def maildir_per_account(root: str | os.PathLike[str]) -> Callable[[str], Maildir
             raise ValueError(
                 f"account {name!r} cannot be a Maildir under {base}: no /, \\ or leading dot"
             )
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise ValueError(f"account name too long for a Maildir: at most {NAME_MAX} bytes")
         return MaildirMailbox(base / name)
 
     return new_mailbox
