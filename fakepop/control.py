@@ -590,8 +590,8 @@ class _Handler(BaseHTTPRequestHandler):
         if origin is not None and not _same_origin(origin, host):
             raise ApiError(
                 403,
-                f"a request from the web page at {origin[:100]!r} is refused: the control API"
-                " answers tests and scripts, which send no Origin, and its own pages only",
+                f"a request from the web page at {origin[:100]!r} is refused: drive the"
+                " control API from a test or a script, which sends no Origin header",
             )
 
     def _check_content_type(self, expected: str, body: bytes) -> None:
