@@ -86,6 +86,29 @@ def stuff_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
         tail = (tail + chunk[-2:])[-2:]  # not tail + chunk: that copies the chunk
 
 
+def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a stream of CRLF text, each with its CRLF.
+
+    A line split across chunks is joined once, when its end comes: gathering it
+    chunk by chunk would copy a long line again at every chunk.
+    """
+    partial: list[bytes] = []  # the pieces of a line not ended yet
+    for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            line = chunk[start : end + 1]
+            if partial:
+                partial.append(line)
+                line = b"".join(partial)
+                partial.clear()
+            yield line
+            start = end + 1
+        if start < len(chunk):
+            partial.append(chunk[start:])
+    if partial:
+        yield b"".join(partial)
+
+
 def top_lines(chunks: Iterable[bytes], lines: int) -> Iterator[bytes]:
     """What TOP sends of a stream of CRLF text, unstuffed: the header, the blank line
     after it and the first ``lines`` lines of the body; all of it when it has no body.

@@ -7,7 +7,15 @@ from collections.abc import Iterator
 import pytest
 
 from fakepop.mail.message import Message
-from fakepop.mail.wire import CRLF, TERMINATOR, dot_stuff, stuff_chunks, to_crlf, top_lines
+from fakepop.mail.wire import (
+    CRLF,
+    TERMINATOR,
+    dot_stuff,
+    lines_of,
+    stuff_chunks,
+    to_crlf,
+    top_lines,
+)
 
 
 def test_constants() -> None:
@@ -91,3 +99,17 @@ def test_top_lines_passes_a_long_line_on_in_the_pieces_it_came_in() -> None:
     out = list(top_lines(chunks, 1))
     assert all(a is b for a, b in zip(out[:-1], chunks, strict=False))  # no copies
     assert b"".join(out) == b"".join(chunks[:-1]) + b"\r\n"
+
+
+def test_lines_of_joins_a_line_split_anywhere() -> None:
+    wire = b"a\r\n\r\nlong line\r\n.x\r\nend"
+    for cut in range(len(wire) + 1):
+        for second in range(cut, len(wire) + 1):
+            chunks = [wire[:cut], wire[cut:second], wire[second:]]
+            assert list(lines_of(chunks)) == [
+                b"a\r\n",
+                b"\r\n",
+                b"long line\r\n",
+                b".x\r\n",
+                b"end",
+            ]
