@@ -8,9 +8,11 @@ Both use only the standard library. ``docs/openapi.json`` describes every route.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
+import re
 import socket
 import socketserver
 import ssl
@@ -34,6 +36,17 @@ from fakepop.server import POP3Server
 PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024 * 1024  # a message POSTed may be large; anything past this is a mistake
 POLL_INTERVAL = 0.05  # how soon stop() ends the HTTP server's loop
+MAX_DIGITS = 19  # of an integer in a JSON body: every number the API takes fits in 64 bits
+MAX_HEADER_LINE = 1024  # a chunk-size line or a trailer (RFC 9112, section 7.1)
+MAX_TRAILERS = 64  # trailer fields after a chunked body; none is used, a few are tolerated
+JSON = "application/json"
+# What each body must be sent as: JSON, but a message POSTed is the message itself. Neither is
+# a type a web page may send to another site without asking first (a CORS preflight).
+BODY_TYPES = {("/accounts/{name}/messages", "POST"): "message/rfc822"}
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")  # RFC 9112: 1*HEXDIG; 16 digits are 64 bits
+# A Host header: a name, an IPv4 address or a bracketed IPv6 one, and maybe a port.
+_HOST = re.compile(r"(\[[0-9A-Za-z:.%_-]+\]|[0-9A-Za-z._-]+)(:[0-9]{1,5})?")
 
 
 class ApiError(Exception):
@@ -58,9 +71,24 @@ class Request:
         if not self.body.strip():
             raise ApiError(400, "the body is empty; send JSON")
         try:
-            return json.loads(self.body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return json.loads(self.body, parse_int=_whole, parse_constant=_not_a_number)
+        except RecursionError:
+            raise ApiError(400, "the body's JSON nests too deeply: no request needs more") from None
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError among them
             raise ApiError(400, f"the body is not valid JSON: {e}") from None
+
+
+def _whole(text: str) -> int:
+    # Python refuses to convert over 4,300 digits, with advice meant for the programmer.
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ApiError(
+            400, f"the body holds an integer of {len(text)} digits; none here needs {MAX_DIGITS}"
+        )
+    return int(text)
+
+
+def _not_a_number(text: str) -> Any:
+    raise ApiError(400, f"the body holds {text}, which is not JSON: send a number")
 
 
 @dataclass
@@ -72,7 +100,8 @@ class Response:
 
 
 def _json(status: int, data: Any) -> Response:
-    return Response(status, json.dumps(data).encode("utf-8") + b"\n")
+    # allow_nan=False: never answer Infinity or NaN, which JSON parsers refuse.
+    return Response(status, json.dumps(data, allow_nan=False).encode("utf-8") + b"\n")
 
 
 Handler = Callable[["ControlServer", Request], Response]
@@ -361,6 +390,16 @@ class ControlServer:
         reset: what ``POST /reset`` does; by default ``pop3.reset()``, which forgets all
             accounts, mail, faults and the transcript. ``fakepop serve`` passes one that
             then sets up what it was configured with again.
+
+    A web page the developer opens can send requests to the API too; it is refused
+    what it could do unasked. A request with an ``Origin`` other than the API's own
+    gets 403 (tests and scripts send none). A body must be ``application/json``
+    (a message POSTed: ``message/rfc822``), which a page cannot send to another
+    site without a CORS preflight, which the API never grants; else 415. Without a
+    token, a ``Host`` that a DNS-rebinding page could send gets 403: it must be an
+    IP address, ``localhost`` (or a name under ``.localhost``), a name without a
+    dot (a compose service) or this machine's name, on any port, since a port
+    mapping changes it.
     """
 
     def __init__(
@@ -482,6 +521,15 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = f"fakepop/{__version__}"
     timeout = 60  # an idle keep-alive connection gives up its thread after this
+    # Buffered: the status line, headers and body go out in one write, flushed after each
+    # request. Unbuffered, the body was a second small segment that Nagle held back until
+    # the client's delayed ACK: 40 ms on every request but the first of a connection.
+    wbufsize = 1 << 16
+
+    def setup(self) -> None:
+        super().setup()
+        # A body larger than the buffer still ends in a small segment: send it at once too.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -503,6 +551,7 @@ class _Handler(BaseHTTPRequestHandler):
             # The body first, even of a request to be refused: closing with it unread
             # would reset the connection under the answer.
             body = self._body()
+            self._check_caller(control)
             route, params, query = self._route()
             if route.auth and not control.authorized(self.headers.get("Authorization")):
                 raise ApiError(
@@ -518,6 +567,7 @@ class _Handler(BaseHTTPRequestHandler):
                     f"{self.command} is not allowed on {PREFIX}{route.template}; use {allowed}",
                     {"Allow": allowed},
                 )
+            self._check_content_type(BODY_TYPES.get((route.template, method), JSON), body)
             response = handler(control, Request(params, query, body))
         except ApiError as e:
             response = _error(e.status, e.message)
@@ -525,6 +575,32 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # a bug: answer, and keep serving
             response = _error(500, f"internal error: {type(e).__name__}: {e}")
         self._send(response, close=self.close_connection)
+
+    def _check_caller(self, control: ControlServer) -> None:
+        """Refuse what a web page in the developer's browser could send: see ``ControlServer``."""
+        host = self.headers.get("Host")
+        if control.token is None and host is not None and not _trusted_host(host):
+            raise ApiError(
+                403,
+                f"Host {host[:100]!r} is a name a web page could rebind to this address: call"
+                " the API by an IP address, localhost or a name without a dot, or set a token"
+                " (--control-token) to allow any name",
+            )
+        origin = self.headers.get("Origin")
+        if origin is not None and not _same_origin(origin, host):
+            raise ApiError(
+                403,
+                f"a request from the web page at {origin[:100]!r} is refused: drive the"
+                " control API from a test or a script, which sends no Origin header",
+            )
+
+    def _check_content_type(self, expected: str, body: bytes) -> None:
+        """Refuse a body, or a declared type, other than ``expected``: a page's form or text."""
+        if "Content-Type" not in self.headers and not body:
+            return  # nothing sent, nothing to misread: GET, DELETE, POST /reset
+        if self.headers.get_content_type() != expected:
+            got = self.headers.get("Content-Type", "no Content-Type")
+            raise ApiError(415, f"send the body as Content-Type: {expected}, not {got[:100]}")
 
     def _route(self) -> tuple[Route, dict[str, str], dict[str, str]]:
         parts = urllib.parse.urlsplit(self.path)
@@ -542,34 +618,45 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._chunked()
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
+        text = self.headers.get("Content-Length") or "0"
+        if not (text.isascii() and text.isdigit()):  # int() would take "-1", " +1_0"
             self.close_connection = True
-            raise ApiError(400, "Content-Length is not a number") from None
+            raise ApiError(400, "Content-Length is not a number of octets")
+        length = int(text) if len(text) <= MAX_DIGITS else MAX_BODY + 1
         if length > MAX_BODY:
             self.close_connection = True  # the body stays unread
             raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
         return self.rfile.read(length) if length > 0 else b""
 
     def _chunked(self) -> bytes:
+        if "Content-Length" in self.headers:
+            self.close_connection = True  # framed two ways: what follows is not to be trusted
+        try:
+            return self._chunks()
+        except ApiError:
+            self.close_connection = True  # the rest of the body is still unread
+            raise
+
+    def _chunks(self) -> bytes:
         body = bytearray()
         while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";")[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                raise ApiError(400, "bad chunked encoding") from None
+            line = self.rfile.readline(MAX_HEADER_LINE + 1)
+            size_text = line.split(b";")[0].strip()
+            if len(line) > MAX_HEADER_LINE or not _CHUNK_SIZE.fullmatch(size_text):
+                # int(..., 16) would take "-1" and read to the end of the stream, unbounded.
+                raise ApiError(400, "bad chunked encoding: a chunk size is 1 to 16 hex digits")
+            size = int(size_text, 16)
             if size == 0:
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers
-                return bytes(body)
+                for _ in range(MAX_TRAILERS):
+                    if self.rfile.readline(MAX_HEADER_LINE + 1) in (b"\r\n", b"\n", b""):
+                        return bytes(body)
+                raise ApiError(400, f"bad chunked encoding: more than {MAX_TRAILERS} trailers")
             if len(body) + size > MAX_BODY:
-                self.close_connection = True
                 raise ApiError(413, f"the body is larger than {MAX_BODY} bytes")
-            body += self.rfile.read(size)
-            self.rfile.readline(1024)  # the CRLF after the chunk
+            chunk = self.rfile.read(size)
+            if len(chunk) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise ApiError(400, "bad chunked encoding: a chunk is not its size, then CRLF")
+            body += chunk
 
     def _send(self, response: Response, close: bool) -> None:
         self.send_response(response.status)
@@ -587,6 +674,49 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _error(status: int, message: str) -> Response:
     return _json(status, {"error": message, "status": status})
+
+
+def _host_and_port(authority: str) -> tuple[str, int] | None:
+    """The lower-case host name (IPv6 without brackets, no final dot) and port of a Host."""
+    match = _HOST.fullmatch(authority.strip())
+    if match is None:
+        return None
+    name = match[1].strip("[]").lower()
+    return (name[:-1] if name.endswith(".") else name), int(match[2][1:] if match[2] else 80)
+
+
+def _trusted_host(authority: str) -> bool:
+    """Whether a Host header is one a DNS-rebinding page cannot send.
+
+    Such a page is at a name its owner registered, which has a dot and is no IP
+    address; rebound, the name leads to this API, but the browser still sends it as
+    the Host. So an IP address (whichever: the API may be behind a port mapping),
+    ``localhost`` and names under ``.localhost`` (RFC 6761: always loopback), a
+    name without a dot (a compose service, ``/etc/hosts``) and this machine's host
+    name are trusted, on any port (a mapping such as ``-p 18110:8110`` changes it).
+    """
+    parsed = _host_and_port(authority)
+    if parsed is None or not parsed[0]:
+        return False
+    name = parsed[0]
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return True
+    return (
+        name == "localhost"
+        or name.endswith(".localhost")
+        or "." not in name
+        or name == socket.gethostname().lower()
+    )
+
+
+def _same_origin(origin: str, host: str | None) -> bool:
+    """Whether ``Origin`` is this API's own: http, and the host and port of ``Host``."""
+    scheme, _, authority = origin.strip().partition("://")
+    if scheme.lower() != "http" or host is None:
+        return False  # "null" (a sandboxed page or a file), https, or no Host to compare
+    own, theirs = _host_and_port(host), _host_and_port(authority)
+    return own is not None and own == theirs
 
 
 # --- the client ----------------------------------------------------------------------------

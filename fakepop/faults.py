@@ -13,6 +13,7 @@ server carries out what needs a socket (delays, stalls, resets).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fakepop.mail.loaders import read_file
 from fakepop.protocol.commands import COMMANDS
 
 # Events that are not command verbs; a verb (any case) names the command's event.
@@ -71,7 +73,14 @@ _CHOICES = {
 _WHEN_KEYS = {"on", "action", "user", "session", "nth", "times", "probability", "seed"}
 _CODE = re.compile(r"[A-Z0-9-]+(/[A-Z0-9-]+)*")
 
-
+# Bounds on what a rule may ask for, so that every rule accepted can also be carried out.
+MAX_LENGTH = 16 * 1024 * 1024  # garbage and overlong octets are made in memory at once
+MAX_SECONDS = 86_400.0  # a delay or lock longer than a day is a mistake; stall waits for ever
+MAX_COUNT = 2**63 - 1  # counts, offsets and seeds: a 64-bit integer, exact in any JSON client
+MAX_CODE = 64  # a response code is a word or two (RFC 2449, section 8)
+MAX_TEXT = 400  # the -ERR line's text: RFC 2449 allows a response line 512 octets in all
+# Keys an action may leave unset (None): the rule then does without them.
+_OPTIONAL = {("lock", "attempts"), ("lock", "seconds"), ("truncate", "after_bytes")}
 _KIND_NAMES = {str: "text", int: "a whole number", float: "a number"}
 
 
@@ -116,10 +125,12 @@ class Rule:
     def from_dict(cls, data: Mapping[str, Any], where: str = "fault") -> Rule:
         """A rule from its data form: the keys of a ``[[faults]]`` table."""
         if not isinstance(data, Mapping):
-            raise FaultError(f"{where}: expected a table of keys, got {data!r}")
+            raise FaultError(f"{where}: expected a table of keys, got {_show(data)}")
         action = data.get("action")
-        if action not in ACTIONS:
-            raise FaultError(f"{where}: action must be one of {', '.join(ACTIONS)}; got {action!r}")
+        if not isinstance(action, str) or action not in ACTIONS:
+            raise FaultError(
+                f"{where}: action must be one of {', '.join(ACTIONS)}; got {_show(action)}"
+            )
         unknown = sorted(set(data) - _WHEN_KEYS - set(ACTIONS[action]))
         if unknown:
             allowed = sorted(_WHEN_KEYS | set(ACTIONS[action]))
@@ -133,46 +144,49 @@ class Rule:
         params = {key: data.get(key, default) for key, default in ACTIONS[action].items()}
         times = data.get("times", 1)
         rule = cls(
-            on=_event(on, where),
+            on=on,
             action=action,
             params=params,
-            user=_optional(data, "user", str, where),
-            session=_optional(data, "session", int, where),
-            nth=_number(data.get("nth", 1), int, "nth", where, minimum=1),
-            times=None if times == "always" else _number(times, int, "times", where, minimum=1),
-            probability=_number(data.get("probability", 1.0), float, "probability", where),
-            seed=_number(data.get("seed", 0), int, "seed", where),
+            user=data.get("user"),
+            session=data.get("session"),
+            nth=data.get("nth", 1),
+            times=None if times == "always" else times,
+            probability=data.get("probability", 1.0),
+            seed=data.get("seed", 0),
         )
         rule._check(where)
         return rule
 
     def _check(self, where: str) -> None:
-        if not 0.0 <= self.probability <= 1.0:
-            raise FaultError(f"{where}: probability must be between 0 and 1")
-        for (action, key), choices in _CHOICES.items():
-            if action == self.action and self.params[key] not in choices:
-                raise FaultError(f"{where}: {key} must be one of {', '.join(choices)}")
-        for key in ("seconds", "bytes_per_second", "after_bytes", "length", "attempts"):
-            if self.params.get(key) is not None:
-                _number(self.params[key], float, key, where, minimum=0)
-        if "delta" in self.params:
-            _number(self.params["delta"], int, "delta", where)
-        if "code" in self.params and not _CODE.fullmatch(str(self.params["code"])):
-            raise FaultError(f"{where}: code is a response code such as SYS/TEMP or IN-USE")
-        if self.action == "bandwidth" and not self.params["bytes_per_second"] > 0:
-            raise FaultError(f"{where}: bytes_per_second must be more than 0")
+        """Check every key's type and range, raising ``FaultError`` naming the first bad one.
+
+        Numbers are normalised (a whole float such as 2.0 becomes 2), so that what is
+        kept, and what ``GET /faults`` answers, is what the server will do.
+        """
+        self.on = _event(self.on, where)
+        if not isinstance(self.action, str) or self.action not in ACTIONS:
+            raise FaultError(f"{where}: action must be one of {', '.join(ACTIONS)}")
+        if not isinstance(self.params, dict) or set(self.params) != set(ACTIONS[self.action]):
+            raise FaultError(
+                f"{where}: the parameters of {self.action!r} are {', '.join(ACTIONS[self.action])}"
+            )
+        self.user = _optional(self.user, str, "user", where)
+        if self.session is not None:
+            self.session = _number(self.session, int, "session", where, 1, MAX_COUNT)
+        self.nth = _number(self.nth, int, "nth", where, 1, MAX_COUNT)
+        if self.times is not None:
+            self.times = _number(self.times, int, "times", where, 1, MAX_COUNT)
+        self.probability = float(_number(self.probability, float, "probability", where, 0, 1))
+        self.seed = _number(self.seed, int, "seed", where, -MAX_COUNT, MAX_COUNT)
+        self._random = random.Random(self.seed)
+        for key, value in self.params.items():
+            if value is None and (self.action, key) in _OPTIONAL:
+                continue
+            self.params[key] = _param(self.action, key, value, where)
         if self.action == "tls-abort" and self.on != "tls-handshake":
             raise FaultError(f'{where}: tls-abort happens only at on = "tls-handshake"')
-        if self.action == "lock" and self.params["attempts"] is not None:
-            _number(self.params["attempts"], int, "attempts", where, minimum=1)
         if self.action == "lock" and self.params["attempts"] is self.params["seconds"] is None:
             raise FaultError(f"{where}: a lock needs attempts = N or seconds = T")
-        if self.action == "commit-fail":
-            remove = self.params["remove"]
-            if remove not in ("none", "some") and (
-                isinstance(remove, bool) or not isinstance(remove, int) or remove < 0
-            ):
-                raise FaultError(f"{where}: remove is 'none', 'some' or a number of messages")
 
     def matches(self, event: str, user: str | None, session: int) -> bool:
         return (
@@ -222,10 +236,13 @@ class FaultPlan:
 
         ``plan.add(on="RETR", action="drop", at="during", after_bytes=100)``
         """
+        where = f"fault {len(self._rules) + 1}"
         if rule is None:
-            rule = Rule.from_dict(keys, f"fault {len(self._rules) + 1}")
-        elif not isinstance(rule, Rule):
-            rule = Rule.from_dict(rule, f"fault {len(self._rules) + 1}")
+            rule = Rule.from_dict(keys, where)
+        elif isinstance(rule, Rule):
+            rule._check(where)  # made directly, it has not been checked yet
+        else:
+            rule = Rule.from_dict(rule, where)
         with self._lock:
             self._rules.append(rule)
         return rule
@@ -234,9 +251,11 @@ class FaultPlan:
         """Add the rules of a TOML file (``[[faults]]`` tables) or a JSON file (a list)."""
         file = Path(path)
         try:
-            text = file.read_text(encoding="utf-8")
+            text = read_file(file).decode("utf-8")
         except FileNotFoundError:
             raise FaultError(f"no fault file at {file}") from None
+        except (OSError, ValueError) as e:  # a FIFO or a device, say: never read
+            raise FaultError(f"{file}: {e}") from None
         try:
             if file.suffix.lower() == ".json":
                 data: Any = json.loads(text)
@@ -303,29 +322,94 @@ class FaultPlan:
 
 def _event(on: Any, where: str) -> str:
     if not isinstance(on, str) or not on:
-        raise FaultError(f"{where}: on must name an event, got {on!r}")
+        raise FaultError(f"{where}: on must name an event, got {_show(on)}")
     if on.lower() in SPECIAL_EVENTS:
         return on.lower()
     if on.upper() in COMMANDS:
         return on.upper()
     raise FaultError(
-        f"{where}: unknown event {on!r}; use a command verb ({', '.join(COMMANDS)})"
+        f"{where}: unknown event {_show(on)}; use a command verb ({', '.join(COMMANDS)})"
         f" or one of {', '.join(SPECIAL_EVENTS)}"
     )
 
 
-def _optional(data: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
-    value = data.get(key)
+def _optional(value: Any, kind: type, key: str, where: str) -> Any:
     if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-        raise FaultError(f"{where}: {key} must be {_KIND_NAMES[kind]}, got {value!r}")
+        raise FaultError(f"{where}: {key} must be {_KIND_NAMES[kind]}, got {_show(value)}")
     return value
 
 
-def _number(value: Any, kind: type, key: str, where: str, minimum: float | None = None) -> Any:
+def _number(value: Any, kind: type, key: str, where: str, minimum: float, maximum: float) -> Any:
+    """``value`` as a number of ``kind`` between ``minimum`` and ``maximum``, else FaultError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise FaultError(f"{where}: {key} must be a number, got {value!r}")
-    if kind is int and value != int(value):
-        raise FaultError(f"{where}: {key} must be a whole number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise FaultError(f"{where}: {key} must be at least {minimum:g}")
-    return kind(value)
+        raise FaultError(f"{where}: {key} must be {_KIND_NAMES[kind]}, got {_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FaultError(f"{where}: {key} must be a finite number, got {value!r}")
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():
+            raise FaultError(f"{where}: {key} must be a whole number, got {value!r}")
+        value = int(value)
+    if not minimum <= value <= maximum:
+        raise FaultError(f"{where}: {key} must be {_range(minimum, maximum)}, got {_short(value)}")
+    return value
+
+
+def _range(minimum: float, maximum: float) -> str:
+    if maximum == MAX_COUNT:
+        return "a 64-bit integer" if minimum == -MAX_COUNT else f"at least {_figure(minimum)}"
+    return f"between {_figure(minimum)} and {_figure(maximum)}"
+
+
+def _figure(bound: float) -> str:
+    return f"{int(bound):,}" if float(bound).is_integer() else repr(bound)
+
+
+def _short(value: float) -> str:
+    # str() of an integer of over 4,300 digits raises; no one needs to see its digits anyway.
+    return repr(value) if isinstance(value, float) or abs(value) < 10**30 else "a larger number"
+
+
+def _show(value: Any) -> str:
+    """A bad value as a message quotes it: short, whatever its size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _short(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _param(action: str, key: str, value: Any, where: str) -> Any:
+    """An action's parameter checked for its type and range; see ``ACTIONS``."""
+    choices = _CHOICES.get((action, key))
+    if choices is not None:
+        if value not in choices:
+            raise FaultError(f"{where}: {key} must be one of {', '.join(choices)}")
+        return value
+    if key == "seconds":
+        return _number(value, float, key, where, 0, MAX_SECONDS)
+    if key == "bytes_per_second":
+        # Less than a byte a second is no rate but a stall: the stall action does that.
+        return _number(value, float, key, where, 1, MAX_COUNT)
+    if key in ("after_bytes", "attempts"):
+        return _number(value, int, key, where, 0 if key == "after_bytes" else 1, MAX_COUNT)
+    if key == "length":
+        return _number(value, int, key, where, 0, MAX_LENGTH)
+    if key == "delta":
+        return _number(value, int, key, where, -MAX_COUNT, MAX_COUNT)
+    if key == "code":
+        if not isinstance(value, str) or len(value) > MAX_CODE or not _CODE.fullmatch(value):
+            raise FaultError(f"{where}: code is a response code such as SYS/TEMP or IN-USE")
+        return value
+    if key == "text":
+        if not isinstance(value, str):
+            raise FaultError(f"{where}: text must be text, got {_show(value)}")
+        if len(value) > MAX_TEXT or not value.isprintable():
+            raise FaultError(
+                f"{where}: text is one line of at most {MAX_TEXT} printable characters"
+            )
+        return value
+    assert (action, key) == ("commit-fail", "remove"), (action, key)
+    if value in ("none", "some"):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT:
+        return value
+    raise FaultError(f"{where}: remove is 'none', 'some' or a number of messages")

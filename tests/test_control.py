@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import poplib
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,14 @@ import pytest
 from serving import Served, serve
 
 from fakepop import POP3Server
-from fakepop.control import ROUTES, ControlClient, ControlError, ControlServer, is_loopback
+from fakepop.control import (
+    PREFIX,
+    ROUTES,
+    ControlClient,
+    ControlError,
+    ControlServer,
+    is_loopback,
+)
 from fakepop.mail.loaders import fixtures_dir, load_eml_dir
 from fakepop.mail.wire import to_crlf
 
@@ -221,6 +231,24 @@ def test_reset_puts_back_what_it_started_with(served: Served, client: ControlCli
         ("DELETE", "/accounts/alice/messages/no-such-uid", None, 404, "no message with UID"),
         ("GET", "/accounts/alice/messages/no-such-uid", None, 404, "no message with UID"),
         ("POST", "/accounts", "{not json", 400, "not valid JSON"),
+        ("POST", "/accounts", "[" * 100_000, 400, "the body's JSON nests too deeply"),
+        ("POST", "/faults", '{"seed": ' + "7" * 5000 + "}", 400, "an integer of 5000 digits"),
+        ("POST", "/faults", '{"action": "delay", "seconds": NaN}', 400, "holds NaN"),
+        (
+            "POST",
+            "/faults",
+            '{"on": "RETR", "action": "delay", "seconds": 1e999}',
+            400,
+            "body[0]: seconds must be a finite number, got inf",
+        ),
+        (
+            "POST",
+            "/faults",
+            '[{"on": "RETR", "action": "stall"},'
+            ' {"on": "RETR", "action": "garbage", "length": 268435456}]',
+            400,
+            "body[1]: length must be between 0 and 16,777,216",
+        ),
         ("POST", "/accounts", '{"name": 1, "password": "x"}', 400, "must both be strings"),
         ("POST", "/faults", '{"action": "explode"}', 400, "action must be one of"),
         ("POST", "/faults", '{"on": "NOPE", "action": "drop"}', 400, "unknown event 'NOPE'"),
@@ -235,7 +263,8 @@ def test_reset_puts_back_what_it_started_with(served: Served, client: ControlCli
 def test_errors_are_json_with_the_right_status(
     url: str, method: str, path: str, data: str | None, status: int, says: str
 ) -> None:
-    extra = ["--data-binary", data] if data is not None else []
+    kind = "message/rfc822" if "/messages" in path else "application/json"
+    extra = ["--data-binary", data, "-H", f"Content-Type: {kind}"] if data is not None else []
     got, headers, body = curl(method, url + path, *extra)
     error: dict[str, Any] = json.loads(body)
     assert (got, error["status"]) == (status, status)
@@ -265,7 +294,12 @@ def test_a_ci_script_with_curl_only(served: Served, url: str, tmp_path: Path) ->
     )
     (tmp_path / "mail.eml").write_bytes(RAW)
     status, _, body = curl(
-        "POST", f"{url}/accounts/alice/messages", "--data-binary", f"@{tmp_path / 'mail.eml'}"
+        "POST",
+        f"{url}/accounts/alice/messages",
+        "--data-binary",
+        f"@{tmp_path / 'mail.eml'}",
+        "-H",
+        "Content-Type: message/rfc822",
     )
     assert status == 201
     uid = json.loads(body)["uid"]
@@ -323,3 +357,240 @@ def test_in_process_control_server_and_its_default_reset() -> None:
         assert no_ca.value.status == 404  # no TLS, so no CA
         client.reset()
         assert client.accounts() == []  # forgotten: nothing was set up to come back
+
+
+# --- what a web page, or a malformed request, cannot do --------------------------------------
+
+
+@pytest.fixture
+def open_api() -> Iterator[ControlServer]:
+    """An API with no token, as ``fakepop serve --control-port`` starts it by default."""
+    with POP3Server({"alice": "secret"}) as server, ControlServer(server) as control:
+        server.mailbox("alice").add(RAW)
+        yield control
+
+
+def call(
+    control: ControlServer,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """One request on a connection of its own: the status and the JSON answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", control.port, timeout=5)
+    try:
+        connection.request(method, PREFIX + path, body=body, headers=headers or {})
+        answer = connection.getresponse()
+        return answer.status, json.loads(answer.read())
+    finally:
+        connection.close()
+
+
+def unchanged(control: ControlServer) -> bool:
+    pop3 = control.pop3
+    return (
+        list(pop3.users) == ["alice"]
+        and len(pop3.mailbox("alice").messages) == 1
+        and (len(pop3.faults) == 0)
+    )
+
+
+EVIL = "https://evil.example"
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "says"),
+    [
+        # What a page's fetch(..., {mode: "no-cors"}) or a <form> may send to another site
+        # without a CORS preflight: text/plain, a form or multipart; browsers add Origin.
+        (
+            "POST",
+            "/accounts",
+            '{"name": "alice", "password": "owned"}',
+            {"Content-Type": "text/plain;charset=UTF-8", "Origin": EVIL},
+            403,
+            "a request from the web page at 'https://evil.example' is refused",
+        ),
+        ("POST", "/reset", "", {"Content-Type": FORM, "Origin": EVIL}, 403, "web page"),
+        ("POST", "/reset", None, {"Origin": "null"}, 403, "web page at 'null'"),
+        (
+            "POST",
+            "/accounts/alice/messages",
+            "Subject: injected\r\n\r\nx\r\n",
+            {"Content-Type": "text/plain", "Origin": EVIL},
+            403,
+            "web page",
+        ),
+        # The same without Origin (an old browser): the type alone refuses it.
+        (
+            "POST",
+            "/faults",
+            '{"on": "RETR", "action": "stall"}',
+            {"Content-Type": "text/plain"},
+            415,
+            "send the body as Content-Type: application/json, not text/plain",
+        ),
+        ("POST", "/reset", "", {"Content-Type": FORM}, 415, f"application/json, not {FORM}"),
+        (
+            "POST",
+            "/accounts/alice/messages",
+            "Subject: injected\r\n\r\nx\r\n",
+            {"Content-Type": "multipart/form-data; boundary=x"},
+            415,
+            "send the body as Content-Type: message/rfc822",
+        ),
+        ("POST", "/faults", '{"on": "RETR", "action": "stall"}', {}, 415, "no Content-Type"),
+        # A DNS-rebinding page: same origin as far as the browser knows, under its own name.
+        (
+            "POST",
+            "/reset",
+            None,
+            {"Host": "evil.example:8110", "Origin": "http://evil.example:8110"},
+            403,
+            "Host 'evil.example:8110' is a name a web page could rebind",
+        ),
+        ("GET", "/accounts", None, {"Host": "evil.example"}, 403, "set a token"),
+    ],
+)
+def test_what_a_web_page_can_send_is_refused_and_changes_nothing(
+    open_api: ControlServer,
+    method: str,
+    path: str,
+    body: str | None,
+    headers: dict[str, str],
+    status: int,
+    says: str,
+) -> None:
+    got, answer = call(open_api, method, path, body, headers)
+    assert (got, answer["status"]) == (status, status)
+    assert says in answer["error"]
+    assert unchanged(open_api)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1:{port}",
+        "localhost:{port}",
+        "[::1]:{port}",
+        "localhost:18110",  # docker run -p 18110:8110: the port is the mapped one
+        "LOCALHOST.",
+        "fakepop:8110",  # a compose service, from another container
+        "172.17.0.2:8110",  # the container's address
+        "[fe80::1%25eth0]:8110",
+        "app.localhost:{port}",
+        "{hostname}",
+    ],
+)
+def test_a_host_no_page_could_send_is_answered(open_api: ControlServer, host: str) -> None:
+    host = host.format(port=open_api.port, hostname=socket.gethostname())
+    assert call(open_api, "GET", "/accounts", None, {"Host": host})[0] == 200
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example:{port}", "127.0.0.1.nip.io:{port}", "localhost.evil.example", "a b", "x@y"],
+)
+def test_a_host_a_rebinding_page_could_send_is_refused(open_api: ControlServer, host: str) -> None:
+    host = host.format(port=open_api.port)
+    assert call(open_api, "GET", "/accounts", None, {"Host": host})[0] == 403
+
+
+def test_with_a_token_any_host_name_is_answered(url: str) -> None:
+    # Behind a token, a page cannot act, whatever name it uses; the API may be on a CI host.
+    assert curl("GET", f"{url}/accounts", "-H", "Host: ci-box.example.com:8110")[0] == 200
+    assert curl("GET", f"{url}/accounts", "-H", "Origin: https://evil.example")[0] == 403
+
+
+def test_the_api_s_own_origin_and_json_with_a_charset_are_answered(
+    open_api: ControlServer,
+) -> None:
+    own = f"127.0.0.1:{open_api.port}"
+    headers = {"Origin": f"http://{own}", "Content-Type": "application/json; charset=utf-8"}
+    body = '{"name": "bob", "password": "pw"}'
+    assert call(open_api, "POST", "/accounts", body, headers)[0] == 201
+    headers["Origin"] = f"http://localhost:{open_api.port}"  # another host: another origin
+    assert call(open_api, "POST", "/accounts", body, headers)[0] == 403
+
+
+def test_an_over_long_account_name_with_maildirs_is_a_400(tmp_path: Path) -> None:
+    with POP3Server(maildir=tmp_path) as server, ControlServer(server) as control:
+        client = ControlClient(control.url)
+        with pytest.raises(ControlError) as refused:
+            client.add_account("a" * 256, "pw")
+        assert refused.value.status == 400
+        assert "account name too long for a Maildir: at most 255 bytes" in refused.value.message
+        assert client.add_account("a" * 255, "pw")["name"] == "a" * 255
+
+
+def test_get_faults_is_always_json_a_strict_parser_reads(open_api: ControlServer) -> None:
+    def strict(text: str) -> Any:
+        raise AssertionError(f"{text} is not JSON")
+
+    plan = open_api.pop3.faults
+    plan.add(on="RETR", action="delay", seconds=86_400.0, probability=0.5)
+    plan.add(on="RETR", action="garbage", length=16 * 1024 * 1024, seed=2**63 - 1, times="always")
+    connection = http.client.HTTPConnection("127.0.0.1", open_api.port, timeout=5)
+    try:
+        connection.request("GET", PREFIX + "/faults")
+        listed = json.loads(connection.getresponse().read(), parse_constant=strict)
+    finally:
+        connection.close()
+    client = ControlClient(open_api.url)
+    client.clear_faults()
+    assert client.add_faults(listed["faults"]) == listed["faults"]  # posted back as they came
+
+
+@pytest.mark.parametrize("size", [b"-1", b"+5", b"0x5", b"5_0", b" ", b"1" * 17])
+def test_a_chunk_size_that_is_not_hex_digits_is_refused(
+    open_api: ControlServer, size: bytes
+) -> None:
+    # int("-1", 16) is -1, and read(-1) read until the client closed: 200 MiB in memory, say.
+    with socket.create_connection(("127.0.0.1", open_api.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/accounts/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: message/rfc822\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + size
+            + b"\r\n"
+            + b"x" * 65536
+        )
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}\n"):
+            data = sock.recv(65536)
+            assert data, answer
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"a chunk size is 1 to 16 hex digits" in answer
+    assert b"Connection: close" in answer
+    assert unchanged(open_api)
+
+
+def test_a_chunked_body_is_read_exactly(open_api: ControlServer) -> None:
+    with socket.create_connection(("127.0.0.1", open_api.port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /api/v1/accounts/alice/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: message/rfc822\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"c;ext=1\r\nSubject: x\r\n\r\n5\r\n\r\nx\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        )
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 201 ")
+    assert open_api.pop3.mailbox("alice").messages[-1].read() == b"Subject: x\r\n\r\nx\r\n"
+
+
+def test_requests_on_a_kept_alive_connection_are_answered_at_once(
+    open_api: ControlServer,
+) -> None:
+    # Headers and body went out in two writes: Nagle held the body back until the client's
+    # delayed ACK, 40 ms a request. 200 requests took 9 s; one write each: well under 1 s.
+    connection = http.client.HTTPConnection("127.0.0.1", open_api.port, timeout=5)
+    started = time.monotonic()
+    for _ in range(100):
+        connection.request("GET", PREFIX + "/health")
+        assert connection.getresponse().read()
+        body = '{"name": "bob", "password": "pw"}'
+        connection.request("POST", PREFIX + "/accounts", body, {"Content-Type": "application/json"})
+        assert connection.getresponse().read()
+    connection.close()
+    assert time.monotonic() - started < 5

@@ -7,9 +7,12 @@ session and a server ask it, and what it answers and records is checked.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -372,15 +375,15 @@ def test_event_must_be_a_name(on: Any) -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"probability": 2}, "probability must be between 0 and 1"),
-        ({"probability": -0.1}, "probability must be between 0 and 1"),
+        ({"probability": 2}, "probability must be between 0 and 1, got 2"),
+        ({"probability": -0.1}, "probability must be between 0 and 1, got -0.1"),
         ({"probability": "often"}, "probability must be a number, got 'often'"),
-        ({"times": 0}, "times must be at least 1"),
-        ({"times": "never"}, "times must be a number, got 'never'"),
-        ({"times": True}, "times must be a number, got True"),
-        ({"nth": 0}, "nth must be at least 1"),
+        ({"times": 0}, "times must be at least 1, got 0"),
+        ({"times": "never"}, "times must be a whole number, got 'never'"),
+        ({"times": True}, "times must be a whole number, got True"),
+        ({"nth": 0}, "nth must be at least 1, got 0"),
         ({"nth": 1.5}, "nth must be a whole number, got 1.5"),
-        ({"seed": "x"}, "seed must be a number, got 'x'"),
+        ({"seed": "x"}, "seed must be a whole number, got 'x'"),
         ({"user": 5}, "user must be text, got 5"),
         ({"session": "2"}, "session must be a whole number, got '2'"),
         ({"session": True}, "session must be a whole number, got True"),
@@ -396,10 +399,10 @@ def test_bad_values_of_an_error_rule(data: dict[str, Any], message: str) -> None
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"action": "delay", "seconds": -1}, "seconds must be at least 0"),
+        ({"action": "delay", "seconds": -1}, "seconds must be between 0 and 86,400, got -1"),
         ({"action": "delay", "seconds": "1"}, "seconds must be a number, got '1'"),
-        ({"action": "lock", "seconds": -0.5}, "seconds must be at least 0"),
-        ({"action": "lock", "attempts": -1}, "attempts must be at least 0"),
+        ({"action": "lock", "seconds": -0.5}, "seconds must be between 0 and 86,400"),
+        ({"action": "lock", "attempts": -1}, "attempts must be at least 1, got -1"),
         ({"action": "lock"}, "a lock needs attempts = N or seconds = T"),
         ({"action": "drop", "at": "before"}, "at must be one of instead, after, during"),
         ({"action": "drop", "mode": "explode"}, "mode must be one of close, reset"),
@@ -407,10 +410,10 @@ def test_bad_values_of_an_error_rule(data: dict[str, Any], message: str) -> None
         ({"action": "truncate", "then": "retry"}, "then must be one of close, stall"),
         ({"action": "truncate", "after_bytes": -3}, "after_bytes must be at least 0"),
         ({"action": "tls-abort", "mode": "stall"}, "mode must be one of close, reset, garbage"),
-        ({"action": "garbage", "length": -1}, "length must be at least 0"),
-        ({"action": "overlong", "length": "long"}, "length must be a number, got 'long'"),
+        ({"action": "garbage", "length": -1}, "length must be between 0 and 16,777,216"),
+        ({"action": "overlong", "length": "long"}, "length must be a whole number, got 'long'"),
         ({"action": "wrong-size", "delta": 0.5}, "delta must be a whole number, got 0.5"),
-        ({"action": "bandwidth", "bytes_per_second": -5}, "bytes_per_second must be at least 0"),
+        ({"action": "bandwidth", "bytes_per_second": -5}, "bytes_per_second must be at least 1"),
         (
             {"action": "commit-fail", "remove": "all"},
             "remove is 'none', 'some' or a number of messages",
@@ -421,6 +424,82 @@ def test_bad_values_of_an_error_rule(data: dict[str, Any], message: str) -> None
 def test_bad_values(data: dict[str, Any], message: str) -> None:
     data.setdefault("on", DEFAULT_EVENT.get(data["action"], "RETR"))
     assert refusal(**data).startswith(f"fault 1: {message}")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"action": "delay", "seconds": math.inf}, "seconds must be a finite number, got inf"),
+        ({"action": "delay", "seconds": math.nan}, "seconds must be a finite number, got nan"),
+        (
+            {"action": "delay", "seconds": 1e10},
+            "seconds must be between 0 and 86,400, got 10000000000.0",
+        ),
+        ({"action": "lock", "seconds": math.inf}, "seconds must be a finite number, got inf"),
+        (
+            {"action": "bandwidth", "bytes_per_second": 1e-300},
+            "bytes_per_second must be at least 1",
+        ),
+        (
+            {"action": "bandwidth", "bytes_per_second": math.inf},
+            "bytes_per_second must be a finite number",
+        ),
+        ({"action": "drop", "after_bytes": 1.5}, "after_bytes must be a whole number, got 1.5"),
+        ({"action": "drop", "after_bytes": math.inf}, "after_bytes must be a finite number"),
+        ({"action": "truncate", "after_bytes": "10"}, "after_bytes must be a whole number"),
+        ({"action": "garbage", "length": 2.5}, "length must be a whole number, got 2.5"),
+        ({"action": "garbage", "length": 268_435_456}, "length must be between 0 and 16,777,216"),
+        ({"action": "overlong", "length": math.nan}, "length must be a finite number"),
+        ({"action": "error", "text": 42}, "text must be text, got 42"),
+        ({"action": "error", "text": "two\r\n+OK lines"}, "text is one line of at most 400"),
+        ({"action": "error", "text": "x" * 401}, "text is one line of at most 400"),
+        ({"action": "error", "code": 5}, "code is a response code"),
+        ({"action": "error", "probability": math.nan}, "probability must be a finite number"),
+        ({"action": "error", "seed": 10**5000}, "seed must be a 64-bit integer, got a larger"),
+        ({"action": "wrong-size", "delta": -(10**5000)}, "delta must be a 64-bit integer"),
+        ({"action": "error", "times": 2**64}, "times must be at least 1, got 18446744073709551616"),
+        ({"action": "error", "session": 0}, "session must be at least 1, got 0"),
+        ({"action": "commit-fail", "remove": -1}, "remove is 'none', 'some' or a number"),
+        ({"action": ["drop"], "on": "RETR"}, "action must be one of"),
+    ],
+)
+def test_every_key_is_checked_for_type_and_range_when_the_rule_is_made(
+    data: dict[str, Any], message: str
+) -> None:
+    # Each of these was once accepted, then crashed the session when it fired.
+    if "on" not in data:
+        data["on"] = DEFAULT_EVENT.get(data["action"], "RETR")
+    assert refusal(**data).startswith(f"fault 1: {message}")
+
+
+def test_a_huge_bad_value_is_not_quoted_whole() -> None:
+    assert len(refusal(on="RETR", action="error", text=["x" * 10**6])) < 200
+
+
+def test_whole_floats_are_kept_as_integers() -> None:
+    rule = FaultPlan().add(on="RETR", action="drop", at="during", after_bytes=10.0, nth=2.0)
+    assert (rule.params["after_bytes"], rule.nth) == (10, 2)
+    assert type(rule.params["after_bytes"]) is int
+
+
+def test_a_rule_made_directly_is_checked_when_added() -> None:
+    rule = Rule(on="RETR", action="delay", params={"seconds": math.inf})
+    with pytest.raises(FaultError, match=r"^fault 1: seconds must be a finite number, got inf$"):
+        FaultPlan().add(rule)
+
+
+def test_a_bad_key_in_a_file_names_the_file_the_index_and_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "faults.toml"
+    path.write_text(
+        '[[faults]]\non = "RETR"\naction = "stall"\n\n'
+        '[[faults]]\non = "RETR"\naction = "delay"\nseconds = inf\n'
+    )
+    with pytest.raises(FaultError, match=r"^faults.toml\[1\]: seconds must be a finite number"):
+        FaultPlan().load(path)
+    path = tmp_path / "faults.json"
+    path.write_text('[{"on": "RETR", "action": "garbage", "length": 1.5}]')
+    with pytest.raises(FaultError, match=r"^faults.json\[0\]: length must be a whole number"):
+        FaultPlan().load(path)
 
 
 def test_zero_bandwidth_is_refused() -> None:
@@ -578,3 +657,28 @@ def test_a_toml_file_without_faults_has_no_rules(tmp_path: Path) -> None:
     path = tmp_path / "empty.toml"
     path.write_text("# nothing yet\n")
     assert FaultPlan().load(path) == []
+
+
+def test_a_fault_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "faults.toml")
+    error = raised_within(5, lambda: FaultPlan().load(tmp_path / "faults.toml"))
+    assert isinstance(error, FaultError)
+    assert "faults.toml is not a regular file" in str(error)
+
+
+def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
+    """What ``call`` raises, which must come within ``seconds``: a hang fails the test."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # handed to the test thread
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "it hangs"
+    assert raised, "nothing was raised"
+    return raised[0]

@@ -550,3 +550,50 @@ def test_every_limit_can_be_set_for_fakepop_serve(tmp_path: Path) -> None:
             # Meanwhile the other said nothing since its greeting, just before ``began``.
             assert idle.line() == b"-ERR Autologout: idle for too long\r\n"
             assert 0.5 < time.monotonic() - began < 3
+
+
+def test_maildir_top_with_a_huge_line_count_sends_the_whole_message(
+    connect: Connect, tmp_path: Path
+) -> None:
+    server = start(maildir=tmp_path)
+    try:
+        client = connect(server)
+        client.login()
+        client.send(b"TOP 1 100000000000000000000\r\n")
+        assert client.line() == b"+OK top of message follows\r\n"
+        assert [client.line() for _ in range(4)] == [*MAIL.splitlines(keepends=True), b".\r\n"]
+        assert client.command("QUIT") == SIGN_OFF
+    finally:
+        server.stop()  # raises the session's error, if it had one
+    server.check()
+
+
+def test_maildir_top_of_one_very_long_line_streams_it(connect: Connect, tmp_path: Path) -> None:
+    # TOP once gathered a line whole, copying it again at each 64 KiB read: quadratic time,
+    # and the line held in memory. Now the line passes through in the pieces it is read in.
+    server = start(maildir=tmp_path)
+    try:
+        long = b"Subject: long\r\n\r\n" + b"x" * (16 * MEBIBYTE) + b"\r\nsecond\r\n"
+        server.mailbox("alice").add(long)
+        client = connect(server)
+        client.command("USER alice")
+        assert client.command("PASS secret").startswith(b"+OK alice's maildrop has 3 messages")
+        tracemalloc.start()
+        try:
+            baseline, _ = tracemalloc.get_traced_memory()
+            client.send(b"TOP 3 1\r\n")
+            assert client.line() == b"+OK top of message follows\r\n"
+            expected = len(long) - len(b"second\r\n") + len(b".\r\n")
+            received = len(client.pending)
+            while received < expected:
+                data = client.sock.recv(1 << 20)
+                assert data
+                received += len(data)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert received == expected
+        # A few 64 KiB reads in flight and the socket's buffers; the line whole would be 16 MiB.
+        assert peak - baseline < 4 * MEBIBYTE, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
+    finally:
+        server.stop()

@@ -349,6 +349,7 @@ def test_the_control_api_keeps_accounts_inside_the_maildir_root(tmp_path: Path, 
         request = urllib.request.Request(
             f"{control.url}/accounts",
             data=json.dumps({"name": name, "password": "pw"}).encode(),
+            headers={"Content-Type": "application/json"},
             method="POST",
         )
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -367,6 +368,7 @@ def test_the_control_api_keeps_uids_out_of_file_paths(tmp_path: Path, uid: str) 
         request = urllib.request.Request(
             f"{control.url}/accounts/alice/messages?uid={quoted}",
             data=b"Subject: x\r\n\r\nx\r\n",
+            headers={"Content-Type": "message/rfc822"},
             method="POST",
         )
         with pytest.raises(urllib.error.HTTPError) as refused:

@@ -3,6 +3,10 @@
 Parsing is the stdlib ``mailbox`` module's; what is added here is undoing mbox
 ``>From`` quoting and choosing each message's UID so that it is the same on
 every run: the Maildir unique name, the .eml file name, or a content digest.
+
+Only regular files are read: a FIFO would hang the load and a device such as
+``/dev/zero`` never ends. With ``root``, a file (a symbolic link followed) must
+also lie inside that directory, as a manifest's paths must.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import mailbox
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -30,18 +35,41 @@ def _valid_uid(text: str) -> str | None:
         return None
 
 
-def load_eml(path: str | os.PathLike[str]) -> LoadedMessage:
+def read_file(path: str | os.PathLike[str], root: Path | None = None, size: int = -1) -> bytes:
+    """The bytes of a regular file, refusing anything else with a ValueError naming the path.
+
+    Args:
+        path: the file; a symbolic link is followed.
+        root: when given, the file's real path must be inside this (resolved) directory.
+        size: read at most this many bytes; all of them when negative.
+    """
+    file = Path(path)
+    if root is not None and not file.resolve().is_relative_to(root):
+        raise ValueError(f"{file} leads to {file.resolve()}, outside {root}: copy the file in")
+    # Non-blocking, so that opening a FIFO with no writer returns instead of waiting.
+    descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"{file} is a directory, not a message file")
+        raise ValueError(f"{file} is not a regular file (a FIFO, a device?): give a file")
+    with open(descriptor, "rb") as stream:
+        return stream.read(size)
+
+
+def load_eml(path: str | os.PathLike[str], *, root: Path | None = None) -> LoadedMessage:
     """One .eml file; its UID is the file name without ``.eml`` where RFC 1939 allows it."""
     file = Path(path)
-    return LoadedMessage(file.read_bytes(), _valid_uid(file.stem))
+    return LoadedMessage(read_file(file, root), _valid_uid(file.stem))
 
 
-def load_eml_dir(path: str | os.PathLike[str]) -> list[LoadedMessage]:
+def load_eml_dir(path: str | os.PathLike[str], *, root: Path | None = None) -> list[LoadedMessage]:
     """The ``.eml`` files of a directory, in name order."""
     directory = Path(path)
     if not directory.is_dir():
         raise FileNotFoundError(f"no directory of .eml files at {directory}")
-    return [load_eml(p) for p in sorted(directory.glob("*.eml"))]
+    return [load_eml(p, root=root) for p in sorted(directory.glob("*.eml"))]
 
 
 def load_mbox(path: str | os.PathLike[str], flavor: MboxFlavor = "mboxrd") -> list[LoadedMessage]:
@@ -75,32 +103,40 @@ def mboxrd_entry(raw: bytes, sender: str = "MAILER-DAEMON") -> bytes:
     return b"From " + sender.encode("ascii") + b" Thu Jan  1 00:00:00 1970\n" + body + b"\n"
 
 
-def load_maildir(path: str | os.PathLike[str]) -> list[LoadedMessage]:
+def load_maildir(path: str | os.PathLike[str], *, root: Path | None = None) -> list[LoadedMessage]:
     """The messages of a Maildir (new/ and cur/), in unique-name order, UIDs from those names."""
     directory = Path(path)
     if not (directory / "cur").is_dir() or not (directory / "new").is_dir():
         raise FileNotFoundError(f"no Maildir at {directory}: it needs cur/ and new/")
-    box = mailbox.Maildir(directory, factory=None, create=False)
-    # Dot-files are not mail: a .gitkeep keeps an empty Maildir's directories in git.
-    keys = sorted(key for key in box.iterkeys() if not key.startswith("."))
-    return [LoadedMessage(box.get_bytes(key), maildir_uid(key)) for key in keys]
+    # As the mailbox module lists a Maildir: files keyed by their unique name (before the
+    # ":" of the flags), directories skipped. Dot-files are not mail: a .gitkeep keeps an
+    # empty Maildir's directories in git.
+    files = {
+        entry.name.split(":", 1)[0]: entry.path
+        for sub in ("new", "cur")
+        for entry in os.scandir(directory / sub)
+        if not entry.name.startswith(".") and not entry.is_dir()
+    }
+    return [LoadedMessage(read_file(files[key], root), maildir_uid(key)) for key in sorted(files)]
 
 
-def load(path: str | os.PathLike[str], flavor: MboxFlavor = "mboxrd") -> list[LoadedMessage]:
-    """Whatever is at ``path``: a Maildir, a directory of .eml files, an .eml file or an mbox."""
+def load(
+    path: str | os.PathLike[str], flavor: MboxFlavor = "mboxrd", *, root: Path | None = None
+) -> list[LoadedMessage]:
+    """Whatever is at ``path``: a Maildir, a directory of .eml files, an .eml file or an mbox.
+
+    With ``root``, every file read must lie inside that resolved directory.
+    """
     target = Path(path)
     if target.is_dir():
         if (target / "cur").is_dir() and (target / "new").is_dir():
-            return load_maildir(target)
-        return load_eml_dir(target)
+            return load_maildir(target, root=root)
+        return load_eml_dir(target, root=root)
     if not target.exists():
         raise FileNotFoundError(f"no mail at {target}: give an .eml file, a directory, an mbox")
-    if target.suffix.lower() == ".eml":
-        return [load_eml(target)]
-    with target.open("rb") as file:
-        if file.read(5) == b"From ":
-            return load_mbox(target, flavor)
-    return [load_eml(target)]  # a lone message saved under another name
+    if target.suffix.lower() != ".eml" and read_file(target, root, 5) == b"From ":
+        return load_mbox(target, flavor)
+    return [load_eml(target, root=root)]  # .eml, or a lone message saved under another name
 
 
 def fixtures_dir() -> Path:

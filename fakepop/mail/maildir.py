@@ -33,12 +33,13 @@ from pathlib import Path
 
 from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid
 from fakepop.mail.store import Mailbox, MaildropError, MessageGone
-from fakepop.mail.wire import CRLF, crlf_chunks, dot_stuff, lines_of, stuff_chunks, to_crlf
+from fakepop.mail.wire import crlf_chunks, dot_stuff, stuff_chunks, to_crlf, top_lines
 
 READ_SIZE = 1 << 16
 STAMP_MARGIN = 1_000_000_000  # ns: see _scan
 TMP_AGE = 3600  # seconds a dead process's file waits in tmp/ before it is swept
 WHOLE_READ = 1 << 20  # files up to this size are read and converted at once, larger ones streamed
+NAME_MAX = 255  # bytes in a file name, on Linux, macOS and Windows file systems alike
 # In the Maildir's root, beside cur/, new/ and tmp/ (Maildir readers look only in those):
 LOCK = "fakepop-lock"  # flock()ed by whoever holds the maildrop
 STAGING = "fakepop-staging"  # a commit's files, moved aside from new/ and cur/ until it commits
@@ -195,16 +196,7 @@ class MaildirMessage:
         return stuff_chunks(crlf_chunks(_read(self.path, self.inode)))
 
     def top_chunks(self, lines: int) -> Iterator[bytes]:
-        wire = lines_of(crlf_chunks(_read(self.path, self.inode)))
-
-        def top() -> Iterator[bytes]:
-            for line in wire:  # the header, up to and including the blank line
-                yield line
-                if line == CRLF:
-                    break
-            yield from itertools.islice(wire, lines)
-
-        return stuff_chunks(top())
+        return stuff_chunks(top_lines(crlf_chunks(_read(self.path, self.inode)), lines))
 
 
 class MaildirMailbox(Mailbox):
@@ -522,6 +514,8 @@ def maildir_per_account(root: str | os.PathLike[str]) -> Callable[[str], Maildir
             raise ValueError(
                 f"account {name!r} cannot be a Maildir under {base}: no /, \\ or leading dot"
             )
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise ValueError(f"account name too long for a Maildir: at most {NAME_MAX} bytes")
         return MaildirMailbox(base / name)
 
     return new_mailbox

@@ -12,7 +12,8 @@
         { generate = 20, seed = 7, locale = "de_DE" },
     ]
 
-Paths are relative to the manifest and may not leave its directory.
+Paths are relative to the manifest and may not leave its directory, nor may a
+symbolic link inside a directory it names; only regular files are read.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fakepop.mail.generate import generate_messages
-from fakepop.mail.loaders import load
+from fakepop.mail.loaders import load, read_file
 from fakepop.mail.message import LoadedMessage, check_uid
 
 MANIFEST = "fakepop.toml"
@@ -49,11 +50,13 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, AccountFixture]:
     if file.is_dir():
         file = file / MANIFEST
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_file(file).decode("utf-8"))
     except FileNotFoundError:
         raise ManifestError(f"no manifest at {file}: write a {MANIFEST} there") from None
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ManifestError(f"{file}: not valid TOML: {e}") from None
+    except (OSError, ValueError) as e:
+        raise ManifestError(f"{file}: {e}") from None
     _only(data, {"accounts"}, file.name)
     accounts = data.get("accounts", {})
     _expect(accounts, dict, f"{file.name}: accounts")
@@ -104,8 +107,8 @@ def _source(file: Path, source: Any, where: str) -> list[LoadedMessage]:
     if flavor not in ("mboxrd", "mboxo"):
         raise ManifestError(f"{where}.flavor: {flavor!r} is not a flavor: use 'mboxrd' or 'mboxo'")
     try:
-        messages = load(target, flavor)
-    except (FileNotFoundError, ValueError) as e:
+        messages = load(target, flavor, root=base)
+    except (OSError, ValueError) as e:
         raise ManifestError(f"{where}.path: {e}") from None
     uid = source.get("uid")
     if uid is not None:

@@ -87,18 +87,56 @@ def stuff_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def lines_of(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of a stream of CRLF text, each with its CRLF."""
-    rest = b""
+    """The lines of a stream of CRLF text, each with its CRLF.
+
+    A line split across chunks is joined once, when its end comes: gathering it
+    chunk by chunk would copy a long line again at every chunk.
+    """
+    partial: list[bytes] = []  # the pieces of a line not ended yet
     for chunk in chunks:
-        data = rest + chunk
-        end = data.rfind(CRLF)
-        if end < 0:
-            rest = data
-            continue
-        yield from data[: end + 2].splitlines(keepends=True)
-        rest = data[end + 2 :]
-    if rest:
-        yield rest
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            line = chunk[start : end + 1]
+            if partial:
+                partial.append(line)
+                line = b"".join(partial)
+                partial.clear()
+            yield line
+            start = end + 1
+        if start < len(chunk):
+            partial.append(chunk[start:])
+    if partial:
+        yield b"".join(partial)
+
+
+def top_lines(chunks: Iterable[bytes], lines: int) -> Iterator[bytes]:
+    """What TOP sends of a stream of CRLF text, unstuffed: the header, the blank line
+    after it and the first ``lines`` lines of the body; all of it when it has no body.
+
+    The chunks are passed on as they are, the last one cut after the line that
+    ends the top, so a line of any length costs one pass and no copy of itself.
+    """
+    in_header = True
+    left = lines
+    length = 0  # octets of the current line in the chunks before this one
+    for chunk in chunks:
+        start = 0  # where the current line starts in this chunk
+        while in_header or left > 0:
+            end = chunk.find(b"\n", start)
+            if end < 0:
+                length += len(chunk) - start
+                break
+            if in_header:
+                in_header = length + end + 1 - start > len(CRLF)  # only the blank line is CRLF
+            else:
+                left -= 1
+            length = 0
+            start = end + 1
+        else:
+            if start:
+                yield chunk[:start]
+            return
+        yield chunk
 
 
 def numbered(column: Sequence[int] | Sequence[str]) -> bytes:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -435,3 +436,47 @@ def test_uids_are_the_same_in_two_processes_with_a_maildir_store(tmp_path: Path)
     first = uids_in_a_new_process(tmp_path / "first", "1")
     second = uids_in_a_new_process(tmp_path / "second", "2")
     assert first == second == expected_uids()
+
+
+@pytest.mark.parametrize("loader", [load, load_eml])
+def test_a_device_is_refused_not_read_for_ever(tmp_path: Path, loader: Callable[..., Any]) -> None:
+    (tmp_path / "zero.eml").symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=r"zero\.eml is not a regular file \(a FIFO, a device\?\)"):
+        loader(tmp_path / "zero.eml")
+
+
+def test_a_fifo_in_a_maildir_is_refused_not_waited_on(tmp_path: Path) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "cur" / "1.a.host:2,S").write_bytes(b"Subject: a\n\nA\n")
+    os.mkfifo(tmp_path / "new" / "2.b.host")  # opened without O_NONBLOCK, this would block
+    error = raised_within(5, lambda: load_maildir(tmp_path))
+    assert isinstance(error, ValueError)
+    assert "2.b.host is not a regular file" in str(error)
+
+
+def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
+    """What ``call`` raises, which must come within ``seconds``: a hang fails the test."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # handed to the test thread
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "it hangs"
+    assert raised, "nothing was raised"
+    return raised[0]
+
+
+def test_with_a_root_a_link_out_of_it_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "box").mkdir()
+    (tmp_path / "out.eml").write_bytes(b"Subject: out\n\nout\n")
+    (tmp_path / "box" / "in.eml").symlink_to(tmp_path / "out.eml")
+    assert [m.uid for m in load(tmp_path / "box")] == ["in"]  # no root: followed
+    with pytest.raises(ValueError, match=r"in\.eml leads to .*out\.eml, outside .*box: copy"):
+        load(tmp_path / "box", root=(tmp_path / "box").resolve())

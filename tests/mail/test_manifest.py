@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import poplib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -283,3 +285,89 @@ def test_a_bad_manifest_leaves_the_server_unchanged(place: Path) -> None:
     with pytest.raises(ManifestError, match=r"accounts\.alice\.messages\[0\]"):
         server.load_manifest(place)
     assert dict(server.users) == {}
+
+
+def load_within(seconds: float, directory: Path) -> str:
+    """The ManifestError of loading ``directory``'s manifest, which must come, not hang."""
+    result: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            load_manifest(directory)
+        except BaseException as e:  # handed to the test thread
+            result.append(e)
+        else:
+            result.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert result, "loading the manifest hangs"
+    assert isinstance(result[0], ManifestError), result[0]
+    return str(result[0])
+
+
+@pytest.mark.parametrize("kind", ["eml-dir", "maildir-new", "maildir-cur"])
+def test_a_link_in_a_directory_may_not_leave_the_manifest_directory(place: Path, kind: str) -> None:
+    inside = place / "inside"
+    (place / "secret.txt").write_bytes(b"root:x:0:0\n")
+    if kind == "eml-dir":
+        (inside / "mail").mkdir(parents=True)
+        link = inside / "mail" / "leak.eml"
+    else:
+        for sub in ("cur", "new", "tmp"):
+            (inside / "mail" / sub).mkdir(parents=True)
+        link = inside / "mail" / kind.split("-")[1] / "1700000000.leak.host:2,S"
+    link.symlink_to(place / "secret.txt")
+    (inside / "fakepop.toml").write_text(account('{ path = "mail" }'))
+    message = load_within(5, inside)
+    assert message.startswith("fakepop.toml: accounts.alice.messages[0].path: ")
+    assert f"{link} leads to {place / 'secret.txt'}, outside {inside}" in message
+
+
+def test_a_link_that_stays_inside_is_followed(place: Path) -> None:
+    (place / "mail").mkdir()
+    (place / "mail" / "a.eml").symlink_to(place / "one.eml")
+    (place / "fakepop.toml").write_text(account('{ path = "mail" }'))
+    assert load_manifest(place)["alice"].messages == [
+        LoadedMessage((place / "one.eml").read_bytes(), "a")
+    ]
+
+
+@pytest.mark.parametrize("where", ["alone", "eml-dir", "maildir"])
+def test_a_fifo_is_refused_not_waited_on(place: Path, where: str) -> None:
+    if where == "alone":
+        fifo = place / "pipe.eml"
+    elif where == "eml-dir":
+        fifo = place / "dir" / "pipe.eml"
+    else:
+        for sub in ("cur", "new", "tmp"):
+            (place / "box" / sub).mkdir(parents=True)
+        fifo = place / "box" / "new" / "1700000000.pipe.host"
+    os.mkfifo(fifo)
+    path = {"alone": "pipe.eml", "eml-dir": "dir", "maildir": "box"}[where]
+    (place / "fakepop.toml").write_text(account(f'{{ path = "{path}" }}'))
+    assert f"{fifo} is not a regular file" in load_within(5, place)
+
+
+def test_a_device_is_refused_not_read_for_ever(place: Path) -> None:
+    (place / "dir" / "zero.eml").symlink_to("/dev/zero")
+    (place / "fakepop.toml").write_text(account('{ path = "dir" }'))
+    message = load_within(5, place)
+    assert "zero.eml leads to /dev/zero, outside" in message
+    (place / "fakepop.toml").unlink()
+    (place / "fakepop.toml").symlink_to("/dev/zero")  # the manifest itself may be anywhere
+    assert "fakepop.toml is not a regular file" in load_within(5, place)
+
+
+def test_the_manifest_may_not_be_a_fifo(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fakepop.toml")
+    assert "is not a regular file" in load_within(5, tmp_path)
+
+
+def test_a_directory_named_like_a_message_is_refused(place: Path) -> None:
+    (place / "dir" / "sub.eml").mkdir()
+    (place / "fakepop.toml").write_text(account('{ path = "dir" }'))
+    assert "sub.eml is a directory, not a message file" in manifest_error(
+        place, account('{ path = "dir" }')
+    )
