@@ -31,6 +31,7 @@ from typing import Any
 
 from fakepop._version import __version__
 from fakepop.faults import FaultError, Rule
+from fakepop.mail.store import MaildropError
 from fakepop.server import POP3Server
 
 PREFIX = "/api/v1"
@@ -572,6 +573,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as e:
             response = _error(e.status, e.message)
             response.headers.update(e.headers)
+        except MaildropError as e:  # another process holds a Maildir: changing it must wait
+            response = _error(409, f"[{e.code}] {e.text}: try again once it is released")
         except Exception as e:  # a bug: answer, and keep serving
             response = _error(500, f"internal error: {type(e).__name__}: {e}")
         self._send(response, close=self.close_connection)

@@ -9,7 +9,7 @@ import poplib
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -523,6 +523,27 @@ def test_an_over_long_account_name_with_maildirs_is_a_400(tmp_path: Path) -> Non
         assert refused.value.status == 400
         assert "account name too long for a Maildir: at most 255 bytes" in refused.value.message
         assert client.add_account("a" * 255, "pw")["name"] == "a" * 255
+
+
+def test_a_maildrop_another_server_holds_is_a_409_and_keeps_its_mail(tmp_path: Path) -> None:
+    with (
+        POP3Server({"alice": "secret"}, maildir=tmp_path) as holder,
+        POP3Server({"alice": "secret"}, maildir=tmp_path) as server,
+        ControlServer(server) as control,
+    ):
+        uid = server.mailbox("alice").add(RAW)
+        client = ControlClient(control.url)
+        with holder.mailbox("alice").hold_lock():
+            calls: list[Callable[[], None]] = [
+                lambda: client.delete_message("alice", uid),
+                client.reset,
+            ]
+            for call in calls:
+                with pytest.raises(ControlError) as refused:
+                    call()
+                assert refused.value.status == 409
+                assert "[IN-USE]" in refused.value.message
+        assert [m.uid for m in server.mailbox("alice")] == [uid]
 
 
 def test_get_faults_is_always_json_a_strict_parser_reads(open_api: ControlServer) -> None:
