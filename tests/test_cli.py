@@ -9,9 +9,11 @@ import poplib
 import re
 import shlex
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,6 +264,23 @@ def test_sigterm_stops_it_with_sessions_closed_and_the_disk_consistent(tmp_path:
     # Restarted on the same directory, it does not add the demo mail twice.
     with serve(*args) as again, login("127.0.0.1", again.info["pop3"]["port"]) as client:
         assert client.stat()[0] == len(DEMO)
+
+
+def test_sigterm_does_not_wait_for_stalled_tls_handshakes() -> None:
+    with serve(*ANY_PORTS, "--json") as served:
+        info = served.info
+        silent = socket.create_connection(("127.0.0.1", info["pop3s"]["port"]), timeout=5)
+        stalled = socket.create_connection(("127.0.0.1", info["pop3"]["port"]), timeout=5)
+        assert stalled.recv(4096).startswith(b"+OK fakepop ready")
+        stalled.sendall(b"STLS\r\n")
+        assert stalled.recv(4096) == b"+OK Begin TLS negotiation\r\n"
+        began = time.monotonic()
+        # Within 2 s; the bound is generous for a loaded machine, the idle timeout is 600 s.
+        code, _, _ = served.stop(signal.SIGTERM, timeout=5)
+        assert code == 0
+        assert time.monotonic() - began < 5
+        silent.close()
+        stalled.close()
 
 
 def test_bad_flag_exits_2_with_usage() -> None:

@@ -195,6 +195,11 @@ class Session:
         assert isinstance(line, Line)
         return self._line(line)
 
+    @property
+    def partial_line(self) -> bool:
+        """The client has begun a line and not ended it: the server bounds how long it may take."""
+        return not self.closed and self._buffer.partial
+
     def tls_started(self) -> None:
         """The STLS handshake is done: start afresh, forgetting all the client said before.
 
