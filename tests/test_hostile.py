@@ -253,6 +253,64 @@ def test_slowloris_does_not_hold_up_others(server: POP3Server) -> None:
     intact(server)
 
 
+SHORT_IDLE = 0.5  # seconds: idle_timeout for the tests of slow clients
+
+
+def test_a_line_trickled_a_byte_at_a_time_is_cut_off_after_idle_timeout() -> None:
+    server = start(idle_timeout=SHORT_IDLE)
+    try:
+        loris = greeted(server)
+        loris.settimeout(0.1)
+        began = time.monotonic()
+        said = b""
+        # A byte every 0.1 s, each well within idle_timeout: the line itself must end in time.
+        while time.monotonic() - began < TIMEOUT and not said.endswith(b"\r\n"):
+            with contextlib.suppress(TimeoutError):
+                said += loris.recv(4096)
+            with contextlib.suppress(OSError):
+                loris.sendall(b"a")
+        assert said == b"-ERR Autologout: idle for too long\r\n"
+        loris.close()
+        assert served_promptly(server) < PROMPT
+        intact(server)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_slow_reader_of_a_large_message_gets_all_of_it(tls: bool) -> None:
+    server = start(idle_timeout=SHORT_IDLE)
+    try:
+        client = small_window(server, tls)
+        client.sendall(b"USER alice\r\nPASS secret\r\nRETR 2\r\nQUIT\r\n")
+        received = bytearray()
+        began = time.monotonic()
+        # About 4 MB/s: the 8 MB reply takes some four times idle_timeout, never idle that long.
+        while data := client.recv(16384):
+            received += data
+            time.sleep(max(0.0, len(received) / 4e6 - (time.monotonic() - began)))
+        client.close()
+        assert time.monotonic() - began > 2 * SHORT_IDLE
+        reply = b"+OK %d octets\r\n" % len(big()) + dot_stuff(big()) + b".\r\n"
+        assert received.endswith(reply + b"+OK fakepop signing off (0 deleted, 2 left)\r\n")
+        intact(server)
+    finally:
+        server.stop()
+
+
+def test_a_client_that_reads_nothing_is_cut_off_after_idle_timeout() -> None:
+    server = start(idle_timeout=SHORT_IDLE)
+    try:
+        client = small_window(server)
+        client.sendall(b"USER alice\r\nPASS secret\r\nDELE 1\r\nRETR 2\r\n")
+        wait_until(lambda: server.mailbox("alice").locked, "no login")
+        wait_until(lambda: not server._connections, "the server kept sending to a non-reader")
+        client.close()
+        intact(server)  # DELE 1 was never committed
+    finally:
+        server.stop()
+
+
 def test_two_hundred_idle_connections_do_not_hold_up_others(server: POP3Server) -> None:
     idle = [greeted(server) for _ in range(200)]
     assert server.tls_port is not None
@@ -297,13 +355,18 @@ def test_more_connections_than_the_maximum() -> None:
 # --- resets and half-closes ------------------------------------------------------------------
 
 
-def small_window(server: POP3Server) -> socket.socket:
-    """A connection whose small receive buffer makes the server wait mid-reply."""
+def small_window(server: POP3Server, tls: bool = False) -> socket.socket:
+    """A connection whose small receive buffer makes the server wait mid-reply; with ``tls``,
+    on the implicit-TLS port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     sock.settimeout(TIMEOUT)
-    sock.connect((server.host, server.port))
-    return sock
+    if not tls:
+        sock.connect((server.host, server.port))
+        return sock
+    assert server.tls_port is not None
+    sock.connect((server.host, server.tls_port))
+    return server.client_ssl_context().wrap_socket(sock, server_hostname="localhost")
 
 
 @pytest.mark.parametrize("how", ["reset", "half-close"])
