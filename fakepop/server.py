@@ -348,16 +348,29 @@ class POP3Server:
         self.port = ports[0]
         if self.tls_port is not None:
             self.tls_port = ports[1]
-        wake_read, wake_write = socket.socketpair()
-        thread = threading.Thread(
-            target=self._accept_loop,
-            args=(listeners, wake_read),
-            name=f"fakepop-accept-{self.port}",
-            daemon=True,
-        )
+        # Made here, not in the accept thread: short of descriptors, start() must say so.
+        opened: list[socket.socket | selectors.BaseSelector] = [*listeners]
+        try:
+            wake_read, wake_write = socket.socketpair()
+            opened += [wake_read, wake_write]
+            selector = selectors.DefaultSelector()
+            opened.append(selector)
+            for listener, implicit_tls in listeners.items():
+                selector.register(listener, selectors.EVENT_READ, implicit_tls)
+            selector.register(wake_read, selectors.EVENT_READ)
+            thread = threading.Thread(
+                target=self._accept_loop,
+                args=(selector, wake_read),
+                name=f"fakepop-accept-{self.port}",
+                daemon=True,
+            )
+            self._stopping.clear()
+            thread.start()
+        except (OSError, RuntimeError):
+            for item in opened:
+                item.close()
+            raise
         self._listening = _Listening(listeners, wake_read, wake_write, thread)
-        self._stopping.clear()
-        thread.start()
         return self
 
     def stop(self) -> None:
@@ -439,12 +452,9 @@ class POP3Server:
             raise
         return sock
 
-    def _accept_loop(self, listeners: dict[socket.socket, bool], wake: socket.socket) -> None:
+    def _accept_loop(self, selector: selectors.BaseSelector, wake: socket.socket) -> None:
         retry = 0.0  # seconds to wait before accepting again; 0 while nothing is short
-        with selectors.DefaultSelector() as selector:
-            for listener, implicit_tls in listeners.items():
-                selector.register(listener, selectors.EVENT_READ, implicit_tls)
-            selector.register(wake, selectors.EVENT_READ)
+        with selector:
             while True:
                 for key, _ in selector.select():
                     if key.fileobj is wake:
@@ -490,13 +500,13 @@ class POP3Server:
             with self._lock:
                 self._connections.pop(id(connection), None)
             transcript.add("*", "refused: the server cannot start a thread for it")
-            _refuse(sock, "Cannot start a session now, try again later")
             self._short_of(
                 RuntimeError(
                     f"cannot start a thread for a connection ({e}); connections are refused"
                     " with -ERR [SYS/TEMP] until threads free up"
                 )
             )
+            _refuse(sock, "Cannot start a session now, try again later")
             return False
         self._short = False
         return True

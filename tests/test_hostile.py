@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import json
 import poplib
 import random
 import re
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -458,3 +461,124 @@ def test_going_away_in_the_middle_of_the_tls_handshake(
     tls.quit()
     assert served_promptly(server) < PROMPT
     intact(server)
+
+
+# --- the host runs short of descriptors or threads -------------------------------------------
+
+# A server in a child process of its own, where resource limits can be lowered for real: it
+# prints its port, then answers each line the test sends it by doing the next step.
+SHORT_OF_DESCRIPTORS = """
+import json, os, resource, sys, time
+from fakepop import POP3Server
+server = POP3Server(users={"alice": "secret"})
+server.start()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print(json.dumps(server.port), flush=True)
+sys.stdin.readline()  # a client is waiting in the listen queue
+time.sleep(0.2)
+began = time.process_time()
+time.sleep(1.0)
+cpu = time.process_time() - began
+errors = [str(e) for e in server._errors]
+for descriptor in held:
+    os.close(descriptor)
+print(json.dumps({"cpu": cpu, "errors": errors}), flush=True)
+sys.stdin.readline()
+server._errors.clear()
+server.stop()
+"""
+
+SHORT_OF_THREADS = """
+import json, resource, sys, threading
+from fakepop import POP3Server
+server = POP3Server(users={"alice": "secret"})
+server.start()
+with open("/proc/self/status") as status:
+    used = next(int(l.split()[1]) * 1024 for l in status if l.startswith("VmSize:"))
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+# A thread's stack larger than the address space left: no thread can start.
+threading.stack_size(1 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (used + (256 << 20), hard))
+print(json.dumps(server.port), flush=True)
+sys.stdin.readline()  # a client was refused
+report = {"connections": len(server._connections), "errors": [str(e) for e in server._errors]}
+threading.stack_size(0)
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+print(json.dumps(report), flush=True)
+sys.stdin.readline()
+server._errors.clear()
+server.stop()
+"""
+
+
+@contextlib.contextmanager
+def child_server(script: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Run ``script`` in a child Python; yield it and the port it printed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        yield child, json.loads(child.stdout.readline())
+    finally:
+        child.kill()
+        child.wait(TIMEOUT)
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def step(child: subprocess.Popen[str]) -> Any:
+    """Let the child go on to its next step; what it reports."""
+    assert child.stdin is not None
+    assert child.stdout is not None
+    child.stdin.write("\n")
+    child.stdin.flush()
+    return json.loads(child.stdout.readline())
+
+
+def test_out_of_descriptors_the_server_backs_off_and_serves_again() -> None:
+    with child_server(SHORT_OF_DESCRIPTORS) as (child, port):
+        client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        report = step(child)
+        # Accepting failed all along: it waited between tries, and kept one error.
+        assert report["cpu"] < 0.5, report
+        [error] = report["errors"]
+        assert "cannot accept connections: Too many open files" in error
+        assert "ulimit -n" in error
+        # Descriptors freed: the waiting client is served.
+        assert client.recv(4096).startswith(b"+OK fakepop ready")
+        client.close()
+        assert child.stdin is not None
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(TIMEOUT) == 0
+
+
+def test_a_connection_no_thread_can_be_started_for_is_refused() -> None:
+    with child_server(SHORT_OF_THREADS) as (child, port):
+        client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        assert drain(client) == (b"-ERR [SYS/TEMP] Cannot start a session now, try again later\r\n")
+        client.close()
+        report = step(child)
+        assert report["connections"] == 0  # its slot was freed
+        [error] = report["errors"]
+        assert "cannot start a thread for a connection" in error
+        # Threads can be had again: the accept loop goes on serving.
+        again = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        assert child.stdin is not None
+        assert again.recv(4096).startswith(b"+OK fakepop ready")
+        again.close()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(TIMEOUT) == 0
