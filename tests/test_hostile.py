@@ -223,6 +223,41 @@ def test_random_byte_streams_from_concurrent_senders() -> None:
         server.stop()
 
 
+# --- other protocols -------------------------------------------------------------------------
+
+
+def test_a_browsers_cross_origin_post_runs_nothing(server: POP3Server) -> None:
+    # What fetch("http://127.0.0.1:<port>/", {method: "POST", mode: "no-cors", body}) sends:
+    # fewer header lines than the bad-command budget, then a body written as POP3.
+    body = b"USER alice\r\nPASS secret\r\nDELE 1\r\nDELE 2\r\nQUIT\r\n"
+    request = (
+        b"POST / HTTP/1.1\r\n"
+        + b"Host: 127.0.0.1:%d\r\n" % server.port
+        + b"Connection: keep-alive\r\n"
+        + b"Content-Length: %d\r\n" % len(body)
+        + b'sec-ch-ua-platform: "Linux"\r\n'
+        + b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
+        + b"Content-Type: text/plain;charset=UTF-8\r\n"
+        + b"Accept: */*\r\n"
+        + b"Origin: http://evil.example\r\n"
+        + b"Sec-Fetch-Site: cross-site\r\n"
+        + b"Sec-Fetch-Mode: no-cors\r\n"
+        + b"Sec-Fetch-Dest: empty\r\n"
+        + b"Referer: http://evil.example/\r\n"
+        + b"Accept-Encoding: gzip, deflate, br\r\n"
+        + b"Accept-Language: en-US,en;q=0.9\r\n"
+        + b"\r\n"
+        + body
+    )
+    sock = greeted(server)
+    sock.sendall(request)
+    assert drain(sock) == b"-ERR This is a POP3 server, not HTTP: closing the connection\r\n"
+    sock.close()
+    [session] = server.transcript
+    assert session.user is None  # the body never ran
+    intact(server)
+
+
 # --- slow and idle clients ------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from fakepop.protocol.commands import (
     AUTHORIZATION,
     BOTH,
     COMMANDS,
+    FORBIDDEN_VERBS,
     TRANSACTION,
     Command,
     CommandError,
@@ -276,6 +277,8 @@ class Session:
         if masking is not None and masking.mask is not None and len(text) > len(masking.verb):
             masked = f"{masking.verb} {masking.mask(text[len(masking.verb) + 1 :])}"
         self.transcript.add("C", text, masked)
+        if verb.upper() in FORBIDDEN_VERBS or verb.endswith(":"):
+            return self._forbidden()
         self._conformance(line, cmd)
 
         if b"\0" in raw or b"\r" in raw:
@@ -417,6 +420,14 @@ class Session:
             self.connection_lost()
             return events
         return [self._send(_err(text))]
+
+    def _forbidden(self) -> list[Event]:
+        """Close at once on an HTTP request or header, running nothing the client sent after."""
+        self.transcript.violate("an HTTP request or header line, sent to a POP3 server")
+        reply = self._send(_err("This is a POP3 server, not HTTP: closing the connection"))
+        events: list[Event] = [reply, self._close()]
+        self.connection_lost()
+        return events
 
     def _send(self, reply: Reply) -> Reply:
         """Record a reply in the transcript on its way out."""
