@@ -146,6 +146,10 @@ class POP3Server:
         certificate: your own certificate chain and key, as PEM files
             ``(certfile, keyfile)``, instead of one from the throwaway CA.
         authority: the CA to issue the certificate from; by default the process's own.
+        transcript_limit: the sessions a long-running server remembers: in
+            ``transcript`` (each of at most 500 lines), in each maildrop's ``retrieved``,
+            and as many of the latest records in ``faults.fired``; 0 remembers none.
+            None (the default) keeps everything, as a test wants.
     """
 
     def __init__(
@@ -185,6 +189,7 @@ class POP3Server:
         certificate_fault: CertificateFault | str | None = None,
         certificate: tuple[str | Path, str | Path] | None = None,
         authority: Authority | None = None,
+        transcript_limit: int | None = None,
     ) -> None:
         if require_tls and not tls:
             raise ValueError("require_tls=True needs tls=True: without TLS nobody could log in")
@@ -207,11 +212,16 @@ class POP3Server:
             auth_failure_delay=auth_failure_delay,
             max_auth_failures=max_auth_failures,
         )
-        self.store = MailStore(
-            dict(users or {}), maildir_per_account(maildir) if maildir is not None else None
-        )
+        self.transcript = Transcript(transcript_limit)
+        on_disk = maildir_per_account(maildir) if maildir is not None else None
+
+        def new_mailbox(name: str) -> Mailbox:
+            mailbox = Mailbox() if on_disk is None else on_disk(name)
+            mailbox.retrieved_limit = transcript_limit
+            return mailbox
+
+        self.store = MailStore(dict(users or {}), new_mailbox)
         self.users: MutableMapping[str, str] = Users(self.store)
-        self.transcript = Transcript()
         if isinstance(faults, FaultPlan):
             self.faults = faults
         elif isinstance(faults, str | Path):
@@ -219,6 +229,8 @@ class POP3Server:
             self.faults.load(faults)
         else:
             self.faults = FaultPlan(faults or ())
+        if transcript_limit is not None:
+            self.faults.fired_limit = transcript_limit
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.max_connections = max_connections
