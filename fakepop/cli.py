@@ -241,6 +241,7 @@ def build_server(config: ServeConfig) -> tuple[POP3Server, Path | None]:
             tls_names=config.tls_names,
             maildir=config.maildir,
             authority=authority,
+            transcript_limit=config.transcript_limit,
             **config.server_options,
         )
     except (OSError, ValueError) as e:

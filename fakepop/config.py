@@ -44,6 +44,8 @@ from fakepop.protocol.sasl import MECHANISMS
 from fakepop.tls import CertificateFault
 
 ENV_PREFIX = "FAKEPOP_"
+# Sessions a long-running server remembers: a few MB of transcript, however long it runs.
+TRANSCRIPT_LIMIT = 1000
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -222,6 +224,14 @@ OPTIONS: tuple[Option, ...] = (
         "allow the control API on a non-loopback address without a token",
         toml=bool,
     ),
+    Option(
+        "--transcript-limit",
+        parse_count,
+        "sessions remembered in the transcript (GET /transcript), each maildrop's retrieved"
+        " and the faults fired; 0 keeps none (1000)",
+        "N",
+        toml=int,
+    ),
     Option("--json", parse_bool, "print the ready line as one JSON object", toml=bool),
     Option("--config", parse_text, "read settings from this TOML file", "FILE"),
 )
@@ -288,6 +298,7 @@ class ServeConfig:
     control_token: str | None = None
     control_insecure: bool = False
     json: bool = False
+    transcript_limit: int = TRANSCRIPT_LIMIT
     server_options: dict[str, Any] = field(default_factory=dict)
     config_file: Path | None = None
 
@@ -348,6 +359,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         control_token=pick("control_token", None),
         control_insecure=pick("control_insecure", False),
         json=pick("json", False),
+        transcript_limit=pick("transcript_limit", TRANSCRIPT_LIMIT),
         server_options=extras.get("server", {}),
         config_file=config_file,
     )

@@ -228,6 +228,7 @@ class FaultPlan:
         self._rules: list[Rule] = []
         self._lock = threading.Lock()
         self.fired: list[Fired] = []
+        self.fired_limit: int | None = None  # records kept in fired, the oldest dropped first
         for rule in rules:
             self.add(rule)
 
@@ -316,6 +317,8 @@ class FaultPlan:
                     continue
                 rule.fired += 1
                 self.fired.append(Fired(rule, event, session, user, time.time()))
+                if self.fired_limit is not None:
+                    del self.fired[: len(self.fired) - self.fired_limit]
                 return rule
         return None
 

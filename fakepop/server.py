@@ -47,6 +47,14 @@ COALESCE_LIMIT = 65536  # replies smaller than this are gathered into one write
 LISTEN_BACKLOG = socket.SOMAXCONN  # a burst of connects must not overflow the accept queue
 MAX_CONNECTIONS = 1024  # threads are cheap; a leaking client should still not take the host
 CLOSE_DRAIN_TIMEOUT = 1.0  # seconds to read what a client still sends after our last reply
+# Out of descriptors or threads, wait before accepting again, doubling from 5 ms to 1 s, as
+# Go's net/http does: the listener stays readable, and retrying at once would spin.
+ACCEPT_RETRY_FIRST = 0.005
+ACCEPT_RETRY_MAX = 1.0
+ACCEPT_SHORTAGES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+# A TLS write waits for the whole buffer it is given: small pieces make idle_timeout bound
+# the time without progress, not the whole reply (2 MB/s readers of 50 MB must get it all).
+TLS_SEND_SLICE = 65536
 
 
 class Users(MutableMapping[str, str]):
@@ -138,6 +146,10 @@ class POP3Server:
         certificate: your own certificate chain and key, as PEM files
             ``(certfile, keyfile)``, instead of one from the throwaway CA.
         authority: the CA to issue the certificate from; by default the process's own.
+        transcript_limit: the sessions a long-running server remembers: in
+            ``transcript`` (each of at most 500 lines), in each maildrop's ``retrieved``,
+            and as many of the latest records in ``faults.fired``; 0 remembers none.
+            None (the default) keeps everything, as a test wants.
     """
 
     def __init__(
@@ -177,6 +189,7 @@ class POP3Server:
         certificate_fault: CertificateFault | str | None = None,
         certificate: tuple[str | Path, str | Path] | None = None,
         authority: Authority | None = None,
+        transcript_limit: int | None = None,
     ) -> None:
         if require_tls and not tls:
             raise ValueError("require_tls=True needs tls=True: without TLS nobody could log in")
@@ -199,11 +212,16 @@ class POP3Server:
             auth_failure_delay=auth_failure_delay,
             max_auth_failures=max_auth_failures,
         )
-        self.store = MailStore(
-            dict(users or {}), maildir_per_account(maildir) if maildir is not None else None
-        )
+        self.transcript = Transcript(transcript_limit)
+        on_disk = maildir_per_account(maildir) if maildir is not None else None
+
+        def new_mailbox(name: str) -> Mailbox:
+            mailbox = Mailbox() if on_disk is None else on_disk(name)
+            mailbox.retrieved_limit = transcript_limit
+            return mailbox
+
+        self.store = MailStore(dict(users or {}), new_mailbox)
         self.users: MutableMapping[str, str] = Users(self.store)
-        self.transcript = Transcript()
         if isinstance(faults, FaultPlan):
             self.faults = faults
         elif isinstance(faults, str | Path):
@@ -211,6 +229,8 @@ class POP3Server:
             self.faults.load(faults)
         else:
             self.faults = FaultPlan(faults or ())
+        if transcript_limit is not None:
+            self.faults.fired_limit = transcript_limit
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.max_connections = max_connections
@@ -235,6 +255,7 @@ class POP3Server:
         self._lock = threading.Lock()
         self._errors: list[BaseException] = []
         self._stopping = threading.Event()
+        self._short = False  # out of descriptors or threads, and the error already kept
 
     # --- public API -----------------------------------------------------------------------
 
@@ -339,16 +360,29 @@ class POP3Server:
         self.port = ports[0]
         if self.tls_port is not None:
             self.tls_port = ports[1]
-        wake_read, wake_write = socket.socketpair()
-        thread = threading.Thread(
-            target=self._accept_loop,
-            args=(listeners, wake_read),
-            name=f"fakepop-accept-{self.port}",
-            daemon=True,
-        )
+        # Made here, not in the accept thread: short of descriptors, start() must say so.
+        opened: list[socket.socket | selectors.BaseSelector] = [*listeners]
+        try:
+            wake_read, wake_write = socket.socketpair()
+            opened += [wake_read, wake_write]
+            selector = selectors.DefaultSelector()
+            opened.append(selector)
+            for listener, implicit_tls in listeners.items():
+                selector.register(listener, selectors.EVENT_READ, implicit_tls)
+            selector.register(wake_read, selectors.EVENT_READ)
+            thread = threading.Thread(
+                target=self._accept_loop,
+                args=(selector, wake_read),
+                name=f"fakepop-accept-{self.port}",
+                daemon=True,
+            )
+            self._stopping.clear()
+            thread.start()
+        except (OSError, RuntimeError):
+            for item in opened:
+                item.close()
+            raise
         self._listening = _Listening(listeners, wake_read, wake_write, thread)
-        self._stopping.clear()
-        thread.start()
         return self
 
     def stop(self) -> None:
@@ -430,11 +464,9 @@ class POP3Server:
             raise
         return sock
 
-    def _accept_loop(self, listeners: dict[socket.socket, bool], wake: socket.socket) -> None:
-        with selectors.DefaultSelector() as selector:
-            for listener, implicit_tls in listeners.items():
-                selector.register(listener, selectors.EVENT_READ, implicit_tls)
-            selector.register(wake, selectors.EVENT_READ)
+    def _accept_loop(self, selector: selectors.BaseSelector, wake: socket.socket) -> None:
+        retry = 0.0  # seconds to wait before accepting again; 0 while nothing is short
+        with selector:
             while True:
                 for key, _ in selector.select():
                     if key.fileobj is wake:
@@ -443,28 +475,59 @@ class POP3Server:
                     try:
                         sock, peer = key.fileobj.accept()
                     except OSError as e:
-                        if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                            self._record(e)
-                        continue
-                    self._spawn(sock, peer, implicit_tls=key.data)
+                        if e.errno not in ACCEPT_SHORTAGES:
+                            continue  # the client left the queue before we took it: next
+                        self._short_of(
+                            OSError(
+                                e.errno,
+                                f"cannot accept connections: {e.strerror}; the server waits"
+                                " until descriptors free up (ulimit -n raises the limit)",
+                            )
+                        )
+                        retry = retry or ACCEPT_RETRY_FIRST
+                        break
+                    if self._spawn(sock, peer, implicit_tls=key.data):
+                        retry = 0.0
+                if retry:
+                    if self._stopping.wait(retry):
+                        return
+                    retry = min(2 * retry, ACCEPT_RETRY_MAX)
 
-    def _spawn(self, sock: socket.socket, peer: tuple[str, int] | str, implicit_tls: bool) -> None:
+    def _spawn(self, sock: socket.socket, peer: tuple[str, int] | str, implicit_tls: bool) -> bool:
+        """Serve a new connection in a thread of its own; False if no thread could be had."""
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         with self._lock:
             full = len(self._connections) >= self.max_connections
         if full:
-            # Said in plaintext even on the TLS port: a thread for a handshake is what we lack.
             limit = self.max_connections
-            text = f"Too many connections (the limit is {limit}), try again later"
-            with contextlib.suppress(OSError):
-                sock.settimeout(0.1)
-                sock.sendall(status(False, text, "SYS/TEMP"))
-            sock.close()
-            return
-        connection = _Connection(self, sock, self.transcript.new_session(where), implicit_tls)
+            _refuse(sock, f"Too many connections (the limit is {limit}), try again later")
+            return True  # a limit, not a shortage: nothing to wait for
+        transcript = self.transcript.new_session(where)
+        connection = _Connection(self, sock, transcript, implicit_tls)
         with self._lock:
             self._connections[id(connection)] = connection
-        connection.thread.start()
+        try:
+            connection.thread.start()
+        except RuntimeError as e:  # "can't start new thread": out of memory or processes
+            with self._lock:
+                self._connections.pop(id(connection), None)
+            transcript.add("*", "refused: the server cannot start a thread for it")
+            self._short_of(
+                RuntimeError(
+                    f"cannot start a thread for a connection ({e}); connections are refused"
+                    " with -ERR [SYS/TEMP] until threads free up"
+                )
+            )
+            _refuse(sock, "Cannot start a session now, try again later")
+            return False
+        self._short = False
+        return True
+
+    def _short_of(self, error: BaseException) -> None:
+        """Keep one error for a shortage of descriptors or threads, however long it lasts."""
+        if not self._short:
+            self._short = True
+            self._record(error)
 
     def _finished(self, connection: _Connection, error: BaseException | None) -> None:
         with self._lock:
@@ -475,6 +538,15 @@ class POP3Server:
     def _record(self, error: BaseException) -> None:
         with self._lock:
             self._errors.append(error)
+
+
+def _refuse(sock: socket.socket, text: str) -> None:
+    """Tell a client ``-ERR [SYS/TEMP] text`` and close: in plaintext even on the TLS port,
+    as what the server lacks is the thread to run a handshake in."""
+    with contextlib.suppress(OSError):
+        sock.settimeout(0.1)
+        sock.sendall(status(False, text, "SYS/TEMP"))
+    sock.close()
 
 
 class _Connection:
@@ -494,13 +566,19 @@ class _Connection:
         self.thread = threading.Thread(
             target=self.run, name=f"fakepop-session-{transcript.peer}", daemon=True
         )
+        # Held while self.sock is replaced by its TLS wrapper, which takes over the descriptor:
+        # abort() must shut down whichever socket owns it, or a handshake is not woken.
+        self._swap = threading.Lock()
+        self._aborted = False
 
     def abort(self) -> None:
-        """Wake the thread from any read or write by shutting the socket down under it."""
-        with contextlib.suppress(OSError):
-            # The plain socket's method: SSLSocket.shutdown would drop the TLS state the
-            # connection thread is still using.
-            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        """Wake the thread from any read, write or handshake by shutting the socket down."""
+        with self._swap:
+            self._aborted = True
+            with contextlib.suppress(OSError):
+                # The plain socket's method: SSLSocket.shutdown would drop the TLS state the
+                # connection thread is still using.
+                socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
     def run(self) -> None:
         server = self.server
@@ -513,25 +591,36 @@ class _Connection:
             secure=self.implicit_tls,
             faults=server.faults,
         )
+        idle = server.settings.idle_timeout
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock.settimeout(server.settings.idle_timeout)
+            self.sock.settimeout(idle)
             if self.implicit_tls and not self._handshake():
                 return
             action = self._send(session.start())
+            line_began: float | None = None  # when the first byte of an unended line came
             while not isinstance(action, Close | Stall):
                 if isinstance(action, StartTLS):
                     if not self._handshake():
                         return
                     session.tls_started()
+                    line_began = None
+                # A line must end within idle_timeout of its first byte: a client that
+                # trickles a byte at a time must not hold its connection for ever.
+                wait = idle if line_began is None else line_began + idle - time.monotonic()
                 try:
-                    data = self.sock.recv(RECV_SIZE)
+                    data = self._receive(wait)
                 except TimeoutError:
                     action = self._send(session.timed_out())
                     continue
                 if not data:
                     return
+                now = time.monotonic()
                 action = self._answer(session, data)
+                if not session.partial_line:
+                    line_began = None
+                elif line_began is None or b"\n" in data:
+                    line_began = now
             if isinstance(action, Stall):
                 self._stall()
             elif action.reset:
@@ -549,13 +638,34 @@ class _Connection:
             self.sock.close()
             server._finished(self, error or session.error)  # a store error ended the session
 
+    def _receive(self, timeout: float) -> bytes:
+        """What the client sends next; TimeoutError if nothing comes within ``timeout``."""
+        if timeout <= 0:
+            raise TimeoutError
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(RECV_SIZE)
+        finally:
+            self.sock.settimeout(self.server.settings.idle_timeout)  # for the sends
+
     def _handshake(self) -> bool:
-        """Run the TLS handshake as server; False, noted in the transcript, if it fails."""
+        """Run the TLS handshake as server; False, noted in the transcript, if it fails.
+
+        The whole handshake must end within idle_timeout (Python's do_handshake takes the
+        socket's timeout as its deadline), and stop() can cut it short.
+        """
         assert self.server._tls_context is not None
         if not self._handshake_faults():
             return False
         try:
-            self.sock = self.server._tls_context.wrap_socket(self.sock, server_side=True)
+            with self._swap:
+                if self._aborted:
+                    return False
+                self.sock = self.server._tls_context.wrap_socket(
+                    self.sock, server_side=True, do_handshake_on_connect=False
+                )
+            assert isinstance(self.sock, ssl.SSLSocket)
+            self.sock.do_handshake()
         except (ssl.SSLError, OSError) as e:
             self.transcript.add("*", f"TLS handshake failed: {e}")
             return False
@@ -641,14 +751,25 @@ class _Connection:
         if not data:
             return
         if rate is None:
-            self.sock.sendall(data)
+            self._send_all(data)
             return
         view = memoryview(data)
         step = max(1, int(rate / 20))  # twenty slices a second
         for offset in range(0, len(view), step):
-            self.sock.sendall(view[offset : offset + step])
+            self._send_all(view[offset : offset + step])
             if self.server._stopping.wait(step / rate):
                 return
+
+    def _send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``; TimeoutError after idle_timeout without progress.
+
+        Not ``sendall``: its timeout bounds the whole transfer, which cuts off a client
+        that reads a large message slowly but steadily.
+        """
+        view = memoryview(data)
+        piece = TLS_SEND_SLICE if isinstance(self.sock, ssl.SSLSocket) else len(view)
+        while view:
+            view = view[self.sock.send(view[:piece]) :]
 
     def _stall(self) -> None:
         """Say nothing more; read and drop what the client sends until it or the server gives up."""
@@ -669,6 +790,7 @@ class _Connection:
         closing TLS without close_notify makes clients such as openssl s_client
         report an error.
         """
+        deadline = time.monotonic() + CLOSE_DRAIN_TIMEOUT  # a trickling client gets no more
         self.sock.settimeout(CLOSE_DRAIN_TIMEOUT)
         if isinstance(self.sock, ssl.SSLSocket):
             try:
@@ -677,5 +799,7 @@ class _Connection:
                 return  # the client closed first: nothing left to say
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_WR)
-            while self.sock.recv(RECV_SIZE):
-                pass
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
+                if not self.sock.recv(RECV_SIZE):
+                    break

@@ -9,9 +9,11 @@ import poplib
 import re
 import shlex
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,6 +266,57 @@ def test_sigterm_stops_it_with_sessions_closed_and_the_disk_consistent(tmp_path:
         assert client.stat()[0] == len(DEMO)
 
 
+def test_sigterm_does_not_wait_for_stalled_tls_handshakes() -> None:
+    with serve(*ANY_PORTS, "--json") as served:
+        info = served.info
+        silent = socket.create_connection(("127.0.0.1", info["pop3s"]["port"]), timeout=5)
+        stalled = socket.create_connection(("127.0.0.1", info["pop3"]["port"]), timeout=5)
+        assert stalled.recv(4096).startswith(b"+OK fakepop ready")
+        stalled.sendall(b"STLS\r\n")
+        assert stalled.recv(4096) == b"+OK Begin TLS negotiation\r\n"
+        began = time.monotonic()
+        # Within 2 s; the bound is generous for a loaded machine, the idle timeout is 600 s.
+        code, _, _ = served.stop(signal.SIGTERM, timeout=5)
+        assert code == 0
+        assert time.monotonic() - began < 5
+        silent.close()
+        stalled.close()
+
+
+def transcript_sessions(control: str) -> list[int]:
+    with NO_PROXY.open(f"{control}/transcript", timeout=5) as answer:
+        return [s["session"] for s in json.load(answer)["sessions"]]
+
+
+def capa_sessions(port: int, count: int) -> None:
+    for _ in range(count):
+        with contextlib.closing(poplib.POP3("127.0.0.1", port, timeout=5)) as client:
+            client.capa()
+            client.quit()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "kept"),
+    [
+        ([], {}, [1, 2, 3, 4, 5]),  # 1000 by default
+        (["--transcript-limit", "2"], {}, [4, 5]),
+        ([], {"FAKEPOP_TRANSCRIPT_LIMIT": "0"}, []),
+    ],
+)
+def test_the_transcript_keeps_the_latest_sessions(
+    flags: list[str], env: dict[str, str], kept: list[int]
+) -> None:
+    args = ("--port", "0", "--no-tls", "--json", "--control-port", "0", *flags)
+    with serve(*args, env=environment(**env)) as served:
+        capa_sessions(served.info["pop3"]["port"], 5)
+        control = served.info["control"]["url"]
+        deadline = time.monotonic() + 5
+        while transcript_sessions(control)[-1:] != kept[-1:]:  # the last session has ended
+            assert time.monotonic() < deadline, transcript_sessions(control)
+            time.sleep(0.01)
+        assert transcript_sessions(control) == kept
+
+
 def test_bad_flag_exits_2_with_usage() -> None:
     [result] = run(["serve", "--user", "nopassword"])
     assert result.returncode == 2
@@ -322,6 +375,8 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
         (["--maildir", "/proc/fakepop"], {}, "cannot make its Maildir /proc/fakepop"),
         (["--control-port", "0", "--control-host", "0.0.0.0"], {}, "set a token (--control-token)"),
         (["--generate", "-1"], {}, "expected a whole number, 0 or more"),
+        (["--transcript-limit", "all"], {}, "--transcript-limit: expected a whole number, 0 or"),
+        ([], {"FAKEPOP_TRANSCRIPT_LIMIT": "-1"}, "FAKEPOP_TRANSCRIPT_LIMIT: expected a whole"),
         ([], {"FAKEPOP_PROT": "1", "FAKEPOP_USER": "x"}, "ignoring FAKEPOP_PROT: no such setting"),
     ],
 )

@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import json
 import poplib
 import random
 import re
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -220,6 +223,41 @@ def test_random_byte_streams_from_concurrent_senders() -> None:
         server.stop()
 
 
+# --- other protocols -------------------------------------------------------------------------
+
+
+def test_a_browsers_cross_origin_post_runs_nothing(server: POP3Server) -> None:
+    # What fetch("http://127.0.0.1:<port>/", {method: "POST", mode: "no-cors", body}) sends:
+    # fewer header lines than the bad-command budget, then a body written as POP3.
+    body = b"USER alice\r\nPASS secret\r\nDELE 1\r\nDELE 2\r\nQUIT\r\n"
+    request = (
+        b"POST / HTTP/1.1\r\n"
+        + b"Host: 127.0.0.1:%d\r\n" % server.port
+        + b"Connection: keep-alive\r\n"
+        + b"Content-Length: %d\r\n" % len(body)
+        + b'sec-ch-ua-platform: "Linux"\r\n'
+        + b"User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
+        + b"Content-Type: text/plain;charset=UTF-8\r\n"
+        + b"Accept: */*\r\n"
+        + b"Origin: http://evil.example\r\n"
+        + b"Sec-Fetch-Site: cross-site\r\n"
+        + b"Sec-Fetch-Mode: no-cors\r\n"
+        + b"Sec-Fetch-Dest: empty\r\n"
+        + b"Referer: http://evil.example/\r\n"
+        + b"Accept-Encoding: gzip, deflate, br\r\n"
+        + b"Accept-Language: en-US,en;q=0.9\r\n"
+        + b"\r\n"
+        + body
+    )
+    sock = greeted(server)
+    sock.sendall(request)
+    assert drain(sock) == b"-ERR This is a POP3 server, not HTTP: closing the connection\r\n"
+    sock.close()
+    [session] = server.transcript
+    assert session.user is None  # the body never ran
+    intact(server)
+
+
 # --- slow and idle clients ------------------------------------------------------------------
 
 
@@ -251,6 +289,64 @@ def test_slowloris_does_not_hold_up_others(server: POP3Server) -> None:
             sock.recv(1)  # a partial line is never answered
         sock.close()
     intact(server)
+
+
+SHORT_IDLE = 0.5  # seconds: idle_timeout for the tests of slow clients
+
+
+def test_a_line_trickled_a_byte_at_a_time_is_cut_off_after_idle_timeout() -> None:
+    server = start(idle_timeout=SHORT_IDLE)
+    try:
+        loris = greeted(server)
+        loris.settimeout(0.1)
+        began = time.monotonic()
+        said = b""
+        # A byte every 0.1 s, each well within idle_timeout: the line itself must end in time.
+        while time.monotonic() - began < TIMEOUT and not said.endswith(b"\r\n"):
+            with contextlib.suppress(TimeoutError):
+                said += loris.recv(4096)
+            with contextlib.suppress(OSError):
+                loris.sendall(b"a")
+        assert said == b"-ERR Autologout: idle for too long\r\n"
+        loris.close()
+        assert served_promptly(server) < PROMPT
+        intact(server)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_slow_reader_of_a_large_message_gets_all_of_it(tls: bool) -> None:
+    server = start(idle_timeout=SHORT_IDLE)
+    try:
+        client = small_window(server, tls)
+        client.sendall(b"USER alice\r\nPASS secret\r\nRETR 2\r\nQUIT\r\n")
+        received = bytearray()
+        began = time.monotonic()
+        # About 4 MB/s: the 8 MB reply takes some four times idle_timeout, never idle that long.
+        while data := client.recv(16384):
+            received += data
+            time.sleep(max(0.0, len(received) / 4e6 - (time.monotonic() - began)))
+        client.close()
+        assert time.monotonic() - began > 2 * SHORT_IDLE
+        reply = b"+OK %d octets\r\n" % len(big()) + dot_stuff(big()) + b".\r\n"
+        assert received.endswith(reply + b"+OK fakepop signing off (0 deleted, 2 left)\r\n")
+        intact(server)
+    finally:
+        server.stop()
+
+
+def test_a_client_that_reads_nothing_is_cut_off_after_idle_timeout() -> None:
+    server = start(idle_timeout=SHORT_IDLE)
+    try:
+        client = small_window(server)
+        client.sendall(b"USER alice\r\nPASS secret\r\nDELE 1\r\nRETR 2\r\n")
+        wait_until(lambda: server.mailbox("alice").locked, "no login")
+        wait_until(lambda: not server._connections, "the server kept sending to a non-reader")
+        client.close()
+        intact(server)  # DELE 1 was never committed
+    finally:
+        server.stop()
 
 
 def test_two_hundred_idle_connections_do_not_hold_up_others(server: POP3Server) -> None:
@@ -297,13 +393,18 @@ def test_more_connections_than_the_maximum() -> None:
 # --- resets and half-closes ------------------------------------------------------------------
 
 
-def small_window(server: POP3Server) -> socket.socket:
-    """A connection whose small receive buffer makes the server wait mid-reply."""
+def small_window(server: POP3Server, tls: bool = False) -> socket.socket:
+    """A connection whose small receive buffer makes the server wait mid-reply; with ``tls``,
+    on the implicit-TLS port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
     sock.settimeout(TIMEOUT)
-    sock.connect((server.host, server.port))
-    return sock
+    if not tls:
+        sock.connect((server.host, server.port))
+        return sock
+    assert server.tls_port is not None
+    sock.connect((server.host, server.tls_port))
+    return server.client_ssl_context().wrap_socket(sock, server_hostname="localhost")
 
 
 @pytest.mark.parametrize("how", ["reset", "half-close"])
@@ -395,3 +496,124 @@ def test_going_away_in_the_middle_of_the_tls_handshake(
     tls.quit()
     assert served_promptly(server) < PROMPT
     intact(server)
+
+
+# --- the host runs short of descriptors or threads -------------------------------------------
+
+# A server in a child process of its own, where resource limits can be lowered for real: it
+# prints its port, then answers each line the test sends it by doing the next step.
+SHORT_OF_DESCRIPTORS = """
+import json, os, resource, sys, time
+from fakepop import POP3Server
+server = POP3Server(users={"alice": "secret"})
+server.start()
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+held = []
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print(json.dumps(server.port), flush=True)
+sys.stdin.readline()  # a client is waiting in the listen queue
+time.sleep(0.2)
+began = time.process_time()
+time.sleep(1.0)
+cpu = time.process_time() - began
+errors = [str(e) for e in server._errors]
+for descriptor in held:
+    os.close(descriptor)
+print(json.dumps({"cpu": cpu, "errors": errors}), flush=True)
+sys.stdin.readline()
+server._errors.clear()
+server.stop()
+"""
+
+SHORT_OF_THREADS = """
+import json, resource, sys, threading
+from fakepop import POP3Server
+server = POP3Server(users={"alice": "secret"})
+server.start()
+with open("/proc/self/status") as status:
+    used = next(int(l.split()[1]) * 1024 for l in status if l.startswith("VmSize:"))
+soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+# A thread's stack larger than the address space left: no thread can start.
+threading.stack_size(1 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (used + (256 << 20), hard))
+print(json.dumps(server.port), flush=True)
+sys.stdin.readline()  # a client was refused
+report = {"connections": len(server._connections), "errors": [str(e) for e in server._errors]}
+threading.stack_size(0)
+resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+print(json.dumps(report), flush=True)
+sys.stdin.readline()
+server._errors.clear()
+server.stop()
+"""
+
+
+@contextlib.contextmanager
+def child_server(script: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Run ``script`` in a child Python; yield it and the port it printed."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        yield child, json.loads(child.stdout.readline())
+    finally:
+        child.kill()
+        child.wait(TIMEOUT)
+        for stream in (child.stdin, child.stdout):
+            if stream is not None:
+                stream.close()
+
+
+def step(child: subprocess.Popen[str]) -> Any:
+    """Let the child go on to its next step; what it reports."""
+    assert child.stdin is not None
+    assert child.stdout is not None
+    child.stdin.write("\n")
+    child.stdin.flush()
+    return json.loads(child.stdout.readline())
+
+
+def test_out_of_descriptors_the_server_backs_off_and_serves_again() -> None:
+    with child_server(SHORT_OF_DESCRIPTORS) as (child, port):
+        client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        report = step(child)
+        # Accepting failed all along: it waited between tries, and kept one error.
+        assert report["cpu"] < 0.5, report
+        [error] = report["errors"]
+        assert "cannot accept connections: Too many open files" in error
+        assert "ulimit -n" in error
+        # Descriptors freed: the waiting client is served.
+        assert client.recv(4096).startswith(b"+OK fakepop ready")
+        client.close()
+        assert child.stdin is not None
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(TIMEOUT) == 0
+
+
+def test_a_connection_no_thread_can_be_started_for_is_refused() -> None:
+    with child_server(SHORT_OF_THREADS) as (child, port):
+        client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        assert drain(client) == (b"-ERR [SYS/TEMP] Cannot start a session now, try again later\r\n")
+        client.close()
+        report = step(child)
+        assert report["connections"] == 0  # its slot was freed
+        [error] = report["errors"]
+        assert "cannot start a thread for a connection" in error
+        # Threads can be had again: the accept loop goes on serving.
+        again = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        assert child.stdin is not None
+        assert again.recv(4096).startswith(b"+OK fakepop ready")
+        again.close()
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(TIMEOUT) == 0

@@ -597,3 +597,59 @@ def test_maildir_top_of_one_very_long_line_streams_it(connect: Connect, tmp_path
         assert peak - baseline < 4 * MEBIBYTE, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
     finally:
         server.stop()
+
+
+# --- what a long-running server remembers ------------------------------------------------------
+
+
+def test_a_transcript_limit_bounds_all_that_the_server_remembers(connect: Connect) -> None:
+    server = start(transcript_limit=2, faults=[{"on": "NOOP", "action": "error", "times": 100}])
+    try:
+        uids = [m.uid for m in server.mailbox("alice")]
+        for _ in range(5):
+            client = connect(server)
+            client.login()
+            for command in ("RETR 1", "RETR 1", "RETR 2"):
+                client.send(command.encode() + b"\r\n")
+                while client.line() != b".\r\n":
+                    pass
+            assert client.command("NOOP").startswith(b"-ERR")  # the fault fires
+            assert client.command("QUIT") == SIGN_OFF
+            wait_until(lambda: not server.mailbox("alice").locked, "the maildrop stayed locked")
+        assert [s.session_id for s in server.transcript] == [4, 5]
+        # The latest two sessions, and the first two UIDs each was sent.
+        assert server.mailbox("alice").retrieved == {4: [uids[0]] * 2, 5: [uids[0]] * 2}
+        assert [f.session for f in server.faults.fired] == [4, 5]
+    finally:
+        server.stop()
+
+
+def test_a_client_that_pipelines_without_reading_costs_bounded_memory(connect: Connect) -> None:
+    server = start(transcript_limit=10, idle_timeout=0.5)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # few replies queue here
+        sock.settimeout(0.5)
+        sock.connect((server.host, server.port))
+        burst = b"CAPA\r\n" * 10_000
+        tracemalloc.start()
+        try:
+            baseline, _ = tracemalloc.get_traced_memory()
+            sent = 0
+            # Until the server stops reading (its replies fill the socket buffers) and then
+            # gives up on a client that reads nothing.
+            with contextlib.suppress(OSError):
+                while sent < 64 * MEBIBYTE:
+                    sock.sendall(burst)
+                    sent += len(burst)
+            wait_until(lambda: not server._connections, "the server kept the non-reader", 30)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+            sock.close()
+        [session] = server.transcript
+        assert session.left_out > 0
+        # Replies to thousands of commands: queued in socket buffers, not in the server.
+        assert peak - baseline < MEBIBYTE, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
+    finally:
+        server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import poplib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -244,3 +245,32 @@ def test_reset_empties_the_transcript_a_test_holds(server: POP3Server) -> None:
     client.quit()
     assert [s.session_id for s in transcript] == [1]
     assert transcript[0].user == "bob"
+
+
+STOP_BOUND = 5.0  # seconds: stop() must return within 2 s; generous for a loaded machine
+
+
+@pytest.mark.parametrize("stall", ["silent", "half-hello", "after-stls"])
+def test_stop_does_not_wait_for_a_stalled_tls_handshake(stall: str) -> None:
+    server = POP3Server(users={"alice": "secret"}, tls=True)  # idle_timeout: 600 s
+    server.start()
+    assert server.tls_port is not None
+    if stall == "after-stls":
+        client = socket.create_connection((server.host, server.port), timeout=5)
+        assert client.recv(4096).startswith(b"+OK fakepop ready")
+        client.sendall(b"STLS\r\n")
+        assert client.recv(4096) == b"+OK Begin TLS negotiation\r\n"
+    else:
+        client = socket.create_connection((server.host, server.tls_port), timeout=5)
+        if stall == "half-hello":
+            client.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a hello cut short
+    deadline = time.monotonic() + 5
+    while not server._connections:  # the handshake is under way in a connection thread
+        assert time.monotonic() < deadline, "the connection was not taken on"
+        time.sleep(0.001)
+    time.sleep(0.05)
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    stopper.join(STOP_BOUND)
+    assert not stopper.is_alive(), "stop() waited for the handshake"
+    client.close()

@@ -75,6 +75,8 @@ class Mailbox:
     Attributes:
         deleted: UIDs whose deletion a session committed at QUIT, oldest first.
         retrieved: per session number, the UIDs it was sent by RETR or TOP.
+        retrieved_limit: when set, ``retrieved`` keeps the latest this many sessions
+            and the first this many UIDs of each; None keeps all.
     """
 
     def __init__(self) -> None:
@@ -87,6 +89,7 @@ class Mailbox:
         self._hold: _Hold | None = None  # a lock "held by another session", from a fault
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
+        self.retrieved_limit: int | None = None
 
     def add(
         self, message: MessageSource | Message | LoadedMessage, *, uid: str | None = None
@@ -227,7 +230,14 @@ class Mailbox:
             raise AssertionError(f"deleted {sorted(self.deleted)}, expected {sorted(uids)}")
 
     def record_retrieval(self, session: int, uid: str) -> None:
-        self.retrieved.setdefault(session, []).append(uid)
+        limit = self.retrieved_limit
+        if limit == 0:
+            return
+        uids = self.retrieved.setdefault(session, [])
+        if limit is None or len(uids) < limit:
+            uids.append(uid)
+        if limit is not None and len(self.retrieved) > limit:
+            del self.retrieved[next(iter(self.retrieved))]  # the oldest session
 
     # --- storage: in memory here ----------------------------------------------------------
 

@@ -49,6 +49,11 @@ class LineBuffer:
     def feed(self, data: bytes) -> None:
         self._data += data
 
+    @property
+    def partial(self) -> bool:
+        """Part of a line is held (or an overlong one is being dropped): its end is awaited."""
+        return bool(self._data) or self._discarding
+
     def clear(self) -> None:
         """Forget everything received and not yet read as a line."""
         self._data.clear()

@@ -25,6 +25,13 @@ BOTH = AUTHORIZATION | TRANSACTION
 
 ARG_MAX_LENGTH = 40  # RFC 1939, section 3: an argument is at most 40 characters
 
+# HTTP's methods: a browser's cross-origin POST to the POP3 port sends a request whose body
+# would run as commands. Like Postfix's smtpd_forbidden_commands, a session that gets one
+# of these, or a first word ending in ":" as a header's name does, is closed at once.
+FORBIDDEN_VERBS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"}
+)
+
 
 class CommandError(Exception):
     """A command that cannot be carried out; dispatch answers ``-ERR [code] text``.

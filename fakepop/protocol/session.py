@@ -29,6 +29,7 @@ from fakepop.protocol.commands import (
     AUTHORIZATION,
     BOTH,
     COMMANDS,
+    FORBIDDEN_VERBS,
     TRANSACTION,
     Command,
     CommandError,
@@ -200,6 +201,11 @@ class Session:
         except OSError as e:  # the session does no I/O but the store's
             return self._store_failed(e)
 
+    @property
+    def partial_line(self) -> bool:
+        """The client has begun a line and not ended it: the server bounds how long it may take."""
+        return not self.closed and self._buffer.partial
+
     def tls_started(self) -> None:
         """The STLS handshake is done: start afresh, forgetting all the client said before.
 
@@ -276,6 +282,8 @@ class Session:
         if masking is not None and masking.mask is not None and len(text) > len(masking.verb):
             masked = f"{masking.verb} {masking.mask(text[len(masking.verb) + 1 :])}"
         self.transcript.add("C", text, masked)
+        if verb.upper() in FORBIDDEN_VERBS or verb.endswith(":"):
+            return self._forbidden()
         self._conformance(line, cmd)
 
         if b"\0" in raw or b"\r" in raw:
@@ -432,6 +440,14 @@ class Session:
             self.connection_lost()
             return events
         return [self._send(_err(text))]
+
+    def _forbidden(self) -> list[Event]:
+        """Close at once on an HTTP request or header, running nothing the client sent after."""
+        self.transcript.violate("an HTTP request or header line, sent to a POP3 server")
+        reply = self._send(_err("This is a POP3 server, not HTTP: closing the connection"))
+        events: list[Event] = [reply, self._close()]
+        self.connection_lost()
+        return events
 
     def _send(self, reply: Reply) -> Reply:
         """Record a reply in the transcript on its way out."""

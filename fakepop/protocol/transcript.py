@@ -10,6 +10,10 @@ from typing import Literal, NamedTuple
 
 Direction = Literal["C", "S", "*"]  # from the client, from the server, a note on the connection
 
+# Lines kept of one session in a bounded transcript: the first half, then the latest. A
+# client that sends CAPA for ever would otherwise grow it by 400 times what it sends.
+SESSION_LINES = 500
+
 
 class Entry(NamedTuple):  # a tuple: made several times a command, and cheapest to make
     time: float
@@ -32,6 +36,8 @@ class SessionTranscript:
     user: str | None = None  # the account logged in to
     login: str | None = None  # how: "USER", "APOP" or "AUTH <mechanism>"
     quit: bool = False  # the client said QUIT and got +OK
+    max_lines: int | None = None  # past this, lines from the middle are left out
+    left_out: int = 0  # lines left out, counted in a note where they were
 
     def logged_in(self, user: str, method: str) -> None:
         self.user, self.login = user, method
@@ -41,11 +47,24 @@ class SessionTranscript:
         return [e.render(mask) for e in self.entries if e.direction == "C"]
 
     def add(self, direction: Direction, text: str, masked: str | None = None) -> None:
-        self.entries.append(Entry(time.time(), direction, text, masked))
+        entry = Entry(time.time(), direction, text, masked)
+        entries = self.entries
+        if self.max_lines is None or len(entries) < self.max_lines:
+            entries.append(entry)
+            return
+        # Full: keep the first half as it is, and a note in place of what follows it, so
+        # the line after the note is the oldest of the latest ones.
+        middle = self.max_lines // 2
+        if self.left_out:
+            del entries[middle + 1]
+        self.left_out += 1
+        entries[middle] = Entry(entries[middle].time, "*", f"... {self.left_out} lines left out")
+        entries.append(entry)
 
     def violate(self, text: str) -> None:
         """Note something the client did that the RFCs forbid; strict mode reports these."""
-        self.violations.append(text)
+        if self.max_lines is None or len(self.violations) < self.max_lines:
+            self.violations.append(text)
         self.add("*", f"client violation: {text}")
 
     def lines(self, mask: bool = True) -> list[str]:
@@ -63,9 +82,18 @@ class SessionTranscript:
 
 
 class Transcript:
-    """Every session of a server, oldest first."""
+    """Every session of a server, oldest first; or the latest ``limit`` of them.
 
-    def __init__(self) -> None:
+    Args:
+        limit: the sessions kept, the oldest forgotten first, each of at most
+            ``SESSION_LINES`` lines; 0 keeps none. None (the default) keeps every
+            line of every session, as a test wants.
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        if limit is not None and limit < 0:
+            raise ValueError("transcript_limit must be 0 or more (0 keeps none), or None for all")
+        self.limit = limit
         self.sessions: list[SessionTranscript] = []
         self._ids = itertools.count(1)  # next() is atomic, so connection threads get distinct ids
 
@@ -78,8 +106,15 @@ class Transcript:
         self._ids = itertools.count(1)
 
     def new_session(self, peer: str = "") -> SessionTranscript:
-        session = SessionTranscript(next(self._ids), peer)
-        self.sessions.append(session)
+        limit = self.limit
+        session = SessionTranscript(
+            next(self._ids), peer, max_lines=None if limit is None else SESSION_LINES
+        )
+        if limit != 0:
+            self.sessions.append(session)
+        if limit:
+            # A slice, not an index: reset() may empty the list meanwhile.
+            del self.sessions[: len(self.sessions) - limit]
         return session
 
     def __iter__(self) -> Iterator[SessionTranscript]:

@@ -537,6 +537,41 @@ def test_bad_commands_close_the_connection_at_the_budget() -> None:
     assert pair.closed
 
 
+HTTP_REFUSED = b"-ERR This is a POP3 server, not HTTP: closing the connection\r\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "POST / HTTP/1.1",
+        "GET / HTTP/1.1",
+        "get /index.html HTTP/1.0",
+        "CONNECT pop.example.org:110 HTTP/1.1",
+        "PUT /x HTTP/1.1",
+        "Host: localhost:1110",
+        "User-Agent: Mozilla/5.0",
+        "content-type: text/plain",
+    ],
+)
+def test_an_http_request_or_header_closes_the_connection_at_once(line: str) -> None:
+    pair = Pair(M1)
+    # The request's body runs as POP3 if the session goes on: nothing after it is run.
+    assert pair.cmd(line, "USER alice", "PASS secret", "DELE 1", "QUIT") == HTTP_REFUSED
+    assert pair.closed
+    assert not pair.mailbox.locked
+    assert len(pair.mailbox) == 1
+
+
+def test_an_http_header_after_login_closes_without_committing() -> None:
+    pair = logged_in()
+    assert pair.cmd("DELE 1", "Origin: http://evil.example", "QUIT") == (
+        b"+OK Message 1 deleted\r\n" + HTTP_REFUSED
+    )
+    assert pair.closed
+    assert not pair.mailbox.locked
+    assert len(pair.mailbox) == 2
+
+
 def test_the_default_budget_is_twenty() -> None:
     pair = Pair()
     assert pair.cmd(*["BOGUS"] * 19) == b"-ERR Unknown command: BOGUS\r\n" * 19
