@@ -195,7 +195,8 @@ def _list_messages(api: ControlServer, request: Request) -> Response:
         {"number": number, "uid": m.uid, "size": m.size}
         for number, m in enumerate(mailbox.messages, 1)
     ]
-    retrieved = {str(session): uids for session, uids in mailbox.retrieved.items()}
+    # Copied first, each in one step: session threads add to them meanwhile.
+    retrieved = {str(session): list(uids) for session, uids in dict(mailbox.retrieved).items()}
     return _json(
         200,
         {

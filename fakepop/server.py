@@ -147,7 +147,8 @@ class POP3Server:
             ``(certfile, keyfile)``, instead of one from the throwaway CA.
         authority: the CA to issue the certificate from; by default the process's own.
         transcript_limit: the sessions a long-running server remembers: in
-            ``transcript`` (each of at most 500 lines), in each maildrop's ``retrieved``,
+            ``transcript`` (each of at most 500 lines), in each maildrop's ``retrieved``
+            (and as many UIDs in its ``deleted``),
             and as many of the latest records in ``faults.fired``; 0 remembers none.
             None (the default) keeps everything, as a test wants.
     """
@@ -217,7 +218,7 @@ class POP3Server:
 
         def new_mailbox(name: str) -> Mailbox:
             mailbox = Mailbox() if on_disk is None else on_disk(name)
-            mailbox.retrieved_limit = transcript_limit
+            mailbox.record_limit = transcript_limit
             return mailbox
 
         self.store = MailStore(dict(users or {}), new_mailbox)

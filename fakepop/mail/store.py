@@ -75,8 +75,9 @@ class Mailbox:
     Attributes:
         deleted: UIDs whose deletion a session committed at QUIT, oldest first.
         retrieved: per session number, the UIDs it was sent by RETR or TOP.
-        retrieved_limit: when set, ``retrieved`` keeps the latest this many sessions
-            and the first this many UIDs of each; None keeps all.
+        record_limit: when set, ``retrieved`` keeps the latest this many sessions and
+            the first this many UIDs of each, and ``deleted`` the latest this many UIDs,
+            so a long-running server's record stays bounded; None keeps all.
     """
 
     def __init__(self) -> None:
@@ -89,7 +90,7 @@ class Mailbox:
         self._hold: _Hold | None = None  # a lock "held by another session", from a fault
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
-        self.retrieved_limit: int | None = None
+        self.record_limit: int | None = None
 
     def add(
         self, message: MessageSource | Message | LoadedMessage, *, uid: str | None = None
@@ -219,6 +220,8 @@ class Mailbox:
                     self._remove([m for m in self._held if m.uid in delete])
                     self._shared = Snapshot()
                     self.deleted.extend(sorted(delete))
+                    if self.record_limit is not None:
+                        del self.deleted[: len(self.deleted) - self.record_limit]
             finally:
                 self._holder = None
                 self._held = Snapshot()
@@ -230,7 +233,7 @@ class Mailbox:
             raise AssertionError(f"deleted {sorted(self.deleted)}, expected {sorted(uids)}")
 
     def record_retrieval(self, session: int, uid: str) -> None:
-        limit = self.retrieved_limit
+        limit = self.record_limit
         if limit == 0:
             return
         uids = self.retrieved.setdefault(session, [])

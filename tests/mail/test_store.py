@@ -127,6 +127,21 @@ def test_release_without_deletions_keeps_everything() -> None:
     assert len(box) == 2
 
 
+def test_a_record_limit_keeps_the_latest_deletions_and_retrievals() -> None:
+    box = Mailbox()
+    box.record_limit = 2
+    for session in range(1, 4):
+        uid = box.add(f"Subject: {session}\r\n\r\n{session}\r\n")
+        holder = object()
+        box.acquire(holder)
+        for _ in range(3):
+            box.record_retrieval(session, uid)
+        box.release(holder, delete={uid})
+    assert len(box.deleted) == 2
+    assert list(box.retrieved) == [2, 3]
+    assert all(len(uids) == 2 for uids in box.retrieved.values())
+
+
 def test_release_by_a_non_holder_does_nothing() -> None:
     box = Mailbox()
     a, _ = box.extend([A, B])
