@@ -30,7 +30,7 @@ from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, u
 from fakepop.control import ControlServer
 from fakepop.faults import FaultError
 from fakepop.mail.generate import iter_messages
-from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir, mboxrd_entry
+from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir, mboxrd_entry, read_file
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
 from fakepop.mail.message import LoadedMessage, content_uid
@@ -184,7 +184,7 @@ def load_or_create_ca(directory: Path) -> tuple[Authority, Path, bool]:
                 f" add {lack.name}, or remove {have.name} to have a new CA made"
             )
         try:
-            cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
+            cert_pem, key_pem = read_file(cert), read_file(key)
             certificate = x509.load_pem_x509_certificate(cert_pem)
             private_key = serialization.load_pem_private_key(key_pem, password=None)
         except (OSError, ValueError, TypeError) as e:

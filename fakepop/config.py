@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fakepop.mail.loaders import read_file
 from fakepop.protocol.sasl import MECHANISMS
 from fakepop.tls import CertificateFault
 
@@ -397,13 +398,13 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 def _from_file(file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """The settings of a configuration file: (values by option key, the tables beyond them)."""
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_file(file).decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--config: no file at {file}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"--config: cannot read {file}: {e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{file}: not valid TOML: {e}") from None
+    except (OSError, ValueError) as e:  # not a regular file, or not UTF-8
+        raise ConfigError(f"--config: cannot read {file}: {e}") from None
     base = file.parent
     name = file.name
     values: dict[str, Any] = {}

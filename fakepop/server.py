@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from fakepop.faults import FaultPlan, Rule
+from fakepop.mail.loaders import read_file
 from fakepop.mail.maildir import maildir_per_account
 from fakepop.mail.manifest import load_manifest
 from fakepop.mail.store import Mailbox, MailStore
@@ -243,7 +244,7 @@ class POP3Server:
         self._tls_context: ssl.SSLContext | None = None
         if tls:
             if certificate is not None:
-                chain, key = (Path(p).read_bytes() for p in certificate)
+                chain, key = (read_file(p) for p in certificate)
                 leaf = ServerCertificate(chain, key)
             else:
                 assert self.authority is not None

@@ -367,6 +367,7 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
         ([], {"FAKEPOP_PORT": "abc"}, "FAKEPOP_PORT: expected a port"),
         ([], {"FAKEPOP_NO_TLS": "maybe"}, "FAKEPOP_NO_TLS: expected one of 1, true"),
         (["--config", "/no/such.toml"], {}, "--config: no file at /no/such.toml"),
+        (["--config", "/dev/zero"], {}, "/dev/zero is not a regular file"),
         (["--no-tls", "--require-tls"], {}, "--require-tls needs TLS"),
         (["--mailbox", "user=/no/such/mail"], {}, "--mailbox user=/no/such/mail: no mail at"),
         (["--mailbox", "eve=/tmp"], {}, "there is no account eve; add --user eve:PASSWORD"),
