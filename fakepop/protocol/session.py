@@ -849,7 +849,7 @@ class Session:
         if len(words) == 2:
             try:  # RFC 5034, section 4: "=" is an empty initial response
                 initial = b"" if words[1] == "=" else base64.b64decode(words[1], validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or text that is not even ASCII
                 raise CommandError("Invalid base64 in the initial response") from None
         self._exchange = exchange
         return self._sasl_step(exchange.start(initial))

@@ -40,8 +40,8 @@ NEEDS_TLS = (
 )
 TOO_MANY = b"-ERR [AUTH] Too many authentication failures, closing the connection\r\n"
 
-# Not base64 at all, and base64 missing its padding: RFC 4648 decoding refuses both.
-NOT_BASE64 = ["!!!!", "YWxpY2U"]
+# Not base64 at all, base64 missing its padding, and not even ASCII: all are refused.
+NOT_BASE64 = ["!!!!", "YWxpY2U", "\u00e9"]
 
 GOOGLE_401 = b'{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}'
 GOOGLE_400 = b'{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}'
