@@ -7,10 +7,8 @@ The settings of ``serve`` and their environment variables are in ``fakepop.confi
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
-import re
 import shlex
 import signal
 import sys
@@ -36,7 +34,7 @@ from fakepop.mail.manifest import ManifestError, load_manifest
 from fakepop.mail.message import LoadedMessage, content_uid
 from fakepop.mail.store import Mailbox
 from fakepop.mail.wire import to_crlf
-from fakepop.server import POP3Server
+from fakepop.server import POP3Server, PortInUse
 from fakepop.tls import Authority, default_authority
 
 DEMO_USER = ("user", "password")
@@ -410,12 +408,9 @@ def how_to_connect(server: POP3Server, info: dict[str, Any], config: ServeConfig
     return lines
 
 
-def _port_in_use(error: OSError, host: str, ports: dict[int, str]) -> str:
-    match = re.search(r"port (\d+)", str(error.strerror or error))
-    port = int(match[1]) if match else next(iter(ports))
-    flag = ports.get(port, "--port")
+def _port_in_use(error: PortInUse, flag: str) -> str:
     return (
-        f"port {port} on {host} is already in use ({flag}); pick another,"
+        f"port {error.port} on {error.host} is already in use ({flag}); pick another,"
         f" or {flag} 0 for any free port"
     )
 
@@ -460,20 +455,18 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         server.start()
+    except PortInUse as e:
+        return _fail(_port_in_use(e, "--tls-port" if e.port == config.tls_port else "--port"))
     except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            return _fail(
-                _port_in_use(e, config.host, {config.port: "--port", config.tls_port: "--tls-port"})
-            )
         return _fail(f"cannot listen on {config.host}: {e.strerror or e}")
     if control is not None:
         try:
             control.start()
+        except PortInUse as e:
+            server.stop()
+            return _fail(_port_in_use(e, "--control-port"))
         except OSError as e:
             server.stop()
-            if e.errno == errno.EADDRINUSE:
-                port = config.control_port or 0
-                return _fail(_port_in_use(e, config.control_host, {port: "--control-port"}))
             return _fail(f"cannot listen on {config.control_host}: {e.strerror or e}")
 
     info = ready_info(server, control, ca_path)

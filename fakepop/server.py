@@ -58,6 +58,22 @@ ACCEPT_SHORTAGES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 TLS_SEND_SLICE = 65536
 
 
+class PortInUse(OSError):
+    """The port to listen on is taken: ``host`` and ``port`` say which, for a caller to name.
+
+    Raised by ``POP3Server.start()`` and ``ControlServer.start()``.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            errno.EADDRINUSE,
+            f"port {port} on {host} is already in use; pick another or pass port=0 for any free"
+            " port",
+        )
+        self.host = host
+        self.port = port
+
+
 class Users(MutableMapping[str, str]):
     """The accounts of a server as a mapping of name to password; writes create accounts."""
 
@@ -458,11 +474,7 @@ class POP3Server:
         except OSError as e:
             sock.close()
             if e.errno == errno.EADDRINUSE:
-                raise OSError(
-                    e.errno,
-                    f"port {port} on {self.host} is already in use; pick another"
-                    " or pass port=0 for any free port",
-                ) from None
+                raise PortInUse(self.host, port) from None
             raise
         return sock
 
