@@ -19,27 +19,21 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from fakepop._version import __version__
 from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, unknown_variables
 from fakepop.control import ControlServer
 from fakepop.faults import FaultError
 from fakepop.mail.generate import iter_messages
-from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir, mboxrd_entry, read_file
+from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir, mboxrd_entry
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
 from fakepop.mail.message import LoadedMessage, content_uid
 from fakepop.mail.store import Mailbox
 from fakepop.mail.wire import to_crlf
 from fakepop.server import POP3Server, PortInUse
-from fakepop.tls import Authority, default_authority
+from fakepop.tls import CA_CERT, CA_KEY, Authority, AuthorityError, default_authority
 
 DEMO_USER = ("user", "password")
-CA_CERT = "ca.pem"
-CA_KEY = "ca.key"
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -164,51 +158,11 @@ def generate(args: argparse.Namespace) -> int:
 # --- the CA --------------------------------------------------------------------------------
 
 
-def load_or_create_ca(directory: Path) -> tuple[Authority, Path, bool]:
-    """The CA kept in ``directory`` (``ca.pem`` and ``ca.key``), made there if it is not.
-
-    Returns:
-        The authority, the path of its certificate, and whether it was made just now.
-
-    Raises:
-        SetupError: only one of the two files is there, or they are not a CA and its key.
-    """
-    cert, key = directory / CA_CERT, directory / CA_KEY
-    if cert.exists() or key.exists():
-        if not (cert.exists() and key.exists()):
-            have, lack = (cert, key) if cert.exists() else (key, cert)
-            raise SetupError(
-                f"{directory} holds {have.name} but not {lack.name}: a CA needs both;"
-                f" add {lack.name}, or remove {have.name} to have a new CA made"
-            )
-        try:
-            cert_pem, key_pem = read_file(cert), read_file(key)
-            certificate = x509.load_pem_x509_certificate(cert_pem)
-            private_key = serialization.load_pem_private_key(key_pem, password=None)
-        except (OSError, ValueError, TypeError) as e:
-            raise SetupError(f"{cert} and {key} must be a CA certificate and its key: {e}") from e
-        der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        public = certificate.public_key().public_bytes(*der)
-        if private_key.public_key().public_bytes(*der) != public:
-            raise SetupError(f"{key} is not the key of {cert}: remove both for a new CA")
-        return Authority(trustme.CA.from_pem(cert_pem, key_pem)), cert, False
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        authority = Authority()
-        # The key first and private: a CA key others can read lets them impersonate any host.
-        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(authority.ca.private_key_pem.bytes())
-        cert.write_bytes(authority.ca.cert_pem.bytes())
-    except OSError as e:
-        raise SetupError(f"cannot write the CA to {directory}: {e.strerror or e}") from e
-    return authority, cert, True
-
-
 def ca_command(args: argparse.Namespace) -> int:
+    made = not (args.out / CA_CERT).exists()
     try:
-        _, cert, made = load_or_create_ca(args.out)
-    except SetupError as e:
+        cert = Authority.load_or_create(args.out).ca_pem
+    except AuthorityError as e:
         return _fail(str(e), 2)
     state = "made" if made else "already there, kept"
     print(f"CA certificate {cert} ({state}); its key {cert.with_name(CA_KEY)}")
@@ -224,11 +178,14 @@ def build_server(config: ServeConfig) -> tuple[POP3Server, Path | None]:
     authority: Authority | None = None
     ca_path: Path | None = None
     if config.tls and "certificate" not in config.server_options:
-        if config.cert_dir is not None:
-            authority, ca_path, _ = load_or_create_ca(config.cert_dir)
-        else:
-            authority = default_authority()
-            ca_path = authority.ca_pem
+        try:
+            if config.cert_dir is not None:
+                authority = Authority.load_or_create(config.cert_dir)
+            else:
+                authority = default_authority()
+        except AuthorityError as e:
+            raise SetupError(str(e)) from e
+        ca_path = authority.ca_pem
     try:
         server = POP3Server(
             host=config.host,
