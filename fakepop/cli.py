@@ -23,13 +23,11 @@ from fakepop._version import __version__
 from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, unknown_variables
 from fakepop.control import ControlServer
 from fakepop.faults import FaultError
+from fakepop.mail.fill import MailItem, add_mail
 from fakepop.mail.generate import iter_messages
-from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir, mboxrd_entry
+from fakepop.mail.loaders import fixtures_dir, load_eml_dir, mboxrd_entry
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
-from fakepop.mail.message import LoadedMessage, content_uid
-from fakepop.mail.store import Mailbox
-from fakepop.mail.wire import to_crlf
 from fakepop.server import POP3Server, PortInUse
 from fakepop.tls import CA_CERT, CA_KEY, Authority, AuthorityError, default_authority
 
@@ -221,7 +219,7 @@ def populate(server: POP3Server, config: ServeConfig) -> None:
             raise SetupError(f"--manifest: {e}") from e
         for name, fixture in fixtures.items():
             _add_account(server, name, fixture.password)
-            _add_mail(server, name, fixture.messages, config)
+            _add_mail(server, name, fixture.messages, f"mail for {name!r}")
     for name, password in config.users.items():
         _add_account(server, name, password)
     demo = not server.users
@@ -232,20 +230,16 @@ def populate(server: POP3Server, config: ServeConfig) -> None:
             raise SetupError(
                 f"--mailbox {name}={path}: there is no account {name}; add --user {name}:PASSWORD"
             )
-        try:
-            messages = load(path)
-        except (OSError, ValueError) as e:
-            raise SetupError(f"--mailbox {name}={path}: {e}") from e
-        _add_mail(server, name, messages, config)
+        _add_mail(server, name, [path], f"--mailbox {name}={path}")
     if demo and not config.mailboxes and not config.generate:
-        _add_mail(server, DEMO_USER[0], load_eml_dir(fixtures_dir() / "demo"), config)
+        _add_mail(server, DEMO_USER[0], load_eml_dir(fixtures_dir() / "demo"), "the demo mail")
     if config.generate:
         try:
             made = list(iter_messages(config.generate, seed=config.seed, locale=config.locale))
         except ValueError as e:
             raise SetupError(f"--generate: {e}") from e
         for name in list(server.users):
-            _add_mail(server, name, [LoadedMessage(raw) for raw in made], config)
+            _add_mail(server, name, made, f"mail for {name!r}")
     try:
         if config.fault_file is not None:
             server.faults.load(config.fault_file)
@@ -268,18 +262,11 @@ def _add_account(server: POP3Server, name: str, password: str) -> None:
         raise SetupError(f"account {name!r}: {e}") from e
 
 
-def _add_mail(
-    server: POP3Server, name: str, messages: Iterable[LoadedMessage], config: ServeConfig
-) -> None:
-    mailbox: Mailbox = server.mailbox(name)
-    there = {m.uid for m in mailbox.messages} if config.maildir is not None else set()
-    for message in messages:
-        if there and (message.uid or content_uid(to_crlf(message.raw))) in there:
-            continue
-        try:
-            mailbox.add(message)
-        except ValueError as e:
-            raise SetupError(f"mail for {name!r}: {e}") from e
+def _add_mail(server: POP3Server, name: str, items: Iterable[MailItem], where: str) -> None:
+    try:
+        add_mail(server.mailbox(name), items)
+    except (OSError, ValueError) as e:
+        raise SetupError(f"{where}: {e}") from e
 
 
 def _netloc(host: str, port: int) -> str:

@@ -9,9 +9,8 @@ in strict mode a client that breaks the RFCs fails its test at teardown.
 from __future__ import annotations
 
 import argparse
-import os
 import ssl
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -175,30 +174,22 @@ def pop3_server_factory(
 
 def _fill(server: POP3Server, own: dict[str, Any]) -> None:
     """Give the server the mail the marker asks for."""
+    from fakepop.mail.fill import add_mail
+
     if "fixtures" in own:
         server.load_manifest(own["fixtures"])
     if not server.users:
         return
     mailbox = server.mailbox(next(iter(server.users)))
-    mailbox.extend(_messages(own.get("messages", ())))
+    add_mail(mailbox, own.get("messages", ()))
     if own.get("generate"):
         from fakepop.mail.generate import generate_messages
 
         count = own["generate"]
-        mailbox.extend(
-            generate_messages(count, seed=own.get("seed", 0), locale=own.get("locale", "en_US"))
+        add_mail(
+            mailbox,
+            generate_messages(count, seed=own.get("seed", 0), locale=own.get("locale", "en_US")),
         )
-
-
-def _messages(items: Iterable[Any]) -> Iterator[Any]:
-    """Messages as given, with paths (a ``Path``, or text on one line) loaded from disk."""
-    from fakepop.mail.loaders import load
-
-    for item in items:
-        if isinstance(item, os.PathLike) or (isinstance(item, str) and "\n" not in item):
-            yield from load(item)  # an .eml, a directory of them, an mbox, a Maildir
-        else:
-            yield item
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from fakepop.faults import FaultPlan, Rule
+from fakepop.mail.fill import add_mail
 from fakepop.mail.loaders import read_file
 from fakepop.mail.maildir import maildir_per_account
 from fakepop.mail.manifest import load_manifest
@@ -319,7 +320,7 @@ class POP3Server:
         """
         for name, fixture in load_manifest(path).items():
             self.users[name] = fixture.password
-            self.mailbox(name).extend(fixture.messages)
+            add_mail(self.mailbox(name), fixture.messages)
 
     def add_token(
         self, user: str, token: str | None = None, *, expires_in: float | None = None
