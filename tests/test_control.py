@@ -35,7 +35,7 @@ DEMO = load_eml_dir(fixtures_dir() / "demo")
 DEMO_UIDS = [m.uid for m in DEMO]
 DEMO_SIZE = sum(len(to_crlf(m.raw)) for m in DEMO)
 RAW = b"From: ci@example.com\r\nSubject: via the API\r\n\r\n.a line with a dot\r\nbye\r\n"
-OPENAPI = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+OPENAPI = Path(__file__).resolve().parent.parent / "fakepop" / "control" / "openapi.json"
 
 
 @pytest.fixture(scope="module")

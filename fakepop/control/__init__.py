@@ -2,7 +2,7 @@
 
 ``api`` holds the routes and ``ControlServer``, ``http`` the HTTP plumbing they are served
 with, ``client`` the Python client and the shapes of its answers. All of it uses only the
-standard library; the package's OpenAPI description is ``docs/openapi.json``.
+standard library. ``openapi.json``, beside this file, describes every route.
 """
 
 from fakepop.control.api import ROUTES, ControlServer, rule_data

@@ -4,7 +4,7 @@
 ``POP3Server``, so tests written in any language can add accounts and mail, set faults and
 read the transcript of a ``fakepop serve`` (or its container); ``ControlClient`` is the Python
 side. A route is one entry of ``ROUTES``: its path, a handler per method, and the media type
-of a body that is not JSON. ``docs/openapi.json`` describes every route.
+of a body that is not JSON. ``openapi.json``, beside this file, describes every route.
 """
 
 from __future__ import annotations
@@ -16,17 +16,8 @@ from collections.abc import Callable
 from types import TracebackType
 
 from fakepop._version import __version__
-from fakepop.control.client import (
-    PREFIX,
-    AccountSummary,
-    FaultReport,
-    Fired,
-    Health,
-    MaildropReport,
-    MessageSummary,
-    RuleData,
-    TranscriptReport,
-)
+from fakepop.control import client as answers  # the answers' shapes, shared with the client
+from fakepop.control.client import PREFIX
 from fakepop.control.http import (
     ApiError,
     JSONServer,
@@ -46,7 +37,7 @@ POLL_INTERVAL = 0.05  # how soon stop() ends the HTTP server's loop
 
 
 def _health(api: ControlServer, request: Request) -> Response:
-    health: Health = {"status": "ok", "version": __version__}
+    health: answers.Health = {"status": "ok", "version": __version__}
     return json_response(200, health)
 
 
@@ -59,7 +50,7 @@ def _ca(api: ControlServer, request: Request) -> Response:
     return Response(200, authority.ca.cert_pem.bytes(), "application/x-pem-file")
 
 
-def _account_summary(api: ControlServer, name: str) -> AccountSummary:
+def _account_summary(api: ControlServer, name: str) -> answers.AccountSummary:
     messages = api.pop3.mailbox(name).messages
     return {"name": name, "messages": len(messages), "size": sum(m.size for m in messages)}
 
@@ -104,13 +95,13 @@ def _delete_account(api: ControlServer, request: Request) -> Response:
 def _list_messages(api: ControlServer, request: Request) -> Response:
     name = _account(api, request.params["name"])
     mailbox = api.pop3.mailbox(name)
-    messages: list[MessageSummary] = [
+    messages: list[answers.MessageSummary] = [
         {"number": number, "uid": m.uid, "size": m.size}
         for number, m in enumerate(mailbox.messages, 1)
     ]
     # Copied first, each in one step: session threads add to them meanwhile.
     retrieved = {str(session): list(uids) for session, uids in dict(mailbox.retrieved).items()}
-    report: MaildropReport = {
+    report: answers.MaildropReport = {
         "account": name,
         "messages": messages,
         "deleted": list(mailbox.deleted),
@@ -161,9 +152,9 @@ def _delete_message(api: ControlServer, request: Request) -> Response:
     return json_response(200, {"deleted": uid})
 
 
-def rule_data(rule: Rule) -> RuleData:
+def rule_data(rule: Rule) -> answers.RuleData:
     """A rule in its data form: the keys of a ``[[faults]]`` table, ready to POST again."""
-    data: RuleData = {"on": rule.on, "action": rule.action}
+    data: answers.RuleData = {"on": rule.on, "action": rule.action}
     data.update((key, value) for key, value in rule.params.items() if value is not None)
     if rule.user is not None:
         data["user"] = rule.user
@@ -180,7 +171,7 @@ def _list_faults(api: ControlServer, request: Request) -> Response:
     plan = api.pop3.faults
     rules = plan.rules
     index = {id(rule): number for number, rule in enumerate(rules)}
-    fired: list[Fired] = [
+    fired: list[answers.Fired] = [
         {
             "rule": index.get(id(record.rule)),
             "event": record.event,
@@ -190,7 +181,7 @@ def _list_faults(api: ControlServer, request: Request) -> Response:
         }
         for record in list(plan.fired)
     ]
-    report: FaultReport = {"faults": [rule_data(rule) for rule in rules], "fired": fired}
+    report: answers.FaultReport = {"faults": [rule_data(rule) for rule in rules], "fired": fired}
     return json_response(200, report)
 
 
@@ -240,7 +231,7 @@ def _transcript(api: ControlServer, request: Request) -> Response:
         return Response(200, (text + "\n" if text else "").encode("utf-8"), "text/plain")
     if request.query.get("format", "json") != "json":
         raise ApiError(400, "format is json or text")
-    report: TranscriptReport = {
+    report: answers.TranscriptReport = {
         "last": max((s.session_id for s in sessions), default=since),
         "sessions": [
             {

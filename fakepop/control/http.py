@@ -289,7 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
             params = route.match(segments)
             if params is not None:
                 return route, params, query
-        raise ApiError(404, f"no such path {path!r}; see docs/openapi.json for the routes")
+        raise ApiError(
+            404, f"no such path {path!r}; see fakepop/control/openapi.json for the routes"
+        )
 
     def _body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
