@@ -450,3 +450,17 @@ def test_generate_says_what_is_wrong_with_out(
     assert code == 1
     assert says in err
     assert "Traceback" not in err
+
+
+def test_a_ca_directory_that_cannot_be_used_exits_2_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / CA_KEY).write_bytes(b"not a key")
+    assert main(["ca", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} holds ca.key but not ca.pem" in err
+    assert "Traceback" not in err
+    [result] = run(["serve", "--port", "0", "--tls-port", "0", "--cert-dir", "/proc/fakepop"])
+    assert result.returncode == 2
+    assert "cannot keep a CA in /proc/fakepop" in result.stderr
+    assert "Traceback" not in result.stderr
