@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fakepop.mail.maildir import MaildirMailbox
     from fakepop.mail.message import LoadedMessage
     from fakepop.protocol import Session, Settings, Transcript
-    from fakepop.server import POP3Server
+    from fakepop.server import POP3Server, PortInUse
 
 _WHERE = {
     "Account": "fakepop.mail",
@@ -33,6 +33,7 @@ _WHERE = {
     "MaildirMailbox": "fakepop.mail.maildir",
     "Message": "fakepop.mail",
     "POP3Server": "fakepop.server",
+    "PortInUse": "fakepop.server",
     "Rule": "fakepop.faults",
     "Session": "fakepop.protocol",
     "Settings": "fakepop.protocol",
@@ -57,6 +58,7 @@ __all__ = [
     "MaildirMailbox",
     "Message",
     "POP3Server",
+    "PortInUse",
     "Rule",
     "Session",
     "Settings",

@@ -7,10 +7,8 @@ The settings of ``serve`` and their environment variables are in ``fakepop.confi
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
-import re
 import shlex
 import signal
 import sys
@@ -21,27 +19,19 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from fakepop._version import __version__
 from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, unknown_variables
 from fakepop.control import ControlServer
 from fakepop.faults import FaultError
+from fakepop.mail.fill import MailItem, add_mail
 from fakepop.mail.generate import iter_messages
-from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir, mboxrd_entry, read_file
+from fakepop.mail.loaders import fixtures_dir, load_eml_dir, mboxrd_entry
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
-from fakepop.mail.message import LoadedMessage, content_uid
-from fakepop.mail.store import Mailbox
-from fakepop.mail.wire import to_crlf
-from fakepop.server import POP3Server
-from fakepop.tls import Authority, default_authority
+from fakepop.server import POP3Server, PortInUse
+from fakepop.tls import CA_CERT, CA_KEY, Authority, AuthorityError, default_authority
 
 DEMO_USER = ("user", "password")
-CA_CERT = "ca.pem"
-CA_KEY = "ca.key"
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -166,51 +156,11 @@ def generate(args: argparse.Namespace) -> int:
 # --- the CA --------------------------------------------------------------------------------
 
 
-def load_or_create_ca(directory: Path) -> tuple[Authority, Path, bool]:
-    """The CA kept in ``directory`` (``ca.pem`` and ``ca.key``), made there if it is not.
-
-    Returns:
-        The authority, the path of its certificate, and whether it was made just now.
-
-    Raises:
-        SetupError: only one of the two files is there, or they are not a CA and its key.
-    """
-    cert, key = directory / CA_CERT, directory / CA_KEY
-    if cert.exists() or key.exists():
-        if not (cert.exists() and key.exists()):
-            have, lack = (cert, key) if cert.exists() else (key, cert)
-            raise SetupError(
-                f"{directory} holds {have.name} but not {lack.name}: a CA needs both;"
-                f" add {lack.name}, or remove {have.name} to have a new CA made"
-            )
-        try:
-            cert_pem, key_pem = read_file(cert), read_file(key)
-            certificate = x509.load_pem_x509_certificate(cert_pem)
-            private_key = serialization.load_pem_private_key(key_pem, password=None)
-        except (OSError, ValueError, TypeError) as e:
-            raise SetupError(f"{cert} and {key} must be a CA certificate and its key: {e}") from e
-        der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        public = certificate.public_key().public_bytes(*der)
-        if private_key.public_key().public_bytes(*der) != public:
-            raise SetupError(f"{key} is not the key of {cert}: remove both for a new CA")
-        return Authority(trustme.CA.from_pem(cert_pem, key_pem)), cert, False
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        authority = Authority()
-        # The key first and private: a CA key others can read lets them impersonate any host.
-        descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(authority.ca.private_key_pem.bytes())
-        cert.write_bytes(authority.ca.cert_pem.bytes())
-    except OSError as e:
-        raise SetupError(f"cannot write the CA to {directory}: {e.strerror or e}") from e
-    return authority, cert, True
-
-
 def ca_command(args: argparse.Namespace) -> int:
+    made = not (args.out / CA_CERT).exists()
     try:
-        _, cert, made = load_or_create_ca(args.out)
-    except SetupError as e:
+        cert = Authority.load_or_create(args.out).ca_pem
+    except AuthorityError as e:
         return _fail(str(e), 2)
     state = "made" if made else "already there, kept"
     print(f"CA certificate {cert} ({state}); its key {cert.with_name(CA_KEY)}")
@@ -226,11 +176,14 @@ def build_server(config: ServeConfig) -> tuple[POP3Server, Path | None]:
     authority: Authority | None = None
     ca_path: Path | None = None
     if config.tls and "certificate" not in config.server_options:
-        if config.cert_dir is not None:
-            authority, ca_path, _ = load_or_create_ca(config.cert_dir)
-        else:
-            authority = default_authority()
-            ca_path = authority.ca_pem
+        try:
+            if config.cert_dir is not None:
+                authority = Authority.load_or_create(config.cert_dir)
+            else:
+                authority = default_authority()
+        except AuthorityError as e:
+            raise SetupError(str(e)) from e
+        ca_path = authority.ca_pem
     try:
         server = POP3Server(
             host=config.host,
@@ -266,7 +219,7 @@ def populate(server: POP3Server, config: ServeConfig) -> None:
             raise SetupError(f"--manifest: {e}") from e
         for name, fixture in fixtures.items():
             _add_account(server, name, fixture.password)
-            _add_mail(server, name, fixture.messages, config)
+            _add_mail(server, name, fixture.messages, f"mail for {name!r}")
     for name, password in config.users.items():
         _add_account(server, name, password)
     demo = not server.users
@@ -277,20 +230,16 @@ def populate(server: POP3Server, config: ServeConfig) -> None:
             raise SetupError(
                 f"--mailbox {name}={path}: there is no account {name}; add --user {name}:PASSWORD"
             )
-        try:
-            messages = load(path)
-        except (OSError, ValueError) as e:
-            raise SetupError(f"--mailbox {name}={path}: {e}") from e
-        _add_mail(server, name, messages, config)
+        _add_mail(server, name, [path], f"--mailbox {name}={path}")
     if demo and not config.mailboxes and not config.generate:
-        _add_mail(server, DEMO_USER[0], load_eml_dir(fixtures_dir() / "demo"), config)
+        _add_mail(server, DEMO_USER[0], load_eml_dir(fixtures_dir() / "demo"), "the demo mail")
     if config.generate:
         try:
             made = list(iter_messages(config.generate, seed=config.seed, locale=config.locale))
         except ValueError as e:
             raise SetupError(f"--generate: {e}") from e
         for name in list(server.users):
-            _add_mail(server, name, [LoadedMessage(raw) for raw in made], config)
+            _add_mail(server, name, made, f"mail for {name!r}")
     try:
         if config.fault_file is not None:
             server.faults.load(config.fault_file)
@@ -313,18 +262,11 @@ def _add_account(server: POP3Server, name: str, password: str) -> None:
         raise SetupError(f"account {name!r}: {e}") from e
 
 
-def _add_mail(
-    server: POP3Server, name: str, messages: Iterable[LoadedMessage], config: ServeConfig
-) -> None:
-    mailbox: Mailbox = server.mailbox(name)
-    there = {m.uid for m in mailbox.messages} if config.maildir is not None else set()
-    for message in messages:
-        if there and (message.uid or content_uid(to_crlf(message.raw))) in there:
-            continue
-        try:
-            mailbox.add(message)
-        except ValueError as e:
-            raise SetupError(f"mail for {name!r}: {e}") from e
+def _add_mail(server: POP3Server, name: str, items: Iterable[MailItem], where: str) -> None:
+    try:
+        add_mail(server.mailbox(name), items)
+    except (OSError, ValueError) as e:
+        raise SetupError(f"{where}: {e}") from e
 
 
 def _netloc(host: str, port: int) -> str:
@@ -410,12 +352,9 @@ def how_to_connect(server: POP3Server, info: dict[str, Any], config: ServeConfig
     return lines
 
 
-def _port_in_use(error: OSError, host: str, ports: dict[int, str]) -> str:
-    match = re.search(r"port (\d+)", str(error.strerror or error))
-    port = int(match[1]) if match else next(iter(ports))
-    flag = ports.get(port, "--port")
+def _port_in_use(error: PortInUse, flag: str) -> str:
     return (
-        f"port {port} on {host} is already in use ({flag}); pick another,"
+        f"port {error.port} on {error.host} is already in use ({flag}); pick another,"
         f" or {flag} 0 for any free port"
     )
 
@@ -460,20 +399,18 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     try:
         server.start()
+    except PortInUse as e:
+        return _fail(_port_in_use(e, "--tls-port" if e.port == config.tls_port else "--port"))
     except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            return _fail(
-                _port_in_use(e, config.host, {config.port: "--port", config.tls_port: "--tls-port"})
-            )
         return _fail(f"cannot listen on {config.host}: {e.strerror or e}")
     if control is not None:
         try:
             control.start()
+        except PortInUse as e:
+            server.stop()
+            return _fail(_port_in_use(e, "--control-port"))
         except OSError as e:
             server.stop()
-            if e.errno == errno.EADDRINUSE:
-                port = config.control_port or 0
-                return _fail(_port_in_use(e, config.control_host, {port: "--control-port"}))
             return _fail(f"cannot listen on {config.control_host}: {e.strerror or e}")
 
     info = ready_info(server, control, ca_path)

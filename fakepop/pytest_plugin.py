@@ -9,12 +9,8 @@ in strict mode a client that breaks the RFCs fails its test at teardown.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import ssl
-import tempfile
-from collections.abc import Callable, Generator, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -114,28 +110,14 @@ def _defaults(config: pytest.Config) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def pop3_authority(pytestconfig: pytest.Config) -> Authority:
     """The test session's CA, kept in pytest's cache (``.pytest_cache/d/fakepop/ca.pem``)."""
-    import trustme
-
     from fakepop.tls import Authority
 
     cache = getattr(pytestconfig, "cache", None)
     if cache is None:  # -p no:cacheprovider
         return Authority()
-    path = Path(cache.mkdir("fakepop")) / "ca.pem"
-    try:
-        blocks = re.findall(
-            rb"-----BEGIN [^-]+-----.+?-----END [^-]+-----\n?", path.read_bytes(), re.S
-        )
-        cert, key = (b for b in blocks if b"CERTIFICATE" in b), (b for b in blocks if b"KEY" in b)
-        return Authority(trustme.CA.from_pem(next(cert), next(key)))
-    except (OSError, ValueError, StopIteration):
-        authority = Authority()
-        # One file, written beside and renamed: parallel workers never see half a CA.
-        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as file:
-            file.write(authority.ca.cert_pem.bytes() + authority.ca.private_key_pem.bytes())
-        os.chmod(file.name, 0o600)  # it holds the CA's private key
-        os.replace(file.name, path)
-        return authority
+    # The cache is fakepop's own: files there that are no CA (cut short, or from an older
+    # fakepop) are replaced, not refused.
+    return Authority.load_or_create(cache.mkdir("fakepop"), replace=True)
 
 
 @pytest.fixture
@@ -192,30 +174,22 @@ def pop3_server_factory(
 
 def _fill(server: POP3Server, own: dict[str, Any]) -> None:
     """Give the server the mail the marker asks for."""
+    from fakepop.mail.fill import add_mail
+
     if "fixtures" in own:
         server.load_manifest(own["fixtures"])
     if not server.users:
         return
     mailbox = server.mailbox(next(iter(server.users)))
-    mailbox.extend(_messages(own.get("messages", ())))
+    add_mail(mailbox, own.get("messages", ()))
     if own.get("generate"):
         from fakepop.mail.generate import generate_messages
 
         count = own["generate"]
-        mailbox.extend(
-            generate_messages(count, seed=own.get("seed", 0), locale=own.get("locale", "en_US"))
+        add_mail(
+            mailbox,
+            generate_messages(count, seed=own.get("seed", 0), locale=own.get("locale", "en_US")),
         )
-
-
-def _messages(items: Iterable[Any]) -> Iterator[Any]:
-    """Messages as given, with paths (a ``Path``, or text on one line) loaded from disk."""
-    from fakepop.mail.loaders import load
-
-    for item in items:
-        if isinstance(item, os.PathLike) or (isinstance(item, str) and "\n" not in item):
-            yield from load(item)  # an .eml, a directory of them, an mbox, a Maildir
-        else:
-            yield item
 
 
 @pytest.fixture

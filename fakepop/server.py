@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from fakepop.faults import FaultPlan, Rule
+from fakepop.mail.fill import add_mail
 from fakepop.mail.loaders import read_file
 from fakepop.mail.maildir import maildir_per_account
 from fakepop.mail.manifest import load_manifest
@@ -56,6 +57,22 @@ ACCEPT_SHORTAGES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 # A TLS write waits for the whole buffer it is given: small pieces make idle_timeout bound
 # the time without progress, not the whole reply (2 MB/s readers of 50 MB must get it all).
 TLS_SEND_SLICE = 65536
+
+
+class PortInUse(OSError):
+    """The port to listen on is taken: ``host`` and ``port`` say which, for a caller to name.
+
+    Raised by ``POP3Server.start()`` and ``ControlServer.start()``.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            errno.EADDRINUSE,
+            f"port {port} on {host} is already in use; pick another or pass port=0 for any free"
+            " port",
+        )
+        self.host = host
+        self.port = port
 
 
 class Users(MutableMapping[str, str]):
@@ -303,7 +320,7 @@ class POP3Server:
         """
         for name, fixture in load_manifest(path).items():
             self.users[name] = fixture.password
-            self.mailbox(name).extend(fixture.messages)
+            add_mail(self.mailbox(name), fixture.messages)
 
     def add_token(
         self, user: str, token: str | None = None, *, expires_in: float | None = None
@@ -458,11 +475,7 @@ class POP3Server:
         except OSError as e:
             sock.close()
             if e.errno == errno.EADDRINUSE:
-                raise OSError(
-                    e.errno,
-                    f"port {port} on {self.host} is already in use; pick another"
-                    " or pass port=0 for any free port",
-                ) from None
+                raise PortInUse(self.host, port) from None
             raise
         return sock
 

@@ -1,7 +1,8 @@
 """Certificates made at run time: a throwaway CA, leaf certificates and SSL contexts.
 
 The CA is made once per process and its leaves once per set of names, so a
-TLS server after the first costs no more to start than a plain one.
+TLS server after the first costs no more to start than a plain one. A CA that
+clients must trust across runs is kept in a directory (``Authority.load_or_create``).
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import atexit
 import datetime
 import enum
+import fcntl
 import functools
 import ipaddress
+import os
 import shutil
 import ssl
 import tempfile
@@ -26,9 +29,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from fakepop.mail.loaders import read_file
+
 DEFAULT_NAMES = ("localhost", "127.0.0.1", "::1")
 COMMON_NAME = "localhost"  # fetchmail 6.4 rejects a leaf whose subject has no common name
 WRONG_HOST = "wrong-host.invalid"  # never resolves (RFC 2606), so never matches what a client dials
+CA_CERT = "ca.pem"  # in a CA's directory: the certificate, what clients are given
+CA_KEY = "ca.key"  # and its private key, readable by its owner only
 
 KeyType = Literal["ecdsa", "rsa"]
 _TRUSTME_KEY = {"ecdsa": trustme.KeyType.ECDSA, "rsa": trustme.KeyType.RSA}
@@ -82,6 +89,10 @@ def _server_context(
     return context
 
 
+class AuthorityError(Exception):
+    """A CA's directory that cannot be used; the message says what to do about it."""
+
+
 class Authority:
     """A certificate authority and the PEM file of its certificate for clients to trust.
 
@@ -96,6 +107,62 @@ class Authority:
             tuple[tuple[str, ...], KeyType, CertificateFault | None], ServerCertificate
         ] = {}
         self._ca_pem: Path | None = None
+
+    @classmethod
+    def load_or_create(
+        cls, directory: str | os.PathLike[str], *, replace: bool = False
+    ) -> Authority:
+        """The CA kept in ``directory``, made there first if it is not.
+
+        The directory holds ``ca.pem``, the certificate, which ``ca_pem`` then names
+        and clients are given, and ``ca.key``, its key, readable by its owner only.
+        Processes that call this at once on one directory take turns (an ``flock`` on
+        it), so they all get the same CA.
+
+        Args:
+            directory: where the CA is kept; made if missing.
+            replace: make a new CA in place of files that are not a CA and its key,
+                rather than refuse them: for a cache, whose files are fakepop's own.
+
+        Raises:
+            AuthorityError: only one of the two files is there, or they are not a CA
+                and its key (unless ``replace``), or the directory cannot be written.
+        """
+        where = Path(directory)
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise AuthorityError(f"cannot keep a CA in {where}: {e.strerror or e}") from e
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            cert, key = where / CA_CERT, where / CA_KEY
+            if cert.exists() or key.exists():
+                try:
+                    authority = cls(_load_ca(cert, key))
+                except AuthorityError:
+                    if not replace:
+                        raise
+                else:
+                    authority._ca_pem = cert
+                    return authority
+            return cls._create(cert, key)
+        finally:
+            os.close(descriptor)  # and with it the lock
+
+    @classmethod
+    def _create(cls, cert: Path, key: Path) -> Authority:
+        authority = cls()
+        authority._ca_pem = cert
+        try:
+            # Each file written beside and renamed, the key first: whoever finds ca.pem
+            # finds its key. The key is private from the start: a CA key others can read
+            # lets them impersonate any host.
+            _write_new(key, authority.ca.private_key_pem.bytes(), 0o600)
+            _write_new(cert, authority.ca.cert_pem.bytes(), 0o666)  # less the umask
+        except OSError as e:
+            raise AuthorityError(f"cannot write the CA to {cert.parent}: {e.strerror or e}") from e
+        return authority
 
     @property
     def ca_pem(self) -> Path:
@@ -159,6 +226,36 @@ class Authority:
         )
         chain = b"".join(blob.bytes() for blob in leaf.cert_chain_pems)
         return ServerCertificate(chain, leaf.private_key_pem.bytes())
+
+
+def _load_ca(cert: Path, key: Path) -> trustme.CA:
+    """The CA whose certificate and key are in ``cert`` and ``key``, checked to be a pair."""
+    if not (cert.exists() and key.exists()):
+        have, lack = (cert, key) if cert.exists() else (key, cert)
+        raise AuthorityError(
+            f"{cert.parent} holds {have.name} but not {lack.name}: a CA needs both;"
+            f" add {lack.name}, or remove {have.name} to have a new CA made"
+        )
+    try:
+        cert_pem, key_pem = read_file(cert), read_file(key)
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+        private_key = serialization.load_pem_private_key(key_pem, password=None)
+    except (OSError, ValueError, TypeError) as e:
+        raise AuthorityError(f"{cert} and {key} must be a CA certificate and its key: {e}") from e
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if private_key.public_key().public_bytes(*der) != certificate.public_key().public_bytes(*der):
+        raise AuthorityError(f"{key} is not the key of {cert}: remove both for a new CA")
+    return trustme.CA.from_pem(cert_pem, key_pem)
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` whole or not at all: into a file beside it, then renamed over it."""
+    partial = path.with_name(f".{path.name}.new")
+    partial.unlink(missing_ok=True)  # left by a process killed while writing
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(data)
+    os.replace(partial, path)
 
 
 @functools.cache

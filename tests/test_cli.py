@@ -22,10 +22,11 @@ import pytest
 from serving import environment, run, serve
 
 from fakepop import POP3Server, generate_messages
-from fakepop.cli import CA_CERT, CA_KEY, SetupError, load_or_create_ca, main
+from fakepop.cli import main
 from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir
 from fakepop.mail.maildir import JOURNAL
 from fakepop.mail.wire import to_crlf
+from fakepop.tls import CA_CERT, CA_KEY, Authority
 
 DEMO = [to_crlf(m.raw) for m in load_eml_dir(fixtures_dir() / "demo")]
 ANY_PORTS = ("--port", "0", "--tls-port", "0")
@@ -138,7 +139,7 @@ def test_flags_choose_accounts_mail_and_plain_pop3() -> None:
 
 
 def test_require_tls_cert_dir_and_tls_name(tmp_path: Path) -> None:
-    load_or_create_ca(tmp_path)  # what ``fakepop ca --out`` does
+    Authority.load_or_create(tmp_path)  # what ``fakepop ca --out`` does
     pem = (tmp_path / CA_CERT).read_bytes()
     assert (tmp_path / CA_KEY).stat().st_mode & 0o077 == 0
     with serve(
@@ -158,24 +159,6 @@ def test_require_tls_cert_dir_and_tls_name(tmp_path: Path) -> None:
             assert isinstance(secure.sock, ssl.SSLSocket)
             names = dict(secure.sock.getpeercert() or {}).get("subjectAltName", ())
             assert ("DNS", "pop.fakepop.test") in names
-
-
-def test_a_new_cert_dir_gets_a_ca_and_keeps_it(tmp_path: Path) -> None:
-    authority, cert, made = load_or_create_ca(tmp_path / "new")
-    assert made
-    assert cert.read_bytes() == authority.ca.cert_pem.bytes()
-    again, _, made_again = load_or_create_ca(tmp_path / "new")
-    assert not made_again
-    assert again.ca.cert_pem.bytes() == cert.read_bytes()
-    (tmp_path / "half").mkdir()
-    (tmp_path / "half" / CA_CERT).write_bytes(cert.read_bytes())
-    with pytest.raises(SetupError, match=r"holds ca\.pem but not ca\.key"):
-        load_or_create_ca(tmp_path / "half")
-    (tmp_path / "half" / CA_KEY).write_bytes(
-        load_or_create_ca(tmp_path / "other")[0].ca.private_key_pem.bytes()
-    )
-    with pytest.raises(SetupError, match="is not the key of"):
-        load_or_create_ca(tmp_path / "half")
 
 
 def test_environment_variables_set_what_flags_set() -> None:
@@ -467,3 +450,17 @@ def test_generate_says_what_is_wrong_with_out(
     assert code == 1
     assert says in err
     assert "Traceback" not in err
+
+
+def test_a_ca_directory_that_cannot_be_used_exits_2_saying_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / CA_KEY).write_bytes(b"not a key")
+    assert main(["ca", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path} holds ca.key but not ca.pem" in err
+    assert "Traceback" not in err
+    [result] = run(["serve", "--port", "0", "--tls-port", "0", "--cert-dir", "/proc/fakepop"])
+    assert result.returncode == 2
+    assert "cannot keep a CA in /proc/fakepop" in result.stderr
+    assert "Traceback" not in result.stderr

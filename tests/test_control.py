@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import json
 import poplib
 import socket
 import subprocess
 import time
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 from serving import Served, serve
 
-from fakepop import POP3Server
+from fakepop import POP3Server, PortInUse
 from fakepop.control import (
     PREFIX,
     ROUTES,
@@ -33,7 +35,7 @@ DEMO = load_eml_dir(fixtures_dir() / "demo")
 DEMO_UIDS = [m.uid for m in DEMO]
 DEMO_SIZE = sum(len(to_crlf(m.raw)) for m in DEMO)
 RAW = b"From: ci@example.com\r\nSubject: via the API\r\n\r\n.a line with a dot\r\nbye\r\n"
-OPENAPI = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+OPENAPI = Path(__file__).resolve().parent.parent / "fakepop" / "control" / "openapi.json"
 
 
 @pytest.fixture(scope="module")
@@ -357,6 +359,76 @@ def test_in_process_control_server_and_its_default_reset() -> None:
         assert no_ca.value.status == 404  # no TLS, so no CA
         client.reset()
         assert client.accounts() == []  # forgotten: nothing was set up to come back
+
+
+def _keys_match(value: Any, hint: Any) -> None:
+    """Assert that ``value`` has exactly the keys of the TypedDicts ``hint`` names, deep."""
+    if typing.is_typeddict(hint):
+        assert set(value) == set(hint.__annotations__), (hint.__name__, value)
+        for key, inner in typing.get_type_hints(hint).items():
+            _keys_match(value[key], inner)
+    elif typing.get_origin(hint) is list:
+        [inner] = typing.get_args(hint)
+        for item in value:
+            _keys_match(item, inner)
+
+
+def test_the_client_has_a_method_for_every_route_and_its_answers_have_their_types(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    called: set[tuple[str, str]] = set()
+    request = ControlClient._request
+
+    def recording(self: ControlClient, method: str, path: str, *args: Any) -> bytes:
+        segments = path.partition("?")[0].strip("/").split("/")
+        [template] = [r.template for r in ROUTES if r.match(segments) is not None]
+        called.add((method, template))
+        return request(self, method, path, *args)
+
+    monkeypatch.setattr(ControlClient, "_request", recording)
+    with (
+        POP3Server({"alice": "secret"}, tls=True) as server,
+        ControlServer(server) as control,
+    ):
+        client = ControlClient(control.url)
+        client.add_account("bob", "pw")
+        uid = client.add_message("alice", RAW)
+        client.add_fault(on="RETR", action="error")
+        with contextlib.closing(poplib.POP3(server.host, server.port, timeout=5)) as session:
+            session.user("alice")
+            session.pass_("secret")
+            with pytest.raises(poplib.error_proto, match="SYS/TEMP"):
+                session.retr(1)  # the fault fires
+            session.quit()
+        answers: dict[str, Any] = {
+            "health": client.health(),
+            "ca_pem": client.ca_pem(),
+            "accounts": client.accounts(),
+            "mailbox": client.mailbox("alice"),
+            "message": client.message("alice", uid),
+            "fault_report": client.fault_report(),
+            "transcript": client.transcript(),
+        }
+        assert answers["fault_report"]["fired"]
+        assert answers["transcript"]["sessions"][0]["lines"]
+        client.delete_message("alice", uid)
+        client.purge("alice")
+        client.delete_account("bob")
+        client.clear_faults()
+        client.clear_transcript()
+        client.reset()
+    assert called == {(m, route.template) for route in ROUTES for m in route.methods}
+    for name, answer in answers.items():
+        _keys_match(answer, typing.get_type_hints(getattr(ControlClient, name))["return"])
+
+
+def test_a_port_in_use_is_a_port_in_use_error_naming_it() -> None:
+    with POP3Server() as taken:
+        for listener in (POP3Server(port=taken.port), ControlServer(taken, port=taken.port)):
+            with pytest.raises(PortInUse) as in_use:
+                listener.start()
+            assert (in_use.value.host, in_use.value.port) == ("127.0.0.1", taken.port)
+            assert in_use.value.errno == errno.EADDRINUSE
 
 
 # --- what a web page, or a malformed request, cannot do --------------------------------------

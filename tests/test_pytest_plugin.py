@@ -327,7 +327,7 @@ def test_the_ca_is_cached_across_runs(pytester: pytest.Pytester) -> None:
     cache = pytester.path / ".pytest_cache" / "d" / "fakepop"
     pytester.runpytest().assert_outcomes(passed=1)
     cached = (cache / "ca.pem").read_bytes()
-    assert stat.S_IMODE((cache / "ca.pem").stat().st_mode) == 0o600  # it holds the key
+    assert stat.S_IMODE((cache / "ca.key").stat().st_mode) == 0o600  # the CA's key
 
     pytester.runpytest().assert_outcomes(passed=1)
     first, second = seen_pems(pytester)
@@ -352,7 +352,7 @@ def test_a_damaged_ca_cache_is_replaced(pytester: pytest.Pytester) -> None:
     (cache / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())
     suite(pytester, CA_SUITE)
     pytester.runpytest().assert_outcomes(passed=1)
-    assert b"PRIVATE KEY" in (cache / "ca.pem").read_bytes()
+    assert b"PRIVATE KEY" in (cache / "ca.key").read_bytes()
 
 
 # --- the marker ----------------------------------------------------------------------------

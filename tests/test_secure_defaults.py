@@ -321,7 +321,7 @@ def test_the_client_contexts_given_out_verify(tls_server: POP3Server) -> None:
 # --- files --------------------------------------------------------------------------------------
 
 
-def test_the_pytest_caches_ca_file_is_private_whatever_the_umask(
+def test_the_pytest_caches_ca_key_is_private_whatever_the_umask(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest -p no:benchmark")
@@ -333,7 +333,7 @@ def test_the_pytest_caches_ca_file_is_private_whatever_the_umask(
     )
     with umask(0):
         pytester.runpytest("-p", "no:xdist").assert_outcomes(passed=1)
-    cached = pytester.path / ".pytest_cache" / "d" / "fakepop" / "ca.pem"
+    cached = pytester.path / ".pytest_cache" / "d" / "fakepop" / "ca.key"
     assert mode(cached) == 0o600
     assert b"PRIVATE KEY" in cached.read_bytes()
 

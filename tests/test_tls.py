@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import multiprocessing
+import os
 import poplib
 import ssl
 import warnings
@@ -19,6 +21,7 @@ from pop3 import TIMEOUT, LineClient, ServerFactory, servers
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+from fakepop.tls import CA_CERT, CA_KEY, Authority, AuthorityError
 
 QUIET = 0.2  # how long to listen for bytes that must not come
 
@@ -576,3 +579,59 @@ def test_quit_ends_tls_with_close_notify(server: POP3Server, wire: Connect, impl
     plain = tls.unwrap()  # answers the close_notify; the server then half-closes TCP
     w.sock = plain
     assert plain.recv(4096) == b""
+
+
+# --- a CA kept in a directory ---------------------------------------------------------------
+
+
+def test_a_new_cert_dir_gets_a_ca_and_keeps_it(tmp_path: Path) -> None:
+    assert not (tmp_path / "new").exists()
+    authority = Authority.load_or_create(tmp_path / "new")
+    cert = authority.ca_pem
+    assert cert == tmp_path / "new" / CA_CERT
+    assert cert.read_bytes() == authority.ca.cert_pem.bytes()
+    again = Authority.load_or_create(tmp_path / "new")
+    assert again.ca.cert_pem.bytes() == cert.read_bytes()
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / CA_CERT).write_bytes(cert.read_bytes())
+    with pytest.raises(AuthorityError, match=r"holds ca\.pem but not ca\.key"):
+        Authority.load_or_create(tmp_path / "half")
+    (tmp_path / "half" / CA_KEY).write_bytes(
+        Authority.load_or_create(tmp_path / "other").ca.private_key_pem.bytes()
+    )
+    with pytest.raises(AuthorityError, match="is not the key of"):
+        Authority.load_or_create(tmp_path / "half")
+
+
+def test_the_ca_files_are_a_certificate_for_clients_and_a_private_key(tmp_path: Path) -> None:
+    authority = Authority.load_or_create(tmp_path)
+    assert (tmp_path / CA_CERT).read_bytes() == authority.ca.cert_pem.bytes()
+    assert (tmp_path / CA_KEY).read_bytes() == authority.ca.private_key_pem.bytes()
+    assert (tmp_path / CA_KEY).stat().st_mode & 0o077 == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CA_KEY, CA_CERT]  # nothing left over
+
+
+def test_replace_makes_a_new_ca_where_the_files_are_no_ca(tmp_path: Path) -> None:
+    (tmp_path / CA_CERT).write_bytes(trustme.CA().cert_pem.bytes())  # and no key
+    with pytest.raises(AuthorityError):
+        Authority.load_or_create(tmp_path)
+    authority = Authority.load_or_create(tmp_path, replace=True)
+    assert (tmp_path / CA_CERT).read_bytes() == authority.ca.cert_pem.bytes()
+    assert Authority.load_or_create(tmp_path).ca.cert_pem.bytes() == authority.ca.cert_pem.bytes()
+
+
+def test_a_directory_that_cannot_be_made_says_so(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(AuthorityError, match="cannot keep a CA in"):
+        Authority.load_or_create(tmp_path / "file" / "ca")
+
+
+def _ca_of(directory: str) -> bytes:
+    return Authority.load_or_create(directory).ca.cert_pem.bytes()
+
+
+def test_processes_starting_at_once_on_one_directory_get_one_ca(tmp_path: Path) -> None:
+    # As pytest-xdist workers on one cache, or two fakepop serve on one volume, do.
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pems = pool.map(_ca_of, [os.fspath(tmp_path)] * 8)
+    assert set(pems) == {(tmp_path / CA_CERT).read_bytes()}
