@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives import serialization
 from fakepop._version import __version__
 from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, unknown_variables
 from fakepop.control import ControlServer
-from fakepop.faults import FaultError
 from fakepop.mail.generate import iter_messages
 from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir, mboxrd_entry, read_file
 from fakepop.mail.maildir import MaildirMailbox
@@ -36,6 +35,7 @@ from fakepop.mail.manifest import ManifestError, load_manifest
 from fakepop.mail.message import LoadedMessage, content_uid
 from fakepop.mail.store import Mailbox
 from fakepop.mail.wire import to_crlf
+from fakepop.protocol.fault_plan import FaultError
 from fakepop.server import POP3Server
 from fakepop.tls import Authority, default_authority
 

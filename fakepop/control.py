@@ -30,8 +30,8 @@ from types import TracebackType
 from typing import Any
 
 from fakepop._version import __version__
-from fakepop.faults import FaultError, Rule
 from fakepop.mail.store import MaildropError
+from fakepop.protocol.fault_plan import FaultError, Rule
 from fakepop.server import POP3Server
 
 PREFIX = "/api/v1"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fakepop import POP3Server
-from fakepop.faults import FaultError, FaultPlan
+from fakepop.protocol.fault_plan import FaultError, FaultPlan
 
 TIMEOUT = 5.0  # seconds for any socket operation that should succeed at once
 CLIENT_TIMEOUT = 0.5  # the client's patience in the tests where the server stalls
@@ -634,7 +634,7 @@ def test_tls_abort_with_the_client_hello_already_there(mode: str) -> None:
     # arrived: closing with it unread would send a reset, not an orderly close.
     with tls_server(mode) as server, contextlib.ExitStack() as stack:
         assert server.tls_port is not None
-        with server.faults._lock:
+        with server.faults.lock:
             raw = stack.enter_context(Raw(server, port=server.tls_port))
             client = Handshake(server, raw)
             client.send_hello()

@@ -1,6 +1,6 @@
-"""Replies gone wrong: what a session sends instead when a fault fires.
+"""The fault plan, its action side: what a fired rule has the session and the server do.
 
-Each function takes replies as the session made them and returns what a broken
+Most functions take replies as the session made them and return what a broken
 server would have sent. Bodies stay lazy where they can: a message is cut or
 trimmed as it streams, not copied first.
 """
@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterable, Iterator
 
 from fakepop.mail.wire import TERMINATOR
-from fakepop.protocol.events import Reply
+from fakepop.protocol.actions import CLOSE, STALL, Action, Close, Pause, Reply
+from fakepop.protocol.fault_plan import Rule
 
 
 def _stream(replies: Iterable[Reply]) -> Iterator[bytes]:
@@ -90,3 +91,22 @@ def overlong(reply: Reply, length: int) -> Reply:
 def garbage(rng: random.Random, length: int) -> Reply:
     """``length`` random octets, the same ones for the same seed."""
     return Reply(rng.randbytes(length))
+
+
+def instead_of_handshake(rule: Rule) -> list[Action]:
+    """What the server does at a TLS handshake where ``rule`` fired.
+
+    A delay only postpones the handshake; anything else takes its place and ends
+    the connection, as tls-abort's mode says: after a FIN the client sees the
+    handshake fail, and garbage is 64 random octets where a ServerHello belongs.
+    """
+    params = rule.params
+    if rule.action == "delay":
+        return [Pause(params["seconds"])]
+    if rule.action == "stall":
+        return [STALL]
+    if params.get("mode") == "reset":
+        return [Close(reset=True)]
+    if params.get("mode") == "garbage":
+        return [Reply(rule.random().randbytes(64)), CLOSE]
+    return [CLOSE]

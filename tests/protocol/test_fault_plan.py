@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from fakepop.faults import (
+from fakepop.protocol import COMMANDS
+from fakepop.protocol.commands import VERBS
+from fakepop.protocol.fault_plan import (
     ACTIONS,
     DEFAULT_EVENT,
     SPECIAL_EVENTS,
@@ -27,7 +29,6 @@ from fakepop.faults import (
     Fired,
     Rule,
 )
-from fakepop.protocol import COMMANDS
 
 ERROR_TEXT = "Temporary failure, try again later"
 # The keys every rule may carry, whatever its action.
@@ -309,7 +310,7 @@ def test_probability_counts_towards_times() -> None:
 
 
 def test_concurrent_checks_fire_exactly_times() -> None:
-    plan = FaultPlan([{"on": "NOOP", "action": "error", "times": 100}])
+    plan = FaultPlan([{"on": "NOOP", "action": "error", "times": 100}], lock=threading.Lock())
     hits: list[bool] = []
 
     def worker(session: int) -> None:
@@ -682,3 +683,7 @@ def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
     assert not thread.is_alive(), "it hangs"
     assert raised, "nothing was raised"
     return raised[0]
+
+
+def test_the_verbs_rules_may_name_are_the_command_table() -> None:
+    assert tuple(COMMANDS) == VERBS

@@ -1,9 +1,9 @@
 """Faults in memory: what a Session returns when its fault plan fires, event by event.
 
-The reply transforms of fakepop.protocol.faulty are checked alone first, then
-through a Session with a plan, byte for byte. The server's part (sleeping,
+The reply transforms of fakepop.protocol.fault_actions are checked alone first,
+then through a Session with a plan, byte for byte. The server's part (sleeping,
 throttling, resetting) is left to tests/test_faults_server.py; here it shows as
-the events the session hands over: Pause, Throttle, Stall, Close(reset=True).
+the actions the session hands over: Pause, Throttle, Stall, Close(reset=True).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from fakepop.faults import FaultError, FaultPlan, Rule
 from fakepop.mail import Mailbox, MailStore
 from fakepop.mail.store import MaildropError
-from fakepop.protocol import CLOSE, Close, Event, Reply, Session, Settings, State, faulty
-from fakepop.protocol.events import STALL, START_TLS, Pause, Stall, Throttle
+from fakepop.protocol import CLOSE, Action, Close, Reply, Session, Settings, State, fault_actions
+from fakepop.protocol.actions import STALL, START_TLS, Pause, Stall, Throttle
+from fakepop.protocol.fault_plan import FaultError, FaultPlan, Rule
 from fakepop.protocol.transcript import SessionTranscript
 
 from .pair import PASSWORD, USER, lines, read_multiline
@@ -33,11 +33,11 @@ ERROR = b"-ERR [SYS/TEMP] Temporary failure, try again later\r\n"
 WELCOME = b"+OK alice's maildrop has 3 messages ("
 
 
-def wire(events: Iterable[Event]) -> bytes:
+def wire(events: Iterable[Action]) -> bytes:
     return b"".join(bytes(e) for e in events if isinstance(e, Reply))
 
 
-def actions(events: Iterable[Event]) -> list[Event]:
+def actions(events: Iterable[Action]) -> list[Action]:
     """What the session asks of the server besides sending: pauses, closes, stalls."""
     return [e for e in events if not isinstance(e, Reply)]
 
@@ -78,7 +78,7 @@ class Faulty:
     def mailbox(self) -> Mailbox:
         return self.store[USER].mailbox
 
-    def events(self, *commands: str) -> list[Event]:
+    def events(self, *commands: str) -> list[Action]:
         return self.session.receive_data(lines(*commands))
 
     def cmd(self, *commands: str) -> bytes:
@@ -111,21 +111,21 @@ def retr_reply(body: bytes = M1) -> Reply:
 
 def test_cut_counts_status_and_body_together() -> None:
     replies = [Reply(b"+OK\r\n"), retr_reply()]
-    assert bytes(faulty.cut(replies, 12)) == b"+OK\r\n+OK 23 "
-    assert bytes(faulty.cut([retr_reply()], 0)) == b""
-    assert bytes(faulty.cut([retr_reply()], 10_000)) == M1_RETR
+    assert bytes(fault_actions.cut(replies, 12)) == b"+OK\r\n+OK 23 "
+    assert bytes(fault_actions.cut([retr_reply()], 0)) == b""
+    assert bytes(fault_actions.cut([retr_reply()], 10_000)) == M1_RETR
 
 
 @pytest.mark.parametrize("after_bytes", [None, 0, 1, 4, 5, 6, 22, 23, 24, 100])
 def test_unterminated(after_bytes: int | None) -> None:
-    reply = faulty.unterminated(retr_reply(), after_bytes)
+    reply = fault_actions.unterminated(retr_reply(), after_bytes)
     assert reply.status == b"+OK 23 octets\r\n"
     body = b"".join(reply.body)
     assert body == (M1 if after_bytes is None else M1[:after_bytes])
 
 
 def test_unterminated_single_line_reply_is_the_status_alone() -> None:
-    assert bytes(faulty.unterminated(Reply(b"+OK 2 46\r\n"), None)) == b"+OK 2 46\r\n"
+    assert bytes(fault_actions.unterminated(Reply(b"+OK 2 46\r\n"), None)) == b"+OK 2 46\r\n"
 
 
 @pytest.mark.parametrize(
@@ -140,33 +140,33 @@ def test_unterminated_single_line_reply_is_the_status_alone() -> None:
     ],
 )
 def test_wrong_size(status: bytes, delta: int, changed: bytes) -> None:
-    reply = faulty.wrong_size(Reply(status, (b"x\r\n.\r\n",), "summary"), delta)
+    reply = fault_actions.wrong_size(Reply(status, (b"x\r\n.\r\n",), "summary"), delta)
     assert reply.status == changed
     assert b"".join(reply.body) == b"x\r\n.\r\n"
     assert reply.summary == "summary"
 
 
 def test_unstuffed_undoes_the_stuffing_but_keeps_the_terminator() -> None:
-    reply = faulty.unstuffed(
+    reply = fault_actions.unstuffed(
         Reply(b"+OK 26 octets\r\n", (M2_STUFFED[:7], M2_STUFFED[7:], b".\r\n"))
     )
     assert bytes(reply) == b"+OK 26 octets\r\n" + M2 + b".\r\n"
 
 
 def test_bare_lf() -> None:
-    assert bytes(faulty.bare_lf(retr_reply())) == M1_RETR.replace(b"\r\n", b"\n")
+    assert bytes(fault_actions.bare_lf(retr_reply())) == M1_RETR.replace(b"\r\n", b"\n")
 
 
 @pytest.mark.parametrize("length", [40, 100, 4096])
 def test_overlong_pads_the_status_line_to_the_length(length: int) -> None:
-    reply = faulty.overlong(Reply(b"+OK 23 octets\r\n", (b".\r\n",)), length)
+    reply = fault_actions.overlong(Reply(b"+OK 23 octets\r\n", (b".\r\n",)), length)
     assert reply.status == b"+OK 23 octets " + b"x" * (length - 16) + b"\r\n"
     assert len(reply.status) == length
     assert b"".join(reply.body) == b".\r\n"
 
 
 def test_garbage_is_the_seeds_bytes() -> None:
-    assert bytes(faulty.garbage(random.Random(9), 33)) == random.Random(9).randbytes(33)
+    assert bytes(fault_actions.garbage(random.Random(9), 33)) == random.Random(9).randbytes(33)
 
 
 # --- error ----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ class Stall:
 
 STALL = Stall()
 
-Event = Reply | Close | StartTLS | Pause | Throttle | Stall
+Action = Reply | Close | StartTLS | Pause | Throttle | Stall
 
 
 _ESCAPE_LINE_ENDS = str.maketrans({"\r": "\\r", "\n": "\\n"})
