@@ -449,7 +449,9 @@ class Session:
         if action == "lock":
             account = self.store.get(rule.user or who or "")
             if account is not None:
-                account.mailbox.hold(params["attempts"], params["seconds"])
+                seconds = params["seconds"]
+                until = None if seconds is None else self._clock() + seconds
+                account.mailbox.refuse_logins(params["attempts"], until=until)
             return run()
         if action == "delay":
             return [Pause(params["seconds"]), *run()]

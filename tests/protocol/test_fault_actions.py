@@ -9,7 +9,7 @@ the actions the session hands over: Pause, Throttle, Stall, Close(reset=True).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
@@ -57,6 +57,7 @@ class Faulty:
         store: MailStore | None = None,
         session_id: int = 1,
         stls: bool = False,
+        clock: Callable[[], float] = lambda: 1_000_000.0,
     ) -> None:
         self.plan = plan if plan is not None else FaultPlan(rules)
         self.store = store if store is not None else MailStore({USER: PASSWORD})
@@ -68,7 +69,7 @@ class Faulty:
             self.store,
             Settings(apop=False),  # a greeting without a timestamp: exact bytes
             transcript=self.transcript,
-            clock=lambda: 1_000_000.0,
+            clock=clock,
             stls=stls,
             faults=self.plan,
         )
@@ -438,6 +439,16 @@ def test_lock_at_pass() -> None:
     assert pair.cmd("USER alice", "PASS secret").endswith(WELCOME + b"70 octets)\r\n")
 
 
+def test_lock_for_seconds_counts_them_on_the_sessions_clock() -> None:
+    now = 1_000_000.0
+    pair = Faulty({"action": "lock", "seconds": 60}, clock=lambda: now)
+    assert pair.cmd("USER alice", "PASS secret") == b"+OK Send PASS\r\n" + IN_USE
+    now += 59.5
+    assert pair.cmd("USER alice", "PASS secret") == b"+OK Send PASS\r\n" + IN_USE
+    now += 0.5
+    assert pair.cmd("USER alice", "PASS secret").endswith(WELCOME + b"70 octets)\r\n")
+
+
 def test_hold_lock_refuses_logins_until_released() -> None:
     pair = Faulty()
     with pair.mailbox.hold_lock():
@@ -543,3 +554,41 @@ def test_rule_objects_are_shared_state() -> None:
     pair.session.faults = FaultPlan([rule])
     pair.cmd("NOOP", "NOOP", "NOOP")
     assert (rule.matched, rule.fired) == (2, 2)
+
+
+# --- the TLS handshake: decided here, carried out by the server ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "instead"),
+    [
+        ({"action": "delay", "seconds": 0.2}, [Pause(0.2)]),
+        ({"action": "stall"}, [STALL]),
+        ({"action": "tls-abort"}, [CLOSE]),
+        ({"action": "tls-abort", "mode": "reset"}, [Close(reset=True)]),
+        ({"action": "tls-abort", "mode": "garbage", "seed": 4}, [b"garbage", CLOSE]),
+        ({"action": "drop", "mode": "reset"}, [Close(reset=True)]),
+        ({"action": "error"}, [CLOSE]),
+    ],
+)
+def test_what_takes_the_place_of_a_tls_handshake(
+    rule: dict[str, Any], instead: list[Action | bytes]
+) -> None:
+    pair = Faulty({"on": "tls-handshake", **rule}, stls=True)
+    assert pair.cmd("CAPA").startswith(b"+OK")
+    assert pair.events("STLS") == [Reply(b"+OK Begin TLS negotiation\r\n"), START_TLS]
+    got = pair.session.tls_handshake()
+    expected = [
+        Reply(random.Random(4).randbytes(64)) if item == b"garbage" else item for item in instead
+    ]
+    assert [bytes(a) if isinstance(a, Reply) else a for a in got] == [
+        bytes(a) if isinstance(a, Reply) else a for a in expected
+    ]
+    assert pair.session.closed == (rule["action"] != "delay")
+    assert pair.notes()[-1].startswith("*: fault: on=tls-handshake")
+
+
+def test_no_rule_no_change_to_the_handshake() -> None:
+    pair = Faulty({"on": "STLS", "action": "delay"}, stls=True)
+    assert pair.session.tls_handshake() == []
+    assert not pair.session.closed
