@@ -1,18 +1,27 @@
 """The fault plan, its action side: what a fired rule has the session and the server do.
 
-Most functions take replies as the session made them and return what a broken
-server would have sent. Bodies stay lazy where they can: a message is cut or
-trimmed as it streams, not copied first.
+``decide`` turns a rule that fired at a command, the greeting or a login into
+one typed action. The session carries out those of the protocol (``Refuse``,
+``RefuseLogins``, ``FailCommit``, ``SkipHandshake``, ``Drop``, ``Truncate``,
+``Rewrite``) and hands the server those only a socket can do: ``Pause``,
+``Throttle``, ``Stall`` and the ``Close`` a drop ends in.
+``instead_of_handshake`` does the same for a rule that fired at a TLS handshake.
+
+The reply transforms take replies as the session made them and return what a
+broken server would have sent. Bodies stay lazy where they can: a message is
+cut or trimmed as it streams, not copied first.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from fakepop.mail.wire import TERMINATOR
-from fakepop.protocol.actions import CLOSE, STALL, Action, Close, Pause, Reply
+from fakepop.protocol.actions import CLOSE, STALL, Action, Close, Pause, Reply, Stall, Throttle
 from fakepop.protocol.fault_plan import Rule
 
 
@@ -110,3 +119,113 @@ def instead_of_handshake(rule: Rule) -> list[Action]:
     if params.get("mode") == "garbage":
         return [Reply(rule.random().randbytes(64)), CLOSE]
     return [CLOSE]
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """``-ERR [code] text`` instead of the command's reply; the command is not run."""
+
+    code: str
+    text: str
+
+
+@dataclass(frozen=True)
+class RefuseLogins:
+    """Logins to ``user``'s maildrop get ``[IN-USE]``, for ``attempts`` or ``seconds``.
+
+    ``user`` None means whoever the session is logging in as; the event goes on.
+    """
+
+    user: str | None
+    attempts: int | None
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class FailCommit:
+    """QUIT's commit removes ``remove`` ("none", "some" or a number) and says ``-ERR [code]``."""
+
+    remove: str | int
+    code: str
+
+
+@dataclass(frozen=True)
+class SkipHandshake:
+    """``+OK`` to STLS, then no handshake and no more replies."""
+
+
+@dataclass(frozen=True)
+class Drop:
+    """The connection ends: ``at`` "instead" of the reply, "after" it, or "during" it,
+    ``after_bytes`` into it; with ``reset``, abortively."""
+
+    at: str
+    after_bytes: int
+    reset: bool
+
+
+@dataclass(frozen=True)
+class Truncate:
+    """A multi-line reply without its terminating line (cut ``after_bytes`` into its body);
+    then a close, or with ``stall`` nothing more."""
+
+    after_bytes: int | None
+    stall: bool
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """The command's last reply replaced by ``change(reply)``."""
+
+    change: Callable[[Reply], Reply]
+
+
+# What a rule fired at a command, the greeting or a login does.
+FaultAction = (
+    Refuse
+    | RefuseLogins
+    | FailCommit
+    | SkipHandshake
+    | Drop
+    | Truncate
+    | Rewrite
+    | Pause
+    | Throttle
+    | Stall
+)
+
+
+def decide(rule: Rule) -> FaultAction:
+    """The action ``rule`` takes where it fired, its parameters checked when it was made."""
+    params = rule.params
+    match rule.action:
+        case "error":
+            return Refuse(params["code"], params["text"])
+        case "lock":
+            return RefuseLogins(rule.user, params["attempts"], params["seconds"])
+        case "commit-fail":
+            return FailCommit(params["remove"], params["code"])
+        case "no-handshake":
+            return SkipHandshake()
+        case "drop":
+            return Drop(params["at"], params["after_bytes"], params["mode"] == "reset")
+        case "truncate":
+            return Truncate(params["after_bytes"], params["then"] == "stall")
+        case "delay":
+            return Pause(params["seconds"])
+        case "bandwidth":
+            return Throttle(params["bytes_per_second"])
+        case "stall":
+            return STALL
+        case "wrong-size":
+            return Rewrite(functools.partial(wrong_size, delta=params["delta"]))
+        case "unstuffed":
+            return Rewrite(unstuffed)
+        case "garbage":
+            rng, length = rule.random(), params["length"]
+            return Rewrite(lambda _: garbage(rng, length))
+        case "bare-lf":
+            return Rewrite(bare_lf)
+        case "overlong":
+            return Rewrite(functools.partial(overlong, length=params["length"]))
+    raise AssertionError(f"tls-abort fires only at a TLS handshake, not as {rule.action!r}")

@@ -31,6 +31,7 @@ from fakepop.protocol.actions import (
     Close,
     Pause,
     Reply,
+    Stall,
     Throttle,
     listing,
     multiline,
@@ -47,6 +48,14 @@ from fakepop.protocol.commands import (
     Command,
     CommandError,
     State,
+)
+from fakepop.protocol.fault_actions import (
+    Drop,
+    FailCommit,
+    Refuse,
+    RefuseLogins,
+    SkipHandshake,
+    Truncate,
 )
 from fakepop.protocol.fault_plan import FaultPlan, Rule
 from fakepop.protocol.sasl import MECHANISMS, Challenge, Exchange, Failure, Step, Success
@@ -435,61 +444,50 @@ class Session:
         return rule
 
     def _fault(self, rule: Rule, run: Callable[[], list[Action]], who: str | None) -> list[Action]:
-        action, params = rule.action, rule.params
-        if action == "error":
-            return [self._send(_err(params["text"], params["code"]))]
-        if action == "stall":
+        """Carry out what ``rule`` decides, ``run()`` being what the session would have done."""
+        fault = fault_actions.decide(rule)
+        if isinstance(fault, Refuse):
+            return [self._send(_err(fault.text, fault.code))]
+        if isinstance(fault, Stall):
             self.closed = True
-            return [STALL]
-        if action == "no-handshake":
+            return [fault]
+        if isinstance(fault, SkipHandshake):
             self.closed = True
             return [self._send(_ok("Begin TLS negotiation")), STALL]
-        if action == "commit-fail":
-            return self._quit(fail=rule)
-        if action == "lock":
-            account = self.store.get(rule.user or who or "")
+        if isinstance(fault, FailCommit):
+            return self._quit(fail=fault)
+        if isinstance(fault, RefuseLogins):
+            account = self.store.get(fault.user or who or "")
             if account is not None:
-                seconds = params["seconds"]
-                until = None if seconds is None else self._clock() + seconds
-                account.mailbox.refuse_logins(params["attempts"], until=until)
+                # Counted on this session's clock, as LOGIN-DELAY is.
+                until = None if fault.seconds is None else self._clock() + fault.seconds
+                account.mailbox.refuse_logins(fault.attempts, until=until)
             return run()
-        if action == "delay":
-            return [Pause(params["seconds"]), *run()]
-        if action == "bandwidth":
-            return [Throttle(params["bytes_per_second"]), *run()]
-        if action == "drop":
-            events = [] if params["at"] == "instead" else run()
-            replies = [e for e in events if isinstance(e, Reply)]
-            if params["at"] == "during":
-                replies = [fault_actions.cut(replies, params["after_bytes"])]
-                self.transcript.add("*", f"sent at most the first {params['after_bytes']} octets")
-            return [*replies, *self._hang_up(reset=params["mode"] == "reset")]
-        events = [e for e in run() if not isinstance(e, Close)]
-        replies = [e for e in events if isinstance(e, Reply)]
+        if isinstance(fault, Pause | Throttle):  # the server slows down what follows
+            return [fault, *run()]
+        if isinstance(fault, Drop):
+            actions = [] if fault.at == "instead" else run()
+            replies = [a for a in actions if isinstance(a, Reply)]
+            if fault.at == "during":
+                replies = [fault_actions.cut(replies, fault.after_bytes)]
+                self.transcript.add("*", f"sent at most the first {fault.after_bytes} octets")
+            return [*replies, *self._hang_up(reset=fault.reset)]
+        actions = [a for a in run() if not isinstance(a, Close)]
+        replies = [a for a in actions if isinstance(a, Reply)]
         if not replies:
-            return events
+            return actions
         last = replies[-1]
-        if action == "truncate":
-            cut = fault_actions.unterminated(last, params["after_bytes"])
-            body = "" if params["after_bytes"] is None else f" after {params['after_bytes']} octets"
+        if isinstance(fault, Truncate):
+            cut = fault_actions.unterminated(last, fault.after_bytes)
+            body = "" if fault.after_bytes is None else f" after {fault.after_bytes} octets"
             self.transcript.add("*", f"the body was cut{body}: no terminating line")
-            ending = [STALL] if params["then"] == "stall" else self._hang_up(reset=False)
+            ending = [STALL] if fault.stall else self._hang_up(reset=False)
             self.closed = True
             return [*replies[:-1], cut, *ending]
-        if action == "wrong-size":
-            changed = fault_actions.wrong_size(last, params["delta"])
-        elif action == "unstuffed":
-            changed = fault_actions.unstuffed(last)
-        elif action == "garbage":
-            changed = fault_actions.garbage(rule.random(), params["length"])
-        elif action == "bare-lf":
-            changed = fault_actions.bare_lf(last)
-        else:
-            assert action == "overlong", action
-            changed = fault_actions.overlong(last, params["length"])
+        changed = fault.change(last)
         if changed.status != last.status:
             self.transcript.add("*", f"sent instead: {changed.status[:80]!r}")
-        return [changed if e is last else e for e in events] + ([CLOSE] if self.closed else [])
+        return [changed if a is last else a for a in actions] + ([CLOSE] if self.closed else [])
 
     def _store_failed(self, error: OSError, outcome: str = "") -> list[Action]:
         """The store failed under a command: say so (RFC 3206), end the session, keep the error.
@@ -793,7 +791,7 @@ class Session:
     def do_quit(self, args: tuple[str, ...]) -> list[Action]:
         return self._quit()
 
-    def _quit(self, fail: Rule | None = None) -> list[Action]:
+    def _quit(self, fail: FailCommit | None = None) -> list[Action]:
         """Sign off; from TRANSACTION, commit the deletions (RFC 1939's UPDATE state).
 
         With ``fail`` (a commit-fail fault) the commit removes none or only some of
@@ -807,8 +805,10 @@ class Session:
         marked = [self._messages[i].uid for i in sorted(self._deleted)]
         removed = marked
         if fail is not None:
-            remove = fail.params["remove"]
-            count = 0 if remove == "none" else len(marked) // 2 if remove == "some" else remove
+            remove = fail.remove
+            count = (
+                remove if isinstance(remove, int) else 0 if remove == "none" else len(marked) // 2
+            )
             removed = marked[:count]
         try:
             account.mailbox.release(self, delete=set(removed))
@@ -817,7 +817,7 @@ class Session:
         self.account = None
         if fail is not None:
             text = f"Some deleted messages not removed ({len(removed)} of {len(marked)} removed)"
-            return [self._send(_err(text, fail.params["code"])), self._close()]
+            return [self._send(_err(text, fail.code)), self._close()]
         left = len(self._messages) - len(removed)
         self.transcript.quit = True
         reply = _ok(f"fakepop signing off ({len(removed)} deleted, {left} left)")

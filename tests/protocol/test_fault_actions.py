@@ -592,3 +592,39 @@ def test_no_rule_no_change_to_the_handshake() -> None:
     pair = Faulty({"on": "STLS", "action": "delay"}, stls=True)
     assert pair.session.tls_handshake() == []
     assert not pair.session.closed
+
+
+@pytest.mark.parametrize(
+    ("rule", "kind"),
+    [
+        ({"on": "PASS", "action": "error"}, fault_actions.Refuse),
+        ({"action": "lock", "attempts": 1}, fault_actions.RefuseLogins),
+        ({"action": "commit-fail"}, fault_actions.FailCommit),
+        ({"action": "no-handshake"}, fault_actions.SkipHandshake),
+        ({"on": "RETR", "action": "drop"}, fault_actions.Drop),
+        ({"on": "RETR", "action": "truncate"}, fault_actions.Truncate),
+        ({"on": "RETR", "action": "delay"}, Pause),
+        ({"on": "RETR", "action": "bandwidth"}, Throttle),
+        ({"on": "RETR", "action": "stall"}, Stall),
+        ({"on": "RETR", "action": "wrong-size"}, fault_actions.Rewrite),
+        ({"on": "RETR", "action": "unstuffed"}, fault_actions.Rewrite),
+        ({"on": "RETR", "action": "garbage"}, fault_actions.Rewrite),
+        ({"on": "RETR", "action": "bare-lf"}, fault_actions.Rewrite),
+        ({"on": "RETR", "action": "overlong"}, fault_actions.Rewrite),
+    ],
+)
+def test_every_action_of_a_command_rule_is_typed(rule: dict[str, Any], kind: type) -> None:
+    assert isinstance(fault_actions.decide(Rule.from_dict(rule)), kind)
+
+
+def test_typed_actions_carry_the_rules_parameters() -> None:
+    decide = fault_actions.decide
+    drop = {"on": "RETR", "action": "drop", "at": "during", "after_bytes": 9, "mode": "reset"}
+    assert decide(Rule.from_dict(drop)) == fault_actions.Drop("during", 9, reset=True)
+    lock = {"action": "lock", "user": "bob", "seconds": 2}
+    assert decide(Rule.from_dict(lock)) == fault_actions.RefuseLogins("bob", None, 2.0)
+    commit = {"action": "commit-fail", "remove": 3, "code": "SYS/PERM"}
+    assert decide(Rule.from_dict(commit)) == fault_actions.FailCommit(3, "SYS/PERM")
+    wrong = decide(Rule.from_dict({"on": "STAT", "action": "wrong-size", "delta": -2}))
+    assert isinstance(wrong, fault_actions.Rewrite)
+    assert wrong.change(Reply(b"+OK 3 120\r\n")).status == b"+OK 3 118\r\n"
