@@ -211,7 +211,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Fired:
-    """A record of a rule that fired."""
+    """A record of a rule that fired; ``time`` is the wall clock's, a stamp and no timer."""
 
     rule: Rule
     event: str

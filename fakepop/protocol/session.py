@@ -1,8 +1,11 @@
 """A POP3 session without I/O: bytes in, replies and actions out.
 
 The server feeds what it reads from the socket to ``receive_data`` and carries
-out the events it gets back, in order. Nothing here touches a socket, a thread
-or a clock the caller did not hand in, so the whole protocol is tested in memory.
+out the actions it gets back, in order. Nothing here touches a socket or a
+thread, so the whole protocol is tested in memory. Every timer (LOGIN-DELAY, a
+token's expiry, a lock fault's seconds) reads the clock the caller hands in; the
+wall clock only stamps the transcript's lines and the fault plan's records, and
+makes APOP timestamps unique. The idle timer is the server's: it calls ``timed_out``.
 """
 
 from __future__ import annotations
@@ -163,19 +166,22 @@ class Session:
     A server sends what ``start`` returns (the greeting), then for the bytes it
     receives calls ``feed`` and ``next_command`` until that returns None,
     sending each command's replies before asking for the next, and carries out
-    the actions among them (Close, StartTLS, Pause, ...). ``receive_data`` does
-    both at once, for tests; ``timed_out`` and ``connection_lost`` say what
-    happened to the connection. ``error`` is the store's error that ended the
-    session, if one did, for the server to re-raise from ``check()``.
+    the actions among them (Close, StartTLS, Pause, ...); before each TLS
+    handshake it asks ``tls_handshake``. ``receive_data`` does both at once, for
+    tests; ``timed_out`` and ``connection_lost`` say what happened to the
+    connection. ``error`` is the store's error that ended the session, if one
+    did, for the server to re-raise from ``check()``.
 
     Args:
         store: the accounts and maildrops the session logs in to.
         settings: what the server offers and its limits.
         transcript: where the lines of the session are recorded.
-        clock: seconds since the epoch, for LOGIN-DELAY.
+        clock: seconds since the epoch, for every timer: LOGIN-DELAY, OAuth token
+            expiry, a lock fault's seconds.
         stls: offer STLS on this connection (the server has a certificate).
         secure: the connection is already under TLS (the implicit-TLS port).
-        faults: the server's fault plan, asked at the greeting, each command and each login.
+        faults: the server's fault plan, asked at the connect, the greeting, each
+            command, each login and each TLS handshake.
     """
 
     def __init__(
@@ -427,7 +433,11 @@ class Session:
     def _unless_fault(
         self, event: str, user: str | None, run: Callable[[], list[Action]]
     ) -> list[Action]:
-        """``run()``, unless a rule of the fault plan fires at ``event``: then as it says."""
+        """``run()``, unless a rule of the fault plan fires at ``event``: then as it decides.
+
+        An event is what happened (a command's verb, "connect", "greeting", "login");
+        what comes back are the actions the server is to carry out.
+        """
         who = user or (self.account.name if self.account else self._user)
         rule = self._fired(event, who)
         if rule is None:
