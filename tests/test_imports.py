@@ -8,6 +8,7 @@ interpreter. Every module is parsed, not imported, so every import counts.
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import fakepop
@@ -30,11 +31,7 @@ def imports(path: Path, root: Path, modules: set[str]) -> set[str]:
             bases = [alias.name for alias in node.names]
             found.update(base for base in bases if base in modules)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parts, node.module] if node.module else parts)
-            else:
-                base = node.module or ""
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
             # "from fakepop.mail import store" names a module; "from fakepop.mail import Mailbox"
             # names what fakepop.mail holds.
             submodules = {f"{base}.{alias.name}" for alias in node.names} & modules
