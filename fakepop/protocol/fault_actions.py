@@ -1,10 +1,10 @@
 """The fault plan, its action side: what a fired rule has the session and the server do.
 
-``decide`` turns a rule that fired at a command, the greeting or a login into
-one typed action. The session carries out those of the protocol (``Refuse``,
-``RefuseLogins``, ``FailCommit``, ``SkipHandshake``, ``Drop``, ``Truncate``,
-``Rewrite``) and hands the server those only a socket can do: ``Pause``,
-``Throttle``, ``Stall`` and the ``Close`` a drop ends in.
+``decide`` turns a rule that fired at a command, the connect, the greeting or
+a login into one typed action. The session carries out those of the protocol
+(``Refuse``, ``RefuseLogins``, ``FailCommit``, ``SkipHandshake``, ``Drop``,
+``Truncate``, ``Rewrite``) and hands the server those only a socket can do:
+``Pause``, ``Throttle``, ``Stall`` and the ``Close`` a drop ends in.
 ``instead_of_handshake`` does the same for a rule that fired at a TLS handshake.
 
 The reply transforms take replies as the session made them and return what a
@@ -100,25 +100,6 @@ def overlong(reply: Reply, length: int) -> Reply:
 def garbage(rng: random.Random, length: int) -> Reply:
     """``length`` random octets, the same ones for the same seed."""
     return Reply(rng.randbytes(length))
-
-
-def instead_of_handshake(rule: Rule) -> list[Action]:
-    """What the server does at a TLS handshake where ``rule`` fired.
-
-    A delay only postpones the handshake; anything else takes its place and ends
-    the connection, as tls-abort's mode says: after a FIN the client sees the
-    handshake fail, and garbage is 64 random octets where a ServerHello belongs.
-    """
-    params = rule.params
-    if rule.action == "delay":
-        return [Pause(params["seconds"])]
-    if rule.action == "stall":
-        return [STALL]
-    if params.get("mode") == "reset":
-        return [Close(reset=True)]
-    if params.get("mode") == "garbage":
-        return [Reply(rule.random().randbytes(64)), CLOSE]
-    return [CLOSE]
 
 
 @dataclass(frozen=True)
@@ -229,3 +210,22 @@ def decide(rule: Rule) -> FaultAction:
         case "overlong":
             return Rewrite(functools.partial(overlong, length=params["length"]))
     raise AssertionError(f"tls-abort fires only at a TLS handshake, not as {rule.action!r}")
+
+
+def instead_of_handshake(rule: Rule) -> list[Action]:
+    """What the server does at a TLS handshake where ``rule`` fired.
+
+    A delay only postpones the handshake; anything else takes its place and ends
+    the connection, as tls-abort's mode says: after a FIN the client sees the
+    handshake fail, and garbage is 64 random octets where a ServerHello belongs.
+    """
+    params = rule.params
+    if rule.action == "delay":
+        return [Pause(params["seconds"])]
+    if rule.action == "stall":
+        return [STALL]
+    if params.get("mode") == "reset":
+        return [Close(reset=True)]
+    if params.get("mode") == "garbage":
+        return [Reply(rule.random().randbytes(64)), CLOSE]
+    return [CLOSE]

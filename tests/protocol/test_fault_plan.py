@@ -10,6 +10,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -687,3 +689,12 @@ def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
 
 def test_the_verbs_rules_may_name_are_the_command_table() -> None:
     assert tuple(COMMANDS) == VERBS
+
+
+def test_a_rule_names_a_command_in_a_process_that_imported_nothing_else() -> None:
+    code = (
+        "from fakepop.protocol.fault_plan import FaultPlan\n"
+        "print(FaultPlan().add(on='retr', action='error').on)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "RETR\n"
