@@ -12,6 +12,7 @@ import poplib
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -814,6 +815,13 @@ def test_a_plan_passed_in_is_the_servers_plan() -> None:
     plan = FaultPlan([{"on": "NOOP", "action": "error"}])
     server = make_server(plan)
     assert server.faults is plan
+
+
+def test_a_servers_plan_counts_under_a_lock_and_keeps_one_given() -> None:
+    # Its sessions check it from threads of their own; the core cannot make the lock.
+    assert isinstance(make_server(FaultPlan()).faults.lock, type(threading.Lock()))
+    lock = threading.RLock()
+    assert make_server(FaultPlan(lock=lock)).faults.lock is lock
 
 
 def test_a_missing_fault_file_is_refused(tmp_path: Path) -> None:
