@@ -2,7 +2,9 @@
 
 A cycle makes what a module holds depend on which module was imported first; a
 type-only one (under ``if TYPE_CHECKING:``) is the same knot, only hidden from the
-interpreter. Every module is parsed, not imported, so every import counts.
+interpreter. Every module is parsed, not imported, so every import counts, even
+one inside a function. A package's ``__init__`` is an edge only where it is
+imported for what it holds: Python runs it before any of its modules anyway.
 """
 
 from __future__ import annotations
