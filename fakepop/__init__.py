@@ -13,20 +13,20 @@ from fakepop._version import __version__
 
 if TYPE_CHECKING:
     from fakepop.control import ControlClient, ControlError
-    from fakepop.faults import FaultPlan, Rule
     from fakepop.mail import Account, Mailbox, MailStore, Message
     from fakepop.mail.generate import generate_messages, iter_messages
     from fakepop.mail.loaders import load, load_eml, load_eml_dir, load_maildir, load_mbox
     from fakepop.mail.maildir import MaildirMailbox
     from fakepop.mail.message import LoadedMessage
     from fakepop.protocol import Session, Settings, Transcript
+    from fakepop.protocol.fault_plan import FaultPlan, Rule
     from fakepop.server import POP3Server, PortInUse
 
 _WHERE = {
     "Account": "fakepop.mail",
     "ControlClient": "fakepop.control",
     "ControlError": "fakepop.control",
-    "FaultPlan": "fakepop.faults",
+    "FaultPlan": "fakepop.protocol.fault_plan",
     "LoadedMessage": "fakepop.mail.message",
     "MailStore": "fakepop.mail",
     "Mailbox": "fakepop.mail",
@@ -34,7 +34,7 @@ _WHERE = {
     "Message": "fakepop.mail",
     "POP3Server": "fakepop.server",
     "PortInUse": "fakepop.server",
-    "Rule": "fakepop.faults",
+    "Rule": "fakepop.protocol.fault_plan",
     "Session": "fakepop.protocol",
     "Settings": "fakepop.protocol",
     "Transcript": "fakepop.protocol",

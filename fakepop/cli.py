@@ -22,12 +22,12 @@ from typing import Any
 from fakepop._version import __version__
 from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, unknown_variables
 from fakepop.control import ControlServer
-from fakepop.faults import FaultError
 from fakepop.mail.fill import MailItem, add_mail
 from fakepop.mail.generate import iter_messages
 from fakepop.mail.loaders import fixtures_dir, load_eml_dir, mboxrd_entry
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
+from fakepop.protocol.fault_plan import FaultError
 from fakepop.server import POP3Server, PortInUse
 from fakepop.tls import CA_CERT, CA_KEY, Authority, AuthorityError, default_authority
 

@@ -12,19 +12,19 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from fakepop.faults import FaultPlan, Rule
 from fakepop.mail.fill import add_mail
 from fakepop.mail.loaders import read_file
 from fakepop.mail.maildir import maildir_per_account
 from fakepop.mail.manifest import load_manifest
 from fakepop.mail.store import Mailbox, MailStore
-from fakepop.protocol.events import Close, Event, Pause, Stall, StartTLS, Throttle, status
+from fakepop.protocol.actions import Action, Close, Pause, Stall, StartTLS, Throttle, status
+from fakepop.protocol.fault_plan import FaultPlan, Rule
 from fakepop.protocol.sasl import MECHANISMS
 from fakepop.protocol.session import Session
 from fakepop.protocol.settings import (
@@ -34,7 +34,7 @@ from fakepop.protocol.settings import (
     MAX_SASL_LENGTH,
     Settings,
 )
-from fakepop.protocol.transcript import SessionTranscript, Transcript
+from fakepop.protocol.transcript import Transcript
 from fakepop.tls import (
     DEFAULT_NAMES,
     Authority,
@@ -248,6 +248,8 @@ class POP3Server:
             self.faults.load(faults)
         else:
             self.faults = FaultPlan(faults or ())
+        if isinstance(self.faults.lock, contextlib.nullcontext):
+            self.faults.lock = threading.Lock()  # its sessions check it from threads of their own
         if transcript_limit is not None:
             self.faults.fired_limit = transcript_limit
         if max_connections < 1:
@@ -517,8 +519,22 @@ class POP3Server:
             limit = self.max_connections
             _refuse(sock, f"Too many connections (the limit is {limit}), try again later")
             return True  # a limit, not a shortage: nothing to wait for
-        transcript = self.transcript.new_session(where)
-        connection = _Connection(self, sock, transcript, implicit_tls)
+        session = Session(
+            self.store,
+            self.settings,
+            transcript=self.transcript.new_session(where),
+            stls=self.stls and not implicit_tls,
+            secure=implicit_tls,
+            faults=self.faults,
+        )
+        connection = _Connection(
+            sock,
+            session,
+            tls_context=self._tls_context,
+            implicit_tls=implicit_tls,
+            stopping=self._stopping,
+            finished=self._finished,
+        )
         with self._lock:
             self._connections[id(connection)] = connection
         try:
@@ -526,7 +542,7 @@ class POP3Server:
         except RuntimeError as e:  # "can't start new thread": out of memory or processes
             with self._lock:
                 self._connections.pop(id(connection), None)
-            transcript.add("*", "refused: the server cannot start a thread for it")
+            session.transcript.add("*", "refused: the server cannot start a thread for it")
             self._short_of(
                 RuntimeError(
                     f"cannot start a thread for a connection ({e}); connections are refused"
@@ -565,21 +581,41 @@ def _refuse(sock: socket.socket, text: str) -> None:
 
 
 class _Connection:
-    """One client: its socket (wrapped in TLS when it comes to that), its session, its thread."""
+    """One client: its socket (wrapped in TLS when it comes to that), its session, its thread.
+
+    It carries out what the session asks, and nothing more: the session decides
+    every reply and every fault.
+
+    Args:
+        sock: the accepted socket.
+        session: the protocol core for this client, made for this connection.
+        tls_context: the server's, for implicit TLS and STLS; None without TLS.
+        implicit_tls: run the handshake before the greeting.
+        stopping: set when the server stops: it cuts pauses and trickles short.
+        finished: called once the connection is closed, with the error that ended
+            it (a bug, or the store's), for the server's ``check()``.
+    """
 
     def __init__(
         self,
-        server: POP3Server,
         sock: socket.socket,
-        transcript: SessionTranscript,
+        session: Session,
+        *,
+        tls_context: ssl.SSLContext | None,
         implicit_tls: bool,
+        stopping: threading.Event,
+        finished: Callable[[_Connection, BaseException | None], None],
     ) -> None:
-        self.server = server
         self.sock = sock
-        self.transcript = transcript
+        self.session = session
+        self.transcript = session.transcript
+        self.tls_context = tls_context
         self.implicit_tls = implicit_tls
+        self.idle_timeout = session.settings.idle_timeout
+        self.stopping = stopping
+        self.finished = finished
         self.thread = threading.Thread(
-            target=self.run, name=f"fakepop-session-{transcript.peer}", daemon=True
+            target=self.run, name=f"fakepop-session-{self.transcript.peer}", daemon=True
         )
         # Held while self.sock is replaced by its TLS wrapper, which takes over the descriptor:
         # abort() must shut down whichever socket owns it, or a handshake is not woken.
@@ -596,17 +632,9 @@ class _Connection:
                 socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
 
     def run(self) -> None:
-        server = self.server
+        session = self.session
         error: BaseException | None = None
-        session = Session(
-            server.store,
-            server.settings,
-            transcript=self.transcript,
-            stls=server.stls and not self.implicit_tls,
-            secure=self.implicit_tls,
-            faults=server.faults,
-        )
-        idle = server.settings.idle_timeout
+        idle = self.idle_timeout
         try:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock.settimeout(idle)
@@ -636,12 +664,7 @@ class _Connection:
                     line_began = None
                 elif line_began is None or b"\n" in data:
                     line_began = now
-            if isinstance(action, Stall):
-                self._stall()
-            elif action.reset:
-                self._reset()
-            else:
-                self._close_gracefully()
+            self._end(action)
         except OSError:
             pass  # the client went away, or stop() shut the socket: nothing is committed
         except Exception as e:
@@ -651,7 +674,7 @@ class _Connection:
         finally:
             session.connection_lost()
             self.sock.close()
-            server._finished(self, error or session.error)  # a store error ended the session
+            self.finished(self, error or session.error)  # a store error ended the session
 
     def _receive(self, timeout: float) -> bytes:
         """What the client sends next; TimeoutError if nothing comes within ``timeout``."""
@@ -661,7 +684,7 @@ class _Connection:
         try:
             return self.sock.recv(RECV_SIZE)
         finally:
-            self.sock.settimeout(self.server.settings.idle_timeout)  # for the sends
+            self.sock.settimeout(self.idle_timeout)  # for the sends
 
     def _handshake(self) -> bool:
         """Run the TLS handshake as server; False, noted in the transcript, if it fails.
@@ -669,14 +692,17 @@ class _Connection:
         The whole handshake must end within idle_timeout (Python's do_handshake takes the
         socket's timeout as its deadline), and stop() can cut it short.
         """
-        assert self.server._tls_context is not None
-        if not self._handshake_faults():
+        assert self.tls_context is not None
+        instead = self._send(self.session.tls_handshake())
+        if instead is not None:  # a fault takes the handshake's place
+            assert not isinstance(instead, StartTLS)
+            self._end(instead)
             return False
         try:
             with self._swap:
                 if self._aborted:
                     return False
-                self.sock = self.server._tls_context.wrap_socket(
+                self.sock = self.tls_context.wrap_socket(
                     self.sock, server_side=True, do_handshake_on_connect=False
                 )
             assert isinstance(self.sock, ssl.SSLSocket)
@@ -688,24 +714,14 @@ class _Connection:
         self.transcript.add("*", f"TLS established: {self.sock.version()} {self.sock.cipher()}")
         return True
 
-    def _handshake_faults(self) -> bool:
-        """Carry out a fault at the TLS handshake; False when it ends the connection."""
-        rule = self.server.faults.check("tls-handshake", session=self.transcript.session_id)
-        if rule is None:
-            return True
-        self.transcript.add("*", f"fault: {rule.describe()}")
-        if rule.action == "delay":
-            self.server._stopping.wait(rule.params["seconds"])
-            return True
-        if rule.action == "stall":
+    def _end(self, action: Close | Stall) -> None:
+        """End the connection as the session asked: stalled, reset, or closed in good order."""
+        if isinstance(action, Stall):
             self._stall()
-        elif rule.params.get("mode") == "reset":
+        elif action.reset:
             self._reset()
         else:
-            if rule.params.get("mode") == "garbage":
-                self.sock.sendall(rule.random().randbytes(64))  # not a ServerHello
-            self._close_gracefully()  # read the ClientHello first: a FIN, never a reset
-        return False
+            self._close_gracefully()  # read what the client still sends: a FIN, never a reset
 
     def _answer(self, session: Session, data: bytes) -> Close | StartTLS | Stall | None:
         """Act on the commands in ``data``, each one's replies sent before the next is run.
@@ -716,37 +732,37 @@ class _Connection:
         """
         session.feed(data)
         pending = bytearray()
-        action = None
-        while action is None and (events := session.next_command()) is not None:
-            action = self._send(events, pending)
+        ending = None
+        while ending is None and (actions := session.next_command()) is not None:
+            ending = self._send(actions, pending)
         self._write(pending, None)
-        return action
+        return ending
 
     def _send(
-        self, events: Iterable[Event], pending: bytearray | None = None
+        self, actions: Iterable[Action], pending: bytearray | None = None
     ) -> Close | StartTLS | Stall | None:
-        """Send the replies among ``events``; return the action that ends them, if any.
+        """Carry out ``actions``: send the replies, pause, throttle; return the one that ends them.
 
         With ``pending``, small replies may be left in it for the caller to send
         along with the next command's.
         """
         keep = pending is not None
         pending = bytearray() if pending is None else pending
-        action: Close | StartTLS | Stall | None = None
+        ending: Close | StartTLS | Stall | None = None
         rate: float | None = None
-        for event in events:
-            if isinstance(event, Close | StartTLS | Stall):
-                action = event
-            elif isinstance(event, Throttle):
+        for action in actions:
+            if isinstance(action, Close | StartTLS | Stall):
+                ending = action
+            elif isinstance(action, Throttle):
                 self._write(pending, rate)
                 pending.clear()
-                rate = event.bytes_per_second
-            elif isinstance(event, Pause):
+                rate = action.bytes_per_second
+            elif isinstance(action, Pause):
                 self._write(pending, rate)
                 pending.clear()
-                self.server._stopping.wait(event.seconds)  # stop() cuts the pause short
+                self.stopping.wait(action.seconds)  # stop() cuts the pause short
             else:
-                for piece in itertools.chain((event.status,), event.body):
+                for piece in itertools.chain((action.status,), action.body):
                     if len(piece) >= COALESCE_LIMIT:
                         self._write(pending, rate)
                         pending.clear()
@@ -756,10 +772,10 @@ class _Connection:
                         if len(pending) >= COALESCE_LIMIT:
                             self._write(pending, rate)
                             pending.clear()
-        if not keep or action is not None or rate is not None:
+        if not keep or ending is not None or rate is not None:
             self._write(pending, rate)
             pending.clear()
-        return action
+        return ending
 
     def _write(self, data: bytes | bytearray, rate: float | None) -> None:
         """Send ``data``, no faster than ``rate`` bytes a second when there is a rate."""
@@ -772,7 +788,7 @@ class _Connection:
         step = max(1, int(rate / 20))  # twenty slices a second
         for offset in range(0, len(view), step):
             self._send_all(view[offset : offset + step])
-            if self.server._stopping.wait(step / rate):
+            if self.stopping.wait(step / rate):
                 return
 
     def _send_all(self, data: bytes | bytearray | memoryview) -> None:

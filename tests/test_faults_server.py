@@ -12,6 +12,7 @@ import poplib
 import random
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from fakepop import POP3Server
-from fakepop.faults import FaultError, FaultPlan
+from fakepop.protocol.fault_plan import FaultError, FaultPlan
 
 TIMEOUT = 5.0  # seconds for any socket operation that should succeed at once
 CLIENT_TIMEOUT = 0.5  # the client's patience in the tests where the server stalls
@@ -634,7 +635,7 @@ def test_tls_abort_with_the_client_hello_already_there(mode: str) -> None:
     # arrived: closing with it unread would send a reset, not an orderly close.
     with tls_server(mode) as server, contextlib.ExitStack() as stack:
         assert server.tls_port is not None
-        with server.faults._lock:
+        with server.faults.lock:
             raw = stack.enter_context(Raw(server, port=server.tls_port))
             client = Handshake(server, raw)
             client.send_hello()
@@ -814,6 +815,13 @@ def test_a_plan_passed_in_is_the_servers_plan() -> None:
     plan = FaultPlan([{"on": "NOOP", "action": "error"}])
     server = make_server(plan)
     assert server.faults is plan
+
+
+def test_a_servers_plan_counts_under_a_lock_and_keeps_one_given() -> None:
+    # Its sessions check it from threads of their own; the core cannot make the lock.
+    assert isinstance(make_server(FaultPlan()).faults.lock, type(threading.Lock()))
+    lock = threading.RLock()
+    assert make_server(FaultPlan(lock=lock)).faults.lock is lock
 
 
 def test_a_missing_fault_file_is_refused(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from fakepop.control.http import (
     is_loopback,
     json_response,
 )
-from fakepop.faults import FaultError, Rule
+from fakepop.protocol.fault_plan import FaultError, Rule
 from fakepop.server import POP3Server, PortInUse
 
 POLL_INTERVAL = 0.05  # how soon stop() ends the HTTP server's loop

@@ -87,7 +87,7 @@ class Mailbox:
         self._mutex = threading.Lock()  # guards the messages against concurrent add/commit
         self._holder: object | None = None
         self._held = Snapshot()  # what the holder was handed: its deletions are among these
-        self._hold: _Hold | None = None  # a lock "held by another session", from a fault
+        self._refusal: _Refusal | None = None  # logins refused as if another session held it
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
         self.record_limit: int | None = None
@@ -167,27 +167,34 @@ class Mailbox:
         finally:
             self.release(holder)
 
-    def hold(self, attempts: int | None = None, seconds: float | None = None) -> None:
-        """Refuse the next ``attempts`` logins, or all logins for ``seconds``, with ``[IN-USE]``.
+    def refuse_logins(self, attempts: int | None = None, *, until: float | None = None) -> None:
+        """Refuse the next ``attempts`` logins, or all logins until ``until``, with ``[IN-USE]``.
 
-        Both together: whichever ends first.
+        As if another session held the maildrop, though none does (a fault's lock).
+        ``until`` is in seconds on the clock of whoever logs in (``acquire``'s
+        ``now``). Both together: whichever ends first.
         """
-        until = None if seconds is None else time.monotonic() + seconds
         with self._mutex:
-            self._hold = _Hold(attempts, until)
+            self._refusal = _Refusal(attempts, until)
 
-    def acquire(self, holder: object) -> Snapshot:
+    def acquire(self, holder: object, now: float | None = None) -> Snapshot:
         """Lock the maildrop for ``holder`` and return the snapshot it works on.
+
+        Args:
+            holder: who takes the lock; ``release`` wants the same object.
+            now: the time by the taker's clock, for ``refuse_logins``'s ``until``;
+                by default the wall clock's.
 
         Raises:
             MaildropError: ``[IN-USE]``: a session, a delivery agent or another process
-                holds the maildrop.
+                holds the maildrop, or logins are refused.
             OSError: the store cannot be read.
         """
         with self._mutex:
-            if self._hold is not None and not self._hold.refuses():
-                self._hold = None
-            if self._holder is not None or self._hold is not None:
+            refusal = self._refusal
+            if refusal is not None and not refusal.refuses(time.time() if now is None else now):
+                self._refusal = refusal = None
+            if self._holder is not None or refusal is not None:
                 raise MaildropError("IN-USE", "Mailbox is locked by another session")
             self._lock_storage()
             try:
@@ -281,15 +288,15 @@ class Mailbox:
 
 
 @dataclass
-class _Hold:
-    """A lock held by no session, for a number of login attempts or until a time."""
+class _Refusal:
+    """Logins refused though no session holds the lock, for a number of attempts or until a time."""
 
     attempts: int | None
     until: float | None
 
-    def refuses(self) -> bool:
-        """Whether this login attempt is refused; counts it."""
-        if self.until is not None and time.monotonic() >= self.until:
+    def refuses(self, now: float) -> bool:
+        """Whether a login attempt at ``now`` is refused; counts it."""
+        if self.until is not None and now >= self.until:
             return False
         if self.attempts is not None:
             if self.attempts <= 0:
@@ -398,6 +405,6 @@ class MailStore:
         if delay and account.last_login is not None and now - account.last_login < delay:
             wait = delay - (now - account.last_login)
             raise MaildropError("LOGIN-DELAY", f"Wait {wait:.0f} seconds before logging in again")
-        messages = account.mailbox.acquire(holder)
+        messages = account.mailbox.acquire(holder, now)
         account.last_login = now
         return messages

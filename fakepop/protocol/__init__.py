@@ -3,18 +3,18 @@
 Nothing in this package imports socket, ssl or threading.
 """
 
-from fakepop.protocol.commands import COMMANDS, Command, State
-from fakepop.protocol.events import CLOSE, Close, Event, Reply
-from fakepop.protocol.session import Session, apop_digest
+from fakepop.protocol.actions import CLOSE, Action, Close, Reply
+from fakepop.protocol.commands import Command, State
+from fakepop.protocol.session import COMMANDS, Session, apop_digest
 from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript, Transcript
 
 __all__ = [
     "CLOSE",
     "COMMANDS",
+    "Action",
     "Close",
     "Command",
-    "Event",
     "Reply",
     "Session",
     "SessionTranscript",

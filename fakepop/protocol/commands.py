@@ -1,14 +1,15 @@
-"""The command table: one entry a verb, read by dispatch and by CAPA alike."""
+"""What the command table is made of: states, verbs, one entry a verb.
+
+The table itself, ``COMMANDS``, is built in ``fakepop.protocol.session`` beside the
+handlers; this module knows no session, so the fault plan can name verbs from here.
+"""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from fakepop.protocol.session import Session
+from typing import Any, Generic, TypeVar
 
 
 class State(enum.Enum):
@@ -22,6 +23,13 @@ class State(enum.Enum):
 AUTHORIZATION = frozenset({State.AUTHORIZATION})
 TRANSACTION = frozenset({State.TRANSACTION})
 BOTH = AUTHORIZATION | TRANSACTION
+
+# Every verb the server knows, whether or not a server offers it, in the order of the
+# session's table, which has exactly these; fault rules may name any of them.
+VERBS = (
+    "USER", "PASS", "APOP", "QUIT", "STAT", "LIST", "RETR", "TOP", "DELE", "NOOP",
+    "RSET", "UIDL", "LAST", "CAPA", "AUTH", "STLS", "UTF8", "LANG",
+)  # fmt: skip
 
 ARG_MAX_LENGTH = 40  # RFC 1939, section 3: an argument is at most 40 characters
 
@@ -47,11 +55,11 @@ class CommandError(Exception):
         self.bad = bad
 
 
-Handler = Callable[["Session", tuple[str, ...]], Any]
+S = TypeVar("S")  # the session the command runs in
 
 
 @dataclass(frozen=True)
-class Command:
+class Command(Generic[S]):
     """One verb of the protocol."""
 
     verb: str
@@ -60,64 +68,7 @@ class Command:
     min_args: int
     max_args: int
     rest: bool  # the one argument is the rest of the line, spaces included (PASS)
-    capability: Callable[[Session], str | None] | None  # its CAPA line, if it has one
-    available: Callable[[Session], bool]
+    capability: Callable[[S], str | None] | None  # its CAPA line, if it has one
+    available: Callable[[S], bool]
     mask: Callable[[str], str] | None  # hides secrets in the arguments for the transcript
-    handler: Handler
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def _advertise(
-    capability: str | Callable[[Session], str | None] | None, available: Callable[[Session], bool]
-) -> Callable[[Session], str | None] | None:
-    """The CAPA line of a command as a function of the session: never shown when unavailable."""
-    if capability is None:
-        return None
-    if isinstance(capability, str):
-        line = capability
-        return lambda session: line if available(session) else None
-    shown = capability
-    return lambda session: shown(session) if available(session) else None
-
-
-def _always(session: Session) -> bool:
-    return True
-
-
-def command(
-    syntax: str,
-    states: frozenset[State],
-    *,
-    rest: bool = False,
-    capability: str | Callable[[Session], str | None] | None = None,
-    available: Callable[[Session], bool] = _always,
-    mask: Callable[[str], str] | None = None,
-) -> Callable[[Handler], Handler]:
-    """Register the decorated session method as the handler of the verb ``syntax`` names.
-
-    ``syntax`` is the usage as the RFCs write it, optional arguments in
-    brackets: "LIST [msg]", "TOP msg n". ``capability`` is the command's CAPA
-    line, or a function of the session that gives it (or None to leave it out).
-    """
-    verb, *names = syntax.split()
-    required = sum(not n.startswith("[") for n in names)
-
-    def register(handler: Handler) -> Handler:
-        COMMANDS[verb] = Command(
-            verb=verb,
-            states=states,
-            syntax=syntax,
-            # A rest-of-line command gets its arguments as one string, split by its handler.
-            min_args=min(required, 1) if rest else required,
-            max_args=min(len(names), 1) if rest else len(names),
-            rest=rest,
-            capability=_advertise(capability, available),
-            available=available,
-            mask=mask,
-            handler=handler,
-        )
-        return handler
-
-    return register
+    handler: Callable[[S, tuple[str, ...]], Any]

@@ -1,8 +1,11 @@
 """A POP3 session without I/O: bytes in, replies and actions out.
 
 The server feeds what it reads from the socket to ``receive_data`` and carries
-out the events it gets back, in order. Nothing here touches a socket, a thread
-or a clock the caller did not hand in, so the whole protocol is tested in memory.
+out the actions it gets back, in order. Nothing here touches a socket or a
+thread, so the whole protocol is tested in memory. Every timer (LOGIN-DELAY, a
+token's expiry, a lock fault's seconds) reads the clock the caller hands in; the
+wall clock only stamps the transcript's lines and the fault plan's records, and
+makes APOP timestamps unique. The idle timer is the server's: it calls ``timed_out``.
 """
 
 from __future__ import annotations
@@ -16,45 +19,51 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 from fakepop._version import __version__
 from fakepop.mail.message import StoredMessage
 from fakepop.mail.store import Account, MaildropError, MailStore, MessageGone, Snapshot
 from fakepop.mail.wire import TERMINATOR
-from fakepop.protocol import faulty
-from fakepop.protocol.buffer import Line, LineBuffer, Overflow
-from fakepop.protocol.commands import (
-    ARG_MAX_LENGTH,
-    AUTHORIZATION,
-    BOTH,
-    COMMANDS,
-    FORBIDDEN_VERBS,
-    TRANSACTION,
-    Command,
-    CommandError,
-    State,
-    command,
-)
-from fakepop.protocol.events import (
+from fakepop.protocol import fault_actions
+from fakepop.protocol.actions import (
     CLOSE,
     STALL,
     START_TLS,
+    Action,
     Close,
-    Event,
     Pause,
     Reply,
+    Stall,
     Throttle,
     listing,
     multiline,
     status,
 )
+from fakepop.protocol.buffer import Line, LineBuffer, Overflow
+from fakepop.protocol.commands import (
+    ARG_MAX_LENGTH,
+    AUTHORIZATION,
+    BOTH,
+    FORBIDDEN_VERBS,
+    TRANSACTION,
+    VERBS,
+    Command,
+    CommandError,
+    State,
+)
+from fakepop.protocol.fault_actions import (
+    Drop,
+    FailCommit,
+    Refuse,
+    RefuseLogins,
+    SkipHandshake,
+    Truncate,
+)
+from fakepop.protocol.fault_plan import FaultPlan, Rule
 from fakepop.protocol.sasl import MECHANISMS, Challenge, Exchange, Failure, Step, Success
 from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript
-
-if TYPE_CHECKING:
-    from fakepop.faults import FaultPlan, Rule
 
 MASK = "****"
 _WORD = re.compile(r"[A-Za-z]+")
@@ -89,25 +98,90 @@ def _err(text: str, code: str | None = None) -> Reply:
     return Reply(status(False, text, code))
 
 
+Handler = Callable[["Session", tuple[str, ...]], Any]
+
+# The command table: one entry a verb, read by dispatch and by CAPA alike; the
+# ``command`` decorators of Session's handlers fill it as the class is made.
+COMMANDS: dict[str, Command[Session]] = {}
+
+
+def _advertise(
+    capability: str | Callable[[Session], str | None] | None, available: Callable[[Session], bool]
+) -> Callable[[Session], str | None] | None:
+    """The CAPA line of a command as a function of the session: never shown when unavailable."""
+    if capability is None:
+        return None
+    if isinstance(capability, str):
+        line = capability
+        return lambda session: line if available(session) else None
+    shown = capability
+    return lambda session: shown(session) if available(session) else None
+
+
+def _always(session: Session) -> bool:
+    return True
+
+
+def command(
+    syntax: str,
+    states: frozenset[State],
+    *,
+    rest: bool = False,
+    capability: str | Callable[[Session], str | None] | None = None,
+    available: Callable[[Session], bool] = _always,
+    mask: Callable[[str], str] | None = None,
+) -> Callable[[Handler], Handler]:
+    """Make the decorated session method the handler of the verb ``syntax`` names.
+
+    ``syntax`` is the usage as the RFCs write it, optional arguments in
+    brackets: "LIST [msg]", "TOP msg n". ``capability`` is the command's CAPA
+    line, or a function of the session that gives it (or None to leave it out).
+    """
+    verb, *names = syntax.split()
+    assert verb in VERBS, f"{verb} is missing from commands.VERBS"
+    required = sum(not n.startswith("[") for n in names)
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[verb] = Command(
+            verb=verb,
+            states=states,
+            syntax=syntax,
+            # A rest-of-line command gets its arguments as one string, split by its handler.
+            min_args=min(required, 1) if rest else required,
+            max_args=min(len(names), 1) if rest else len(names),
+            rest=rest,
+            capability=_advertise(capability, available),
+            available=available,
+            mask=mask,
+            handler=handler,
+        )
+        return handler
+
+    return register
+
+
 class Session:
     """One client's conversation with the server.
 
     A server sends what ``start`` returns (the greeting), then for the bytes it
     receives calls ``feed`` and ``next_command`` until that returns None,
     sending each command's replies before asking for the next, and carries out
-    the actions among them (Close, StartTLS, Pause, ...). ``receive_data`` does
-    both at once, for tests; ``timed_out`` and ``connection_lost`` say what
-    happened to the connection. ``error`` is the store's error that ended the
-    session, if one did, for the server to re-raise from ``check()``.
+    the actions among them (Close, StartTLS, Pause, ...); before each TLS
+    handshake it asks ``tls_handshake``. ``receive_data`` does both at once, for
+    tests; ``timed_out`` and ``connection_lost`` say what happened to the
+    connection. ``error`` is the store's error that ended the session, if one
+    did, for the server to re-raise from ``check()``.
 
     Args:
         store: the accounts and maildrops the session logs in to.
         settings: what the server offers and its limits.
         transcript: where the lines of the session are recorded.
-        clock: seconds since the epoch, for LOGIN-DELAY.
+        clock: seconds since the epoch, for every timer: LOGIN-DELAY, OAuth token
+            expiry, a lock fault's seconds.
         stls: offer STLS on this connection (the server has a certificate).
         secure: the connection is already under TLS (the implicit-TLS port).
-        faults: the server's fault plan, asked at the greeting, each command and each login.
+        faults: the server's fault plan, asked at the connect, the greeting, each
+            command, each login and each TLS handshake.
     """
 
     def __init__(
@@ -153,7 +227,7 @@ class Session:
 
     # --- the interface to a server --------------------------------------------------------
 
-    def start(self) -> list[Event]:
+    def start(self) -> list[Action]:
         """The greeting."""
         text = "fakepop ready" + (f" {self.timestamp}" if self.timestamp else "")
         events = self._unless_fault(
@@ -166,10 +240,10 @@ class Session:
             events += self._hang_up(reset=False)  # a server that greets with -ERR goes away
         return events
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes) -> list[Action]:
         """Take bytes from the client; return what to send, and whether to close, in order."""
         self.feed(data)
-        events: list[Event] = []
+        events: list[Action] = []
         while (more := self.next_command()) is not None:
             events += more
         return events
@@ -180,7 +254,7 @@ class Session:
             # After STLS, plaintext sent before the handshake is never executed.
             self._buffer.feed(data)
 
-    def next_command(self) -> list[Event] | None:
+    def next_command(self) -> list[Action] | None:
         """Act on the next complete line received; None if no line is waiting.
 
         A server that sends one command's replies before it asks for the next
@@ -220,7 +294,21 @@ class Session:
         self.language = self.settings.languages[0][0]
         self._buffer.clear()
 
-    def timed_out(self) -> list[Event]:
+    def tls_handshake(self) -> list[Action]:
+        """Asked before each TLS handshake (implicit TLS, or after STLS): what comes first.
+
+        Nothing, or a Pause, and the server runs the handshake; else the actions
+        that take its place and end the connection (a fault of the plan's).
+        """
+        rule = self._fired("tls-handshake", None)
+        if rule is None:
+            return []
+        actions = fault_actions.instead_of_handshake(rule)
+        if not isinstance(actions[-1], Pause):
+            self.connection_lost()
+        return actions
+
+    def timed_out(self) -> list[Action]:
         """The client was idle for ``settings.idle_timeout``: autologout, deleting nothing.
 
         RFC 1939 would close without a word; like Dovecot, the client is told why.
@@ -251,7 +339,7 @@ class Session:
             return self.settings.max_sasl_length
         return self.settings.max_line_length
 
-    def _too_long(self) -> list[Event]:
+    def _too_long(self) -> list[Action]:
         """Refuse a line over its limit: a SASL response ends its exchange, a command is bad."""
         limit = self._buffer.exceeded
         if self._exchange is not None:
@@ -259,7 +347,7 @@ class Session:
             return [self._send(_err(f"SASL response over {limit} octets"))]
         return self._bad(f"Line too long: the limit is {limit} octets")
 
-    def _line(self, line: Line) -> list[Event]:
+    def _line(self, line: Line) -> list[Action]:
         raw = line.data
         if self._exchange is not None:
             self.transcript.add("C", raw.decode("ascii", "replace"), MASK)
@@ -311,7 +399,7 @@ class Session:
         named = args[0].strip().split(" ")[0] if cmd.verb in ("USER", "APOP") and args else None
         return self._unless_fault(cmd.verb, named, lambda: self._run(cmd.handler, args))
 
-    def _conformance(self, line: Line, cmd: Command | None) -> None:
+    def _conformance(self, line: Line, cmd: Command[Session] | None) -> None:
         """Note what the client does against the RFCs, for strict mode; changes no reply."""
         violate = self.transcript.violate
         if not line.crlf:
@@ -328,7 +416,7 @@ class Session:
 
     def _run(
         self, handler: Callable[[Session, tuple[str, ...]], object], args: tuple[str, ...]
-    ) -> list[Event]:
+    ) -> list[Action]:
         try:
             result = handler(self, args)
         except CommandError as e:
@@ -343,74 +431,75 @@ class Session:
     # --- faults ----------------------------------------------------------------------------
 
     def _unless_fault(
-        self, event: str, user: str | None, run: Callable[[], list[Event]]
-    ) -> list[Event]:
-        """``run()``, unless a rule of the fault plan fires at ``event``: then as it says."""
-        if self.faults is None:
-            return run()
+        self, event: str, user: str | None, run: Callable[[], list[Action]]
+    ) -> list[Action]:
+        """``run()``, unless a rule of the fault plan fires at ``event``: then as it decides.
+
+        An event is what happened (a command's verb, "connect", "greeting", "login");
+        what comes back are the actions the server is to carry out.
+        """
         who = user or (self.account.name if self.account else self._user)
-        rule = self.faults.check(event, session=self.transcript.session_id, user=who)
+        rule = self._fired(event, who)
         if rule is None:
             return run()
-        self.transcript.add("*", f"fault: {rule.describe()}")
         return self._fault(rule, run, who)
 
-    def _fault(self, rule: Rule, run: Callable[[], list[Event]], who: str | None) -> list[Event]:
-        action, params = rule.action, rule.params
-        if action == "error":
-            return [self._send(_err(params["text"], params["code"]))]
-        if action == "stall":
+    def _fired(self, event: str, user: str | None) -> Rule | None:
+        """The rule of the fault plan that fires at ``event``, noted in the transcript."""
+        if self.faults is None:
+            return None
+        rule = self.faults.check(event, session=self.transcript.session_id, user=user)
+        if rule is not None:
+            self.transcript.add("*", f"fault: {rule.describe()}")
+        return rule
+
+    def _fault(self, rule: Rule, run: Callable[[], list[Action]], who: str | None) -> list[Action]:
+        """Carry out what ``rule`` decides, ``run()`` being what the session would have done."""
+        fault = fault_actions.decide(rule)
+        if isinstance(fault, Refuse):
+            return [self._send(_err(fault.text, fault.code))]
+        if isinstance(fault, Stall):
             self.closed = True
-            return [STALL]
-        if action == "no-handshake":
+            return [fault]
+        if isinstance(fault, SkipHandshake):
             self.closed = True
             return [self._send(_ok("Begin TLS negotiation")), STALL]
-        if action == "commit-fail":
-            return self._quit(fail=rule)
-        if action == "lock":
-            account = self.store.get(rule.user or who or "")
+        if isinstance(fault, FailCommit):
+            return self._quit(fail=fault)
+        if isinstance(fault, RefuseLogins):
+            account = self.store.get(fault.user or who or "")
             if account is not None:
-                account.mailbox.hold(params["attempts"], params["seconds"])
+                # Counted on this session's clock, as LOGIN-DELAY is.
+                until = None if fault.seconds is None else self._clock() + fault.seconds
+                account.mailbox.refuse_logins(fault.attempts, until=until)
             return run()
-        if action == "delay":
-            return [Pause(params["seconds"]), *run()]
-        if action == "bandwidth":
-            return [Throttle(params["bytes_per_second"]), *run()]
-        if action == "drop":
-            events = [] if params["at"] == "instead" else run()
-            replies = [e for e in events if isinstance(e, Reply)]
-            if params["at"] == "during":
-                replies = [faulty.cut(replies, params["after_bytes"])]
-                self.transcript.add("*", f"sent at most the first {params['after_bytes']} octets")
-            return [*replies, *self._hang_up(reset=params["mode"] == "reset")]
-        events = [e for e in run() if not isinstance(e, Close)]
-        replies = [e for e in events if isinstance(e, Reply)]
+        if isinstance(fault, Pause | Throttle):  # the server slows down what follows
+            return [fault, *run()]
+        if isinstance(fault, Drop):
+            actions = [] if fault.at == "instead" else run()
+            replies = [a for a in actions if isinstance(a, Reply)]
+            if fault.at == "during":
+                replies = [fault_actions.cut(replies, fault.after_bytes)]
+                self.transcript.add("*", f"sent at most the first {fault.after_bytes} octets")
+            return [*replies, *self._hang_up(reset=fault.reset)]
+        actions = [a for a in run() if not isinstance(a, Close)]
+        replies = [a for a in actions if isinstance(a, Reply)]
         if not replies:
-            return events
+            return actions
         last = replies[-1]
-        if action == "truncate":
-            cut = faulty.unterminated(last, params["after_bytes"])
-            body = "" if params["after_bytes"] is None else f" after {params['after_bytes']} octets"
+        if isinstance(fault, Truncate):
+            cut = fault_actions.unterminated(last, fault.after_bytes)
+            body = "" if fault.after_bytes is None else f" after {fault.after_bytes} octets"
             self.transcript.add("*", f"the body was cut{body}: no terminating line")
-            ending = [STALL] if params["then"] == "stall" else self._hang_up(reset=False)
+            ending = [STALL] if fault.stall else self._hang_up(reset=False)
             self.closed = True
             return [*replies[:-1], cut, *ending]
-        if action == "wrong-size":
-            changed = faulty.wrong_size(last, params["delta"])
-        elif action == "unstuffed":
-            changed = faulty.unstuffed(last)
-        elif action == "garbage":
-            changed = faulty.garbage(rule.random(), params["length"])
-        elif action == "bare-lf":
-            changed = faulty.bare_lf(last)
-        else:
-            assert action == "overlong", action
-            changed = faulty.overlong(last, params["length"])
+        changed = fault.change(last)
         if changed.status != last.status:
             self.transcript.add("*", f"sent instead: {changed.status[:80]!r}")
-        return [changed if e is last else e for e in events] + ([CLOSE] if self.closed else [])
+        return [changed if a is last else a for a in actions] + ([CLOSE] if self.closed else [])
 
-    def _store_failed(self, error: OSError, outcome: str = "") -> list[Event]:
+    def _store_failed(self, error: OSError, outcome: str = "") -> list[Action]:
         """The store failed under a command: say so (RFC 3206), end the session, keep the error.
 
         The server re-raises ``error`` from ``check()``: it is fakepop's failure
@@ -425,27 +514,27 @@ class Session:
         self.connection_lost()
         return events
 
-    def _hang_up(self, reset: bool) -> list[Event]:
+    def _hang_up(self, reset: bool) -> list[Action]:
         """Close as if the server went away: the maildrop is released, nothing committed."""
         self.closed = True
         self.connection_lost()
         return [Close(reset=reset)]
 
-    def _bad(self, text: str) -> list[Event]:
+    def _bad(self, text: str) -> list[Action]:
         """Answer a client's mistake; past the budget, say so and close."""
         self._bad_commands += 1
         if self._bad_commands >= self.settings.max_bad_commands:
             reply = self._send(_err("Too many bad commands, closing the connection"))
-            events: list[Event] = [reply, self._close()]
+            events: list[Action] = [reply, self._close()]
             self.connection_lost()
             return events
         return [self._send(_err(text))]
 
-    def _forbidden(self) -> list[Event]:
+    def _forbidden(self) -> list[Action]:
         """Close at once on an HTTP request or header, running nothing the client sent after."""
         self.transcript.violate("an HTTP request or header line, sent to a POP3 server")
         reply = self._send(_err("This is a POP3 server, not HTTP: closing the connection"))
-        events: list[Event] = [reply, self._close()]
+        events: list[Action] = [reply, self._close()]
         self.connection_lost()
         return events
 
@@ -459,7 +548,7 @@ class Session:
                 self.transcript.add("S", text.decode("utf-8", "replace"))
         return reply
 
-    def _close(self) -> Event:
+    def _close(self) -> Action:
         self.closed = True
         return CLOSE
 
@@ -524,14 +613,14 @@ class Session:
             whole = b"".join([line for i, line in enumerate(lines) if i not in self._deleted])
         return listing(text, whole, self._live_count)
 
-    def _login(self, name: str, verify: Callable[[Account], bool], method: str) -> list[Event]:
+    def _login(self, name: str, verify: Callable[[Account], bool], method: str) -> list[Action]:
         self._user = None
         account = self.resolve(name)
         if account is None or not verify(account):
             return self._auth_failed("Invalid user name or password")
         return self._enter(account, method)
 
-    def _enter(self, account: Account, method: str) -> list[Event]:
+    def _enter(self, account: Account, method: str) -> list[Action]:
         """Lock the maildrop and move to the transaction state; ``method`` is how we got here."""
         return self._unless_fault(
             "login", account.name, lambda: [self._send(self._take(account, method))]
@@ -551,10 +640,10 @@ class Session:
         count, octets = self._live_count, self._live_octets
         return _ok(f"{name}'s maildrop has {_messages(count)} ({octets} octets)")
 
-    def _auth_failed(self, text: str, code: str = "AUTH") -> list[Event]:
+    def _auth_failed(self, text: str, code: str = "AUTH") -> list[Action]:
         """Refuse a login: after the configured delay, and past the limit, hang up."""
         self._auth_failures += 1
-        events: list[Event] = []
+        events: list[Action] = []
         if self.settings.auth_failure_delay:
             events.append(Pause(self.settings.auth_failure_delay))
         limit = self.settings.max_auth_failures
@@ -586,7 +675,7 @@ class Session:
         plaintext = self._plaintext_allowed()
         return [m for m in self.settings.sasl if plaintext or not MECHANISMS[m].plaintext]
 
-    def _sasl_response(self, raw: bytes) -> list[Event]:
+    def _sasl_response(self, raw: bytes) -> list[Action]:
         """A line of an AUTH exchange: "*" cancels (RFC 5034, section 4), else base64."""
         assert self._exchange is not None
         if raw.strip() == b"*":
@@ -599,7 +688,7 @@ class Session:
             return [self._send(_err("Invalid base64 in SASL response"))]
         return self._sasl_step(self._exchange.respond(data))
 
-    def _sasl_step(self, step: Step) -> list[Event]:
+    def _sasl_step(self, step: Step) -> list[Action]:
         exchange = self._exchange
         if isinstance(step, Challenge):
             challenge = b"+ " + base64.b64encode(step.data) + b"\r\n"
@@ -674,7 +763,7 @@ class Session:
         available=lambda s: s.settings.user_login,
         mask=lambda _: MASK,
     )
-    def do_pass(self, args: tuple[str, ...]) -> list[Event]:
+    def do_pass(self, args: tuple[str, ...]) -> list[Action]:
         self._check_tls()
         if self._user is None:
             self.transcript.violate("PASS without USER")
@@ -694,7 +783,7 @@ class Session:
         available=lambda s: s.timestamp is not None,
         mask=lambda rest: f"{rest.strip().rpartition(' ')[0]} {MASK}",  # as do_apop splits
     )
-    def do_apop(self, args: tuple[str, ...]) -> list[Event]:
+    def do_apop(self, args: tuple[str, ...]) -> list[Action]:
         name, _, digest = args[0].strip().rpartition(" ")
         if not name or len(digest) != 32 or not all(c in "0123456789abcdefABCDEF" for c in digest):
             raise CommandError("Usage: APOP name digest (32 hex digits)", bad=True)
@@ -709,10 +798,10 @@ class Session:
         )
 
     @command("QUIT", BOTH)
-    def do_quit(self, args: tuple[str, ...]) -> list[Event]:
+    def do_quit(self, args: tuple[str, ...]) -> list[Action]:
         return self._quit()
 
-    def _quit(self, fail: Rule | None = None) -> list[Event]:
+    def _quit(self, fail: FailCommit | None = None) -> list[Action]:
         """Sign off; from TRANSACTION, commit the deletions (RFC 1939's UPDATE state).
 
         With ``fail`` (a commit-fail fault) the commit removes none or only some of
@@ -726,8 +815,10 @@ class Session:
         marked = [self._messages[i].uid for i in sorted(self._deleted)]
         removed = marked
         if fail is not None:
-            remove = fail.params["remove"]
-            count = 0 if remove == "none" else len(marked) // 2 if remove == "some" else remove
+            remove = fail.remove
+            count = (
+                remove if isinstance(remove, int) else 0 if remove == "none" else len(marked) // 2
+            )
             removed = marked[:count]
         try:
             account.mailbox.release(self, delete=set(removed))
@@ -736,7 +827,7 @@ class Session:
         self.account = None
         if fail is not None:
             text = f"Some deleted messages not removed ({len(removed)} of {len(marked)} removed)"
-            return [self._send(_err(text, fail.params["code"])), self._close()]
+            return [self._send(_err(text, fail.code)), self._close()]
         left = len(self._messages) - len(removed)
         self.transcript.quit = True
         reply = _ok(f"fakepop signing off ({len(removed)} deleted, {left} left)")
@@ -830,7 +921,7 @@ class Session:
         available=lambda s: bool(s.settings.sasl),
         mask=lambda rest: f"{rest.split()[0]} {MASK}" if len(rest.split()) > 1 else rest,
     )
-    def do_auth(self, args: tuple[str, ...]) -> list[Event] | Reply:
+    def do_auth(self, args: tuple[str, ...]) -> list[Action] | Reply:
         words = args[0].split() if args else []
         if not words:  # a probe some clients send: list the mechanisms
             return multiline("Supported SASL mechanisms follow", self._mechanisms())
@@ -861,7 +952,7 @@ class Session:
         capability=lambda s: None if s.secure or s.state is not State.AUTHORIZATION else "STLS",
         available=lambda s: s.stls or s.secure,  # under TLS it answers "already active"
     )
-    def do_stls(self, args: tuple[str, ...]) -> list[Event]:
+    def do_stls(self, args: tuple[str, ...]) -> list[Action]:
         if self.secure:
             raise CommandError("TLS is already active")
         self._awaiting_tls = True

@@ -5,22 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from fakepop.mail import Mailbox, MailStore
-from fakepop.protocol import CLOSE, Event, Reply, Session, Settings
-from fakepop.protocol.events import START_TLS
+from fakepop.protocol import CLOSE, Action, Reply, Session, Settings
+from fakepop.protocol.actions import START_TLS
 from fakepop.protocol.transcript import SessionTranscript
 
 USER = "alice"
 PASSWORD = "secret"
 
 
-def split(events: Iterable[Event]) -> tuple[bytes, Event | None]:
+def split(events: Iterable[Action]) -> tuple[bytes, Action | None]:
     """The bytes a server sends for ``events``, and the action that ends them, if any.
 
     An action (CLOSE, START_TLS) anywhere but last would make a server drop
     replies or run them through the wrong channel, so it fails here.
     """
     out = bytearray()
-    action: Event | None = None
+    action: Action | None = None
     for event in events:
         assert action is None, f"{event!r} after {action!r}"
         if isinstance(event, Reply):
@@ -31,7 +31,7 @@ def split(events: Iterable[Event]) -> tuple[bytes, Event | None]:
     return bytes(out), action
 
 
-def wire(events: Iterable[Event]) -> tuple[bytes, bool]:
+def wire(events: Iterable[Action]) -> tuple[bytes, bool]:
     """The bytes a server sends for ``events``, and whether they end with CLOSE."""
     out, action = split(events)
     return out, action is CLOSE

@@ -38,8 +38,9 @@ from hypothesis.stateful import (
 from fakepop.mail import MailStore
 from fakepop.mail.maildir import maildir_per_account
 from fakepop.mail.wire import to_crlf
-from fakepop.protocol import CLOSE, COMMANDS, Event, Reply, Session, Settings, State
-from fakepop.protocol.events import START_TLS
+from fakepop.protocol import CLOSE, COMMANDS, Reply, Session, Settings, State
+from fakepop.protocol.actions import START_TLS
+from fakepop.protocol.actions import Action as CoreAction
 from fakepop.protocol.sasl import MECHANISMS
 from fakepop.protocol.transcript import SessionTranscript
 
@@ -254,10 +255,12 @@ class Run:
     replies: set[bytes]  # the kinds of status line drawn out, for coverage counts
 
 
-def _materialise(events: Sequence[Event]) -> tuple[list[tuple[bytes, bytes]], Event | None]:
+def _materialise(
+    events: Sequence[CoreAction],
+) -> tuple[list[tuple[bytes, bytes]], CoreAction | None]:
     """The replies as (status, body) and the action that ends them; an action must come last."""
     replies: list[tuple[bytes, bytes]] = []
-    action: Event | None = None
+    action: CoreAction | None = None
     for event in events:
         assert action is None, f"{event!r} after {action!r}"
         if isinstance(event, Reply):
@@ -575,12 +578,12 @@ class MaildropMachine(RuleBasedStateMachine):
     def make_store(self) -> MailStore:
         return MailStore({USER: PASSWORD})
 
-    def feed(self, data: st.DataObject, wire: bytes) -> tuple[bytes, Event | None]:
+    def feed(self, data: st.DataObject, wire: bytes) -> tuple[bytes, CoreAction | None]:
         assert self.session is not None
         cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6), label="cuts"))
         bounds = [0, *cuts, len(wire)]
         out = bytearray()
-        action: Event | None = None
+        action: CoreAction | None = None
         for a, b in itertools.pairwise(bounds):
             replies, ended = _materialise(self.session.receive_data(wire[a:b]))
             assert action is None or not replies, "replies after the connection ended"

@@ -49,7 +49,7 @@ def forbidden(names: set[str]) -> set[str]:
 
 
 def test_the_package_has_modules() -> None:
-    assert {p.name for p in MODULES} >= {"session.py", "buffer.py", "commands.py", "events.py"}
+    assert {p.name for p in MODULES} >= {"session.py", "buffer.py", "commands.py", "actions.py"}
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
@@ -78,5 +78,5 @@ def test_the_check_catches(source: str) -> None:
 
 
 def test_the_check_lets_pure_imports_pass() -> None:
-    source = "import hashlib\nfrom fakepop.mail.wire import CRLF\nfrom .events import CLOSE"
+    source = "import hashlib\nfrom fakepop.mail.wire import CRLF\nfrom .actions import CLOSE"
     assert forbidden(imported(source, "fakepop.protocol")) == set()

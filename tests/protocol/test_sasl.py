@@ -17,7 +17,7 @@ from scramp import ScramClient, ScramException
 
 from fakepop.mail import MailStore
 from fakepop.protocol import CLOSE, Reply, Settings, State, apop_digest
-from fakepop.protocol.events import Event, Pause
+from fakepop.protocol.actions import Action, Pause
 from fakepop.protocol.transcript import SessionTranscript
 
 from .pair import PASSWORD, USER, Pair, lines, listing
@@ -885,12 +885,12 @@ def test_xoauth2_follows_the_account_name_rules() -> None:
 # --- failed-login delay and limit ---------------------------------------------------------
 
 
-def events_for(pair: Pair, *commands: str) -> list[Event]:
+def events_for(pair: Pair, *commands: str) -> list[Action]:
     """The events themselves: Pair.send turns them into bytes and has no room for a Pause."""
     return pair.session.receive_data(lines(*commands))
 
 
-def replies(events: list[Event]) -> bytes:
+def replies(events: list[Action]) -> bytes:
     return b"".join(bytes(e) for e in events if isinstance(e, Reply))
 
 

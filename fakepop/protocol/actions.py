@@ -1,4 +1,8 @@
-"""What the session asks its server to do: send a reply, close the connection."""
+"""Actions: what the session asks its server to do (send a reply, pause, close, ...).
+
+An event is what happened (a command came, a client connected); an action is
+what the core decided the server does about it. ``Action`` is every kind.
+"""
 
 from __future__ import annotations
 
@@ -73,7 +77,7 @@ class Stall:
 
 STALL = Stall()
 
-Event = Reply | Close | StartTLS | Pause | Throttle | Stall
+Action = Reply | Close | StartTLS | Pause | Throttle | Stall
 
 
 _ESCAPE_LINE_ENDS = str.maketrans({"\r": "\\r", "\n": "\\n"})

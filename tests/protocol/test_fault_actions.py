@@ -1,24 +1,24 @@
 """Faults in memory: what a Session returns when its fault plan fires, event by event.
 
-The reply transforms of fakepop.protocol.faulty are checked alone first, then
-through a Session with a plan, byte for byte. The server's part (sleeping,
+The reply transforms of fakepop.protocol.fault_actions are checked alone first,
+then through a Session with a plan, byte for byte. The server's part (sleeping,
 throttling, resetting) is left to tests/test_faults_server.py; here it shows as
-the events the session hands over: Pause, Throttle, Stall, Close(reset=True).
+the actions the session hands over: Pause, Throttle, Stall, Close(reset=True).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import pytest
 
-from fakepop.faults import FaultError, FaultPlan, Rule
 from fakepop.mail import Mailbox, MailStore
 from fakepop.mail.store import MaildropError
-from fakepop.protocol import CLOSE, Close, Event, Reply, Session, Settings, State, faulty
-from fakepop.protocol.events import STALL, START_TLS, Pause, Stall, Throttle
+from fakepop.protocol import CLOSE, Action, Close, Reply, Session, Settings, State, fault_actions
+from fakepop.protocol.actions import STALL, START_TLS, Pause, Stall, Throttle
+from fakepop.protocol.fault_plan import FaultError, FaultPlan, Rule
 from fakepop.protocol.transcript import SessionTranscript
 
 from .pair import PASSWORD, USER, lines, read_multiline
@@ -33,11 +33,11 @@ ERROR = b"-ERR [SYS/TEMP] Temporary failure, try again later\r\n"
 WELCOME = b"+OK alice's maildrop has 3 messages ("
 
 
-def wire(events: Iterable[Event]) -> bytes:
+def wire(events: Iterable[Action]) -> bytes:
     return b"".join(bytes(e) for e in events if isinstance(e, Reply))
 
 
-def actions(events: Iterable[Event]) -> list[Event]:
+def actions(events: Iterable[Action]) -> list[Action]:
     """What the session asks of the server besides sending: pauses, closes, stalls."""
     return [e for e in events if not isinstance(e, Reply)]
 
@@ -57,6 +57,7 @@ class Faulty:
         store: MailStore | None = None,
         session_id: int = 1,
         stls: bool = False,
+        clock: Callable[[], float] = lambda: 1_000_000.0,
     ) -> None:
         self.plan = plan if plan is not None else FaultPlan(rules)
         self.store = store if store is not None else MailStore({USER: PASSWORD})
@@ -68,7 +69,7 @@ class Faulty:
             self.store,
             Settings(apop=False),  # a greeting without a timestamp: exact bytes
             transcript=self.transcript,
-            clock=lambda: 1_000_000.0,
+            clock=clock,
             stls=stls,
             faults=self.plan,
         )
@@ -78,7 +79,7 @@ class Faulty:
     def mailbox(self) -> Mailbox:
         return self.store[USER].mailbox
 
-    def events(self, *commands: str) -> list[Event]:
+    def events(self, *commands: str) -> list[Action]:
         return self.session.receive_data(lines(*commands))
 
     def cmd(self, *commands: str) -> bytes:
@@ -111,21 +112,21 @@ def retr_reply(body: bytes = M1) -> Reply:
 
 def test_cut_counts_status_and_body_together() -> None:
     replies = [Reply(b"+OK\r\n"), retr_reply()]
-    assert bytes(faulty.cut(replies, 12)) == b"+OK\r\n+OK 23 "
-    assert bytes(faulty.cut([retr_reply()], 0)) == b""
-    assert bytes(faulty.cut([retr_reply()], 10_000)) == M1_RETR
+    assert bytes(fault_actions.cut(replies, 12)) == b"+OK\r\n+OK 23 "
+    assert bytes(fault_actions.cut([retr_reply()], 0)) == b""
+    assert bytes(fault_actions.cut([retr_reply()], 10_000)) == M1_RETR
 
 
 @pytest.mark.parametrize("after_bytes", [None, 0, 1, 4, 5, 6, 22, 23, 24, 100])
 def test_unterminated(after_bytes: int | None) -> None:
-    reply = faulty.unterminated(retr_reply(), after_bytes)
+    reply = fault_actions.unterminated(retr_reply(), after_bytes)
     assert reply.status == b"+OK 23 octets\r\n"
     body = b"".join(reply.body)
     assert body == (M1 if after_bytes is None else M1[:after_bytes])
 
 
 def test_unterminated_single_line_reply_is_the_status_alone() -> None:
-    assert bytes(faulty.unterminated(Reply(b"+OK 2 46\r\n"), None)) == b"+OK 2 46\r\n"
+    assert bytes(fault_actions.unterminated(Reply(b"+OK 2 46\r\n"), None)) == b"+OK 2 46\r\n"
 
 
 @pytest.mark.parametrize(
@@ -140,33 +141,33 @@ def test_unterminated_single_line_reply_is_the_status_alone() -> None:
     ],
 )
 def test_wrong_size(status: bytes, delta: int, changed: bytes) -> None:
-    reply = faulty.wrong_size(Reply(status, (b"x\r\n.\r\n",), "summary"), delta)
+    reply = fault_actions.wrong_size(Reply(status, (b"x\r\n.\r\n",), "summary"), delta)
     assert reply.status == changed
     assert b"".join(reply.body) == b"x\r\n.\r\n"
     assert reply.summary == "summary"
 
 
 def test_unstuffed_undoes_the_stuffing_but_keeps_the_terminator() -> None:
-    reply = faulty.unstuffed(
+    reply = fault_actions.unstuffed(
         Reply(b"+OK 26 octets\r\n", (M2_STUFFED[:7], M2_STUFFED[7:], b".\r\n"))
     )
     assert bytes(reply) == b"+OK 26 octets\r\n" + M2 + b".\r\n"
 
 
 def test_bare_lf() -> None:
-    assert bytes(faulty.bare_lf(retr_reply())) == M1_RETR.replace(b"\r\n", b"\n")
+    assert bytes(fault_actions.bare_lf(retr_reply())) == M1_RETR.replace(b"\r\n", b"\n")
 
 
 @pytest.mark.parametrize("length", [40, 100, 4096])
 def test_overlong_pads_the_status_line_to_the_length(length: int) -> None:
-    reply = faulty.overlong(Reply(b"+OK 23 octets\r\n", (b".\r\n",)), length)
+    reply = fault_actions.overlong(Reply(b"+OK 23 octets\r\n", (b".\r\n",)), length)
     assert reply.status == b"+OK 23 octets " + b"x" * (length - 16) + b"\r\n"
     assert len(reply.status) == length
     assert b"".join(reply.body) == b".\r\n"
 
 
 def test_garbage_is_the_seeds_bytes() -> None:
-    assert bytes(faulty.garbage(random.Random(9), 33)) == random.Random(9).randbytes(33)
+    assert bytes(fault_actions.garbage(random.Random(9), 33)) == random.Random(9).randbytes(33)
 
 
 # --- error ----------------------------------------------------------------------------
@@ -438,6 +439,16 @@ def test_lock_at_pass() -> None:
     assert pair.cmd("USER alice", "PASS secret").endswith(WELCOME + b"70 octets)\r\n")
 
 
+def test_lock_for_seconds_counts_them_on_the_sessions_clock() -> None:
+    now = 1_000_000.0
+    pair = Faulty({"action": "lock", "seconds": 60}, clock=lambda: now)
+    assert pair.cmd("USER alice", "PASS secret") == b"+OK Send PASS\r\n" + IN_USE
+    now += 59.5
+    assert pair.cmd("USER alice", "PASS secret") == b"+OK Send PASS\r\n" + IN_USE
+    now += 0.5
+    assert pair.cmd("USER alice", "PASS secret").endswith(WELCOME + b"70 octets)\r\n")
+
+
 def test_hold_lock_refuses_logins_until_released() -> None:
     pair = Faulty()
     with pair.mailbox.hold_lock():
@@ -543,3 +554,77 @@ def test_rule_objects_are_shared_state() -> None:
     pair.session.faults = FaultPlan([rule])
     pair.cmd("NOOP", "NOOP", "NOOP")
     assert (rule.matched, rule.fired) == (2, 2)
+
+
+# --- the TLS handshake: decided here, carried out by the server ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "instead"),
+    [
+        ({"action": "delay", "seconds": 0.2}, [Pause(0.2)]),
+        ({"action": "stall"}, [STALL]),
+        ({"action": "tls-abort"}, [CLOSE]),
+        ({"action": "tls-abort", "mode": "reset"}, [Close(reset=True)]),
+        ({"action": "tls-abort", "mode": "garbage", "seed": 4}, [b"garbage", CLOSE]),
+        ({"action": "drop", "mode": "reset"}, [Close(reset=True)]),
+        ({"action": "error"}, [CLOSE]),
+    ],
+)
+def test_what_takes_the_place_of_a_tls_handshake(
+    rule: dict[str, Any], instead: list[Action | bytes]
+) -> None:
+    pair = Faulty({"on": "tls-handshake", **rule}, stls=True)
+    assert pair.cmd("CAPA").startswith(b"+OK")
+    assert pair.events("STLS") == [Reply(b"+OK Begin TLS negotiation\r\n"), START_TLS]
+    got = pair.session.tls_handshake()
+    expected = [
+        Reply(random.Random(4).randbytes(64)) if item == b"garbage" else item for item in instead
+    ]
+    assert [bytes(a) if isinstance(a, Reply) else a for a in got] == [
+        bytes(a) if isinstance(a, Reply) else a for a in expected
+    ]
+    assert pair.session.closed == (rule["action"] != "delay")
+    assert pair.notes()[-1].startswith("*: fault: on=tls-handshake")
+
+
+def test_no_rule_no_change_to_the_handshake() -> None:
+    pair = Faulty({"on": "STLS", "action": "delay"}, stls=True)
+    assert pair.session.tls_handshake() == []
+    assert not pair.session.closed
+
+
+@pytest.mark.parametrize(
+    ("rule", "kind"),
+    [
+        ({"on": "PASS", "action": "error"}, fault_actions.Refuse),
+        ({"action": "lock", "attempts": 1}, fault_actions.RefuseLogins),
+        ({"action": "commit-fail"}, fault_actions.FailCommit),
+        ({"action": "no-handshake"}, fault_actions.SkipHandshake),
+        ({"on": "RETR", "action": "drop"}, fault_actions.Drop),
+        ({"on": "RETR", "action": "truncate"}, fault_actions.Truncate),
+        ({"on": "RETR", "action": "delay"}, Pause),
+        ({"on": "RETR", "action": "bandwidth"}, Throttle),
+        ({"on": "RETR", "action": "stall"}, Stall),
+        ({"on": "RETR", "action": "wrong-size"}, fault_actions.Rewrite),
+        ({"on": "RETR", "action": "unstuffed"}, fault_actions.Rewrite),
+        ({"on": "RETR", "action": "garbage"}, fault_actions.Rewrite),
+        ({"on": "RETR", "action": "bare-lf"}, fault_actions.Rewrite),
+        ({"on": "RETR", "action": "overlong"}, fault_actions.Rewrite),
+    ],
+)
+def test_every_action_of_a_command_rule_is_typed(rule: dict[str, Any], kind: type) -> None:
+    assert isinstance(fault_actions.decide(Rule.from_dict(rule)), kind)
+
+
+def test_typed_actions_carry_the_rules_parameters() -> None:
+    decide = fault_actions.decide
+    drop = {"on": "RETR", "action": "drop", "at": "during", "after_bytes": 9, "mode": "reset"}
+    assert decide(Rule.from_dict(drop)) == fault_actions.Drop("during", 9, reset=True)
+    lock = {"action": "lock", "user": "bob", "seconds": 2}
+    assert decide(Rule.from_dict(lock)) == fault_actions.RefuseLogins("bob", None, 2.0)
+    commit = {"action": "commit-fail", "remove": 3, "code": "SYS/PERM"}
+    assert decide(Rule.from_dict(commit)) == fault_actions.FailCommit(3, "SYS/PERM")
+    wrong = decide(Rule.from_dict({"on": "STAT", "action": "wrong-size", "delta": -2}))
+    assert isinstance(wrong, fault_actions.Rewrite)
+    assert wrong.change(Reply(b"+OK 3 120\r\n")).status == b"+OK 3 118\r\n"

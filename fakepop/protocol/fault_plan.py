@@ -1,13 +1,12 @@
-"""Faults on command: rules that say when a server misbehaves and how.
+"""The fault plan, its event side: rules, and which one fires at an event.
 
-A ``FaultPlan`` belongs to one server. Each rule names an event (``on``), which
-sessions it applies to, and an ``action`` with its parameters; the session and
-the server ask the plan at each event and carry out what fires. The same rules
-are written in Python (``plan.add(on="PASS", action="error", code="SYS/TEMP")``)
-or as data: a TOML file of ``[[faults]]`` tables or a JSON list, key for key.
-
-Nothing here does I/O: the plan decides, the session changes its replies, the
-server carries out what needs a socket (delays, stalls, resets).
+An event is what happened: a command (its verb), a connect, the greeting, a TLS
+handshake, a login. A ``FaultPlan`` belongs to one server. Each rule names an
+event (``on``), which sessions it applies to, and an ``action`` with its
+parameters; the session asks the plan at each event, and what a fired rule does
+is decided in ``fakepop.protocol.fault_actions``. The same rules are written in
+Python (``plan.add(on="PASS", action="error", code="SYS/TEMP")``) or as data: a
+TOML file of ``[[faults]]`` tables or a JSON list, key for key.
 """
 
 from __future__ import annotations
@@ -17,16 +16,16 @@ import math
 import os
 import random
 import re
-import threading
 import time
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fakepop.mail.loaders import read_file
-from fakepop.protocol.commands import COMMANDS
+from fakepop.protocol.commands import VERBS
 
 # Events that are not command verbs; a verb (any case) names the command's event.
 SPECIAL_EVENTS = {
@@ -212,7 +211,7 @@ class Rule:
 
 @dataclass(frozen=True)
 class Fired:
-    """A record of a rule that fired."""
+    """A record of a rule that fired; ``time`` is the wall clock's, a stamp and no timer."""
 
     rule: Rule
     event: str
@@ -222,11 +221,22 @@ class Fired:
 
 
 class FaultPlan:
-    """The faults of one server, checked in the order they were added."""
+    """The faults of one server, checked in the order they were added.
 
-    def __init__(self, rules: Iterable[Rule | Mapping[str, Any]] = ()) -> None:
+    The sessions of a server share its plan, each in a thread of its own, so it
+    counts under ``lock``: a ``threading.Lock()``, which the core, importing no
+    thread API, cannot make itself. ``POP3Server`` gives its plan one; a plan used
+    in one thread needs none.
+    """
+
+    def __init__(
+        self,
+        rules: Iterable[Rule | Mapping[str, Any]] = (),
+        *,
+        lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
         self._rules: list[Rule] = []
-        self._lock = threading.Lock()
+        self.lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
         self.fired: list[Fired] = []
         self.fired_limit: int | None = None  # records kept in fired, the oldest dropped first
         for rule in rules:
@@ -244,7 +254,7 @@ class FaultPlan:
             rule._check(where)  # made directly, it has not been checked yet
         else:
             rule = Rule.from_dict(rule, where)
-        with self._lock:
+        with self.lock:
             self._rules.append(rule)
         return rule
 
@@ -282,13 +292,13 @@ class FaultPlan:
         return rules
 
     def clear(self) -> None:
-        with self._lock:
+        with self.lock:
             self._rules.clear()
             self.fired.clear()
 
     @property
     def rules(self) -> list[Rule]:
-        with self._lock:
+        with self.lock:
             return list(self._rules)
 
     def __iter__(self) -> Iterator[Rule]:
@@ -304,7 +314,7 @@ class FaultPlan:
         """The rule that fires at this event, if one does; it is counted and recorded."""
         if not self._rules:
             return None
-        with self._lock:
+        with self.lock:
             for rule in self._rules:
                 if not rule.matches(event, user, session):
                     continue
@@ -328,10 +338,10 @@ def _event(on: Any, where: str) -> str:
         raise FaultError(f"{where}: on must name an event, got {_show(on)}")
     if on.lower() in SPECIAL_EVENTS:
         return on.lower()
-    if on.upper() in COMMANDS:
+    if on.upper() in VERBS:
         return on.upper()
     raise FaultError(
-        f"{where}: unknown event {_show(on)}; use a command verb ({', '.join(COMMANDS)})"
+        f"{where}: unknown event {_show(on)}; use a command verb ({', '.join(VERBS)})"
         f" or one of {', '.join(SPECIAL_EVENTS)}"
     )
 

@@ -10,6 +10,8 @@ import json
 import math
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from fakepop.faults import (
+from fakepop.protocol import COMMANDS
+from fakepop.protocol.commands import VERBS
+from fakepop.protocol.fault_plan import (
     ACTIONS,
     DEFAULT_EVENT,
     SPECIAL_EVENTS,
@@ -27,7 +31,6 @@ from fakepop.faults import (
     Fired,
     Rule,
 )
-from fakepop.protocol import COMMANDS
 
 ERROR_TEXT = "Temporary failure, try again later"
 # The keys every rule may carry, whatever its action.
@@ -309,7 +312,7 @@ def test_probability_counts_towards_times() -> None:
 
 
 def test_concurrent_checks_fire_exactly_times() -> None:
-    plan = FaultPlan([{"on": "NOOP", "action": "error", "times": 100}])
+    plan = FaultPlan([{"on": "NOOP", "action": "error", "times": 100}], lock=threading.Lock())
     hits: list[bool] = []
 
     def worker(session: int) -> None:
@@ -682,3 +685,16 @@ def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
     assert not thread.is_alive(), "it hangs"
     assert raised, "nothing was raised"
     return raised[0]
+
+
+def test_the_verbs_rules_may_name_are_the_command_table() -> None:
+    assert tuple(COMMANDS) == VERBS
+
+
+def test_a_rule_names_a_command_in_a_process_that_imported_nothing_else() -> None:
+    code = (
+        "from fakepop.protocol.fault_plan import FaultPlan\n"
+        "print(FaultPlan().add(on='retr', action='error').on)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == "RETR\n"
