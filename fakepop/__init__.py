@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from fakepop.mail.loaders import load, load_eml, load_eml_dir, load_maildir, load_mbox
     from fakepop.mail.maildir import MaildirMailbox
     from fakepop.mail.message import LoadedMessage
-    from fakepop.protocol import Session, Settings, Transcript
+    from fakepop.protocol import Session, Transcript
     from fakepop.server import POP3Server
+    from fakepop.settings import Settings, TLSOptions
 
 _WHERE = {
     "Account": "fakepop.mail",
@@ -35,7 +36,8 @@ _WHERE = {
     "POP3Server": "fakepop.server",
     "Rule": "fakepop.faults",
     "Session": "fakepop.protocol",
-    "Settings": "fakepop.protocol",
+    "Settings": "fakepop.settings",
+    "TLSOptions": "fakepop.settings",
     "Transcript": "fakepop.protocol",
     "generate_messages": "fakepop.mail.generate",
     "iter_messages": "fakepop.mail.generate",
@@ -60,6 +62,7 @@ __all__ = [
     "Rule",
     "Session",
     "Settings",
+    "TLSOptions",
     "Transcript",
     "__version__",
     "generate_messages",

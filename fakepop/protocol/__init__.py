@@ -6,8 +6,8 @@ Nothing in this package imports socket, ssl or threading.
 from fakepop.protocol.commands import COMMANDS, Command, State
 from fakepop.protocol.events import CLOSE, Close, Event, Reply
 from fakepop.protocol.session import Session, apop_digest
-from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript, Transcript
+from fakepop.settings import Settings
 
 __all__ = [
     "CLOSE",

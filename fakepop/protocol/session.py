@@ -50,8 +50,8 @@ from fakepop.protocol.events import (
     status,
 )
 from fakepop.protocol.sasl import MECHANISMS, Challenge, Exchange, Failure, Step, Success
-from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript
+from fakepop.settings import Settings
 
 if TYPE_CHECKING:
     from fakepop.faults import FaultPlan, Rule
