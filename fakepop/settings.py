@@ -94,8 +94,10 @@ class Kind:
         return ValueError(f"expected {self.expected}, got {given!r}")
 
     def _scalar(self, value: object, *types: type) -> Any:
+        """``value`` if it is one of ``types`` (TOML's and JSON's), else ValueError naming them."""
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-            raise self._fail(value)
+            names = " or ".join(kind.__name__ for kind in types)
+            raise ValueError(f"expected {names}, got {value!r}")
         return value
 
 
@@ -424,7 +426,7 @@ class Settings(_Described):
     )  # fmt: skip
     sasl: tuple[str, ...] = setting(
         SASL_MECHANISMS,
-        "the AUTH mechanisms offered, in CAPA's order (all by default)",
+        "the AUTH mechanisms offered, in CAPA's order",
         Many(Mechanism()),
         AUTHENTICATION,
         runtime=True,
@@ -441,7 +443,7 @@ class Settings(_Described):
     )
     auth_failure_delay: float = setting(
         0.0,
-        "seconds to wait before refusing a login, as Dovecot does (2)",
+        "seconds to wait before refusing a login; Dovecot waits 2",
         Seconds(),
         AUTHENTICATION,
         runtime=True,
@@ -473,7 +475,7 @@ class Settings(_Described):
     utf8: bool = setting(True, "offer RFC 6856's UTF8 and LANG", Switch(), SPEAKS, runtime=True)
     languages: tuple[tuple[str, str], ...] = setting(
         (("en", "English"),),
-        "the languages LANG offers, the first in use at the start (en=English)",
+        "the languages LANG offers, the first in use at the start",
         Many(Language()),
         SPEAKS,
         runtime=True,
@@ -506,7 +508,7 @@ class Settings(_Described):
     )
     idle_timeout: float = setting(
         IDLE_TIMEOUT,
-        "seconds of client silence before autologout (RFC 1939: 600)",
+        "seconds of client silence before autologout (RFC 1939: 10 minutes at least)",
         Seconds(),
         LIMITS,
         runtime=True,
