@@ -497,7 +497,7 @@ def _file_value(
     option = OPTION.get(key)
     if server and (option is None or option.field is None):
         valid = [name for name in OPTION if OPTION[name].field is not None]
-        raise ConfigError(f"{where}: unknown option; " + unknown_names([key], valid, "option"))
+        raise ConfigError(f"{where}: " + unknown_names([key], valid, "unknown option"))
     if option is None or key == "config":
         allowed = sorted({*OPTION, *_TABLES, "faults"} - {"config"})
         raise ConfigError(f"{where}: unknown key; the keys are {', '.join(allowed)}")

@@ -271,7 +271,7 @@ class POP3Server:
         """
         unknown = [name for name in changes if name not in FIELDS]
         if unknown:
-            raise TypeError(unknown_names(unknown, FIELDS, "setting"))
+            raise TypeError(unknown_names(unknown, FIELDS, "unknown setting"))
         fixed = [name for name in changes if not FIELDS[name].runtime]
         if fixed:
             raise FixedSettingError(fixed)

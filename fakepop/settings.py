@@ -656,13 +656,18 @@ RUNTIME = tuple(name for name, item in FIELDS.items() if item.runtime)
 
 
 def unknown_names(names: Iterable[str], valid: Iterable[str], what: str) -> str:
-    """A message for names that are not among ``valid``: the nearest one, then all of them."""
-    valid = sorted(valid)
-    parts = []
+    """``what`` and ``names`` on a line; on the next, the nearest valid names, then all of them."""
+    names, valid = list(names), sorted(valid)
+    plural = "s" if len(names) > 1 else ""
+    hints = []
     for name in names:
         near = difflib.get_close_matches(name, valid, n=1)
-        parts.append(f"{name!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
-    return f"unknown {what} {', '.join(parts)}; the valid names are {', '.join(valid)}"
+        if near:
+            hints.append(f"did you mean {near[0]!r}" + (f" for {name!r}?" if plural else "?"))
+    listed = ", ".join(repr(name) for name in names)
+    return f"{what}{plural} {listed}\n" + " ".join(
+        [*hints, f"The valid names: {', '.join(valid)}."]
+    )
 
 
 def apply(
@@ -673,13 +678,15 @@ def apply(
     An override of a ``TLSOptions`` field does nothing when ``tls`` is None (no TLS).
 
     Raises:
-        TypeError: a name that is no field, with the nearest valid name (``extra`` are the
-            caller's own keywords, listed too).
+        TypeError: a name that is no field (the first, as Python names one), with the nearest
+            valid name; ``extra`` are the caller's own keywords, listed too.
         ValueError: a value the field cannot take.
     """
     unknown = [name for name in overrides if name not in FIELDS]
     if unknown:
-        raise TypeError(unknown_names(unknown, [*FIELDS, *extra], "keyword argument"))
+        raise TypeError(
+            unknown_names(unknown[:1], [*FIELDS, *extra], "got an unexpected keyword argument")
+        )
     mine = {k: v for k, v in overrides.items() if FIELDS[k].owner is Settings}
     if mine:
         settings = dataclasses.replace(settings, **mine)
@@ -708,7 +715,7 @@ def from_json(data: Mapping[str, Any]) -> dict[str, Any]:
     """
     unknown = [name for name in data if name not in FIELDS]
     if unknown:
-        raise TypeError(unknown_names(unknown, FIELDS, "setting"))
+        raise TypeError(unknown_names(unknown, FIELDS, "unknown setting"))
     values = {}
     for name, value in data.items():
         try:
