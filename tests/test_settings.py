@@ -350,3 +350,10 @@ def test_serve_help_groups_flags_as_the_readme(capsys: pytest.CaptureFixture[str
 def test_a_bad_value_from_serve_names_its_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="FAKEPOP_MAX_LINE_LENGTH: max_line_length must be"):
         resolve({}, {"FAKEPOP_MAX_LINE_LENGTH": "10"})
+
+
+def test_the_readme_lists_every_field() -> None:
+    text = README.read_text(encoding="utf-8")
+    for name, item in FIELDS.items():
+        row = f"| `{name}` | `{item.default!r}` | {'yes' if item.runtime else ''} | {item.help} |"
+        assert row in text, f"README.md's Settings table lacks or misstates {name}: {row}"
