@@ -194,6 +194,7 @@ class Option:
 
 
 def _field_option(item: Field) -> Option:
+    """A field as an option of serve; its help shows serve's default, which may differ."""
     kind = item.kind
     default = SERVE_DEFAULTS.get(item.name, item.default)
     shown = kind.to_data(default)
@@ -306,10 +307,10 @@ _TABLES = ("users", "mailboxes", "server")
 class ServeConfig:
     """Everything ``fakepop serve`` was told, from all sources, checked."""
 
-    settings: Settings = field(
-        default_factory=lambda: Settings(port=1110, transcript_limit=TRANSCRIPT_LIMIT)
+    settings: Settings = field(default_factory=lambda: Settings(**_of(Settings, SERVE_DEFAULTS)))
+    tls: TLSOptions | None = field(
+        default_factory=lambda: TLSOptions(**_of(TLSOptions, SERVE_DEFAULTS))
     )
-    tls: TLSOptions | None = field(default_factory=lambda: TLSOptions(tls_port=1995))
     cert_dir: Path | None = None
     users: dict[str, str] = field(default_factory=dict)
     mailboxes: list[tuple[str, Path]] = field(default_factory=list)

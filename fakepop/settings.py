@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 MAX_LINE_LENGTH = 4096  # RFC 2449 asks clients for 255 octets; long XOAUTH2 lines need more
 MAX_SASL_LENGTH = 16384  # a base64 SASL line: OAuth tokens run to a few KiB
@@ -335,7 +335,9 @@ class Pair(Kind):
         return [str(path) for path in value]
 
     def coerce(self, value: Any) -> Any:
-        return tuple(Path(path) for path in value)
+        if isinstance(value, str) or len(value) != 2:
+            raise ValueError(f"expected (chain, key), two paths, got {value!r}")
+        return Path(value[0]), Path(value[1])
 
 
 class Maybe(Kind):
@@ -381,8 +383,6 @@ def setting(default: Any, help: str, kind: Kind, section: str, *, runtime: bool 
 
 class _Described:
     """Shared by the two classes: values kept in canonical form and checked when made."""
-
-    SECTION: ClassVar[str]
 
     def __post_init__(self) -> None:
         for item in dataclasses.fields(self):  # type: ignore[arg-type]
@@ -539,8 +539,6 @@ class Settings(_Described):
             raise ValueError("max_auth_failures must be at least 1, or None for no limit")
         if self.max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        if self.transcript_limit is not None and self.transcript_limit < 0:
-            raise ValueError("transcript_limit must be 0 or more, or None to keep everything")
 
 
 @dataclass(frozen=True, kw_only=True)
