@@ -90,6 +90,10 @@ class Kind:
         """The value as the field keeps it (a tuple for a list, say); given from Python."""
         return value
 
+    def schema(self) -> dict[str, Any]:
+        """The JSON Schema of ``to_data``'s values (OpenAPI 3.1 takes it as it is)."""
+        return {"type": "string"}
+
     def _fail(self, given: object) -> ValueError:
         return ValueError(f"expected {self.expected}, got {given!r}")
 
@@ -141,6 +145,10 @@ class Whole(Kind):
             raise self._fail(given)
         return number
 
+    def schema(self) -> dict[str, Any]:
+        bounds = {"minimum": self.low, "maximum": self.high}
+        return {"type": "integer", **{k: v for k, v in bounds.items() if v is not None}}
+
 
 class Port(Whole):
     def __init__(self) -> None:
@@ -164,6 +172,9 @@ class Seconds(Kind):
     def from_data(self, value: object) -> float:
         return float(self._scalar(value, int, float))
 
+    def schema(self) -> dict[str, Any]:
+        return {"type": "number"}
+
 
 class Switch(Kind):
     expected = f"one of {', '.join(_TRUE + _FALSE)}"
@@ -179,6 +190,9 @@ class Switch(Kind):
 
     def from_data(self, value: object) -> bool:
         return bool(self._scalar(value, bool))
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "boolean"}
 
 
 class Choice(Kind):
@@ -196,6 +210,9 @@ class Choice(Kind):
         if not isinstance(value, str):
             raise self._fail(value)
         return self.from_text(value)
+
+    def schema(self) -> dict[str, Any]:
+        return {"enum": list(self.choices)}
 
 
 class TLSVersion(Choice):
@@ -279,6 +296,9 @@ class Language(Kind):
     def to_data(self, value: tuple[str, str]) -> list[str]:
         return list(value)
 
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}
+
     def coerce(self, value: Any) -> Any:
         return tuple(value)
 
@@ -303,6 +323,9 @@ class Many(Kind):
 
     def to_data(self, value: tuple[Any, ...]) -> list[Any]:
         return [self.item.to_data(item) for item in value]
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.item.schema()}
 
     def coerce(self, value: Any) -> Any:
         if isinstance(value, str):  # one name is not a list of its letters
@@ -334,6 +357,9 @@ class Pair(Kind):
     def to_data(self, value: tuple[Path, Path]) -> list[str]:
         return [str(path) for path in value]
 
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}
+
     def coerce(self, value: Any) -> Any:
         if isinstance(value, str) or len(value) != 2:
             raise ValueError(f"expected (chain, key), two paths, got {value!r}")
@@ -358,6 +384,9 @@ class Maybe(Kind):
 
     def to_data(self, value: Any) -> Any:
         return None if value is None else self.item.to_data(value)
+
+    def schema(self) -> dict[str, Any]:
+        return {"anyOf": [self.item.schema(), {"type": "null"}]}
 
     def coerce(self, value: Any) -> Any:
         return None if value is None else self.item.coerce(value)
@@ -727,3 +756,19 @@ def check(name: str, value: Any) -> Any:
     """``value`` as field ``name`` keeps it, checked alone; ValueError saying why not."""
     made = FIELDS[name].owner(**{name: value})
     return getattr(made, name)
+
+
+def json_schema(*, runtime: bool = False) -> dict[str, Any]:
+    """The JSON Schema of ``to_json``'s object; with ``runtime``, of the fields that may change.
+
+    Each property's description is the field's help; ``readOnly`` marks the fields that
+    cannot change while the server runs.
+    """
+    properties = {}
+    for name, item in FIELDS.items():
+        if runtime and not item.runtime:
+            continue
+        properties[name] = {**item.kind.schema(), "description": item.help}
+        if not item.runtime:
+            properties[name]["readOnly"] = True
+    return {"type": "object", "properties": properties, "additionalProperties": False}

@@ -39,6 +39,7 @@ from fakepop.settings import (
     Whole,
     check,
     from_json,
+    json_schema,
     to_json,
 )
 from fakepop.tls import Authority, CertificateFault
@@ -357,3 +358,41 @@ def test_the_readme_lists_every_field() -> None:
     for name, item in FIELDS.items():
         row = f"| `{name}` | `{item.default!r}` | {'yes' if item.runtime else ''} | {item.help} |"
         assert row in text, f"README.md's Settings table lacks or misstates {name}: {row}"
+
+
+def conforms(value: Any, schema: dict[str, Any]) -> bool:
+    """Whether ``value`` fits ``schema``, for the few JSON Schema words the kinds use."""
+    if "anyOf" in schema:
+        return any(conforms(value, option) for option in schema["anyOf"])
+    if "enum" in schema:
+        return value in schema["enum"]
+    types = {"string": str, "integer": int, "number": int | float, "boolean": bool}
+    kind = schema["type"]
+    if kind == "null":
+        return value is None
+    if kind == "array":
+        return (
+            isinstance(value, list)
+            and schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value))
+            and all(conforms(item, schema["items"]) for item in value)
+        )
+    if isinstance(value, bool) and kind != "boolean":
+        return False
+    return isinstance(value, types[kind]) and schema.get("minimum", value) <= value <= schema.get(
+        "maximum", value
+    )
+
+
+def test_the_json_schema_describes_the_json(samples: dict[str, tuple[str, Any]]) -> None:
+    schema = json_schema()
+    assert set(schema["properties"]) == set(FIELDS)
+    assert set(json_schema(runtime=True)["properties"]) == set(RUNTIME)
+    for name, (_, value) in samples.items():
+        item = FIELDS[name]
+        field_schema = schema["properties"][name]
+        assert field_schema["description"] == item.help
+        assert field_schema.get("readOnly", False) is not item.runtime
+        assert conforms(item.kind.to_data(value), field_schema), name
+        assert conforms(item.kind.to_data(item.default), field_schema), name
+    assert not conforms(-1, schema["properties"]["port"])
+    assert not conforms("TLSv1", schema["properties"]["tls_minimum"])
