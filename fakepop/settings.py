@@ -207,6 +207,7 @@ class Choice(Kind):
         return text
 
     def coerce(self, value: Any) -> Any:
+        value = getattr(value, "value", value)  # an enum of these, as fakepop.tls.CertificateFault
         if not isinstance(value, str):
             raise self._fail(value)
         return self.from_text(value)
