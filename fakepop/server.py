@@ -127,8 +127,8 @@ class POP3Server:
         authority: Authority | None = None,
         **overrides: Any,
     ) -> None:
-        options = TLSOptions() if tls is True else tls or None
-        self.settings, self.tls = apply(settings or Settings(), options, overrides, _KEYWORDS)
+        given = TLSOptions() if tls is True else tls or None
+        self.settings, self.tls = apply(settings or Settings(), given, overrides, _KEYWORDS)
         if self.settings.require_tls and self.tls is None:
             raise ValueError("require_tls=True needs tls=True: without TLS nobody could log in")
         limit = self.settings.transcript_limit
