@@ -370,15 +370,14 @@ class Pair(Kind):
 class Maybe(Kind):
     """``item`` or None: ``none`` in text, null in JSON (TOML leaves the key out)."""
 
-    def __init__(self, item: Kind, none: str = "none") -> None:
+    def __init__(self, item: Kind) -> None:
         self.item = item
-        self.none = none
         self.metavar = item.metavar
-        self.expected = f"{item.expected}, or {none}"
+        self.expected = f"{item.expected}, or none"
         self.repeat = item.repeat
 
     def from_text(self, text: str) -> Any:
-        return None if text.lower() == self.none else self.item.from_text(text)
+        return None if text.lower() == "none" else self.item.from_text(text)
 
     def from_data(self, value: object) -> Any:
         return None if value is None else self.item.from_data(value)
