@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from fakepop.mail.loaders import load, load_eml, load_eml_dir, load_maildir, load_mbox
     from fakepop.mail.maildir import MaildirMailbox
     from fakepop.mail.message import LoadedMessage
-    from fakepop.protocol import Session, Settings, Transcript
+    from fakepop.protocol import Session, Transcript
     from fakepop.protocol.fault_plan import FaultPlan, Rule
     from fakepop.server import POP3Server, PortInUse
+    from fakepop.settings import Settings, TLSOptions
 
 _WHERE = {
     "Account": "fakepop.mail",
@@ -36,7 +37,8 @@ _WHERE = {
     "PortInUse": "fakepop.server",
     "Rule": "fakepop.protocol.fault_plan",
     "Session": "fakepop.protocol",
-    "Settings": "fakepop.protocol",
+    "Settings": "fakepop.settings",
+    "TLSOptions": "fakepop.settings",
     "Transcript": "fakepop.protocol",
     "generate_messages": "fakepop.mail.generate",
     "iter_messages": "fakepop.mail.generate",
@@ -62,6 +64,7 @@ __all__ = [
     "Rule",
     "Session",
     "Settings",
+    "TLSOptions",
     "Transcript",
     "__version__",
     "generate_messages",

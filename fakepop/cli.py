@@ -29,6 +29,7 @@ from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
 from fakepop.protocol.fault_plan import FaultError
 from fakepop.server import POP3Server, PortInUse
+from fakepop.settings import SECTIONS
 from fakepop.tls import CA_CERT, CA_KEY, Authority, AuthorityError, default_authority
 
 DEMO_USER = ("user", "password")
@@ -50,17 +51,26 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         " accounts given it serves the demo maildrop to user / password.",
         epilog="Every flag can also be set by an environment variable, FAKEPOP_ and the flag"
         " in capitals (--tls-port: FAKEPOP_TLS_PORT; switches take 1 or 0), or as a key of the"
-        " --config file (tls_port = 1995). A flag beats its variable, which beats the file;"
-        " --user, --mailbox and --tls-name add up from all three.",
+        " --config file (tls_port = 1995; the server's settings in its [server] table too). A"
+        " flag beats its variable, which beats the file; --user, --mailbox and the repeatable"
+        " settings (--tls-name, --sasl, ...) add up from all three.",
     )
+    groups = {section: serve.add_argument_group(section) for section in SECTIONS}
     for option in OPTIONS:
+        group = groups[option.section]
+        names = [option.flag, *("--" + old.replace("_", "-") for old in option.aliases)]
         if option.switch:
-            serve.add_argument(
-                option.flag, action="store_true", default=argparse.SUPPRESS, help=option.help
+            group.add_argument(
+                *names,
+                dest=option.key,
+                # A field's switch may need turning off (--no-apop); serve's own may not.
+                action=argparse.BooleanOptionalAction if option.field else "store_true",
+                default=argparse.SUPPRESS,
+                help=option.help,
             )
         else:
-            serve.add_argument(
-                option.flag,
+            group.add_argument(
+                *names,
                 dest=option.key,
                 type=_checked(option.parse),
                 action="append" if option.repeat else "store",
@@ -175,7 +185,7 @@ def build_server(config: ServeConfig) -> tuple[POP3Server, Path | None]:
     """The server ``config`` describes, not yet started, and the path of its CA certificate."""
     authority: Authority | None = None
     ca_path: Path | None = None
-    if config.tls and "certificate" not in config.server_options:
+    if config.tls is not None and config.tls.certificate is None:
         try:
             if config.cert_dir is not None:
                 authority = Authority.load_or_create(config.cert_dir)
@@ -185,18 +195,7 @@ def build_server(config: ServeConfig) -> tuple[POP3Server, Path | None]:
             raise SetupError(str(e)) from e
         ca_path = authority.ca_pem
     try:
-        server = POP3Server(
-            host=config.host,
-            port=config.port,
-            tls=config.tls,
-            tls_port=config.tls_port,
-            require_tls=config.require_tls,
-            tls_names=config.tls_names,
-            maildir=config.maildir,
-            authority=authority,
-            transcript_limit=config.transcript_limit,
-            **config.server_options,
-        )
+        server = POP3Server(settings=config.settings, tls=config.tls or False, authority=authority)
     except (OSError, ValueError) as e:
         raise SetupError(str(e)) from e
     return server, ca_path

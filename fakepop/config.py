@@ -1,10 +1,13 @@
 """The settings of ``fakepop serve``: flags, ``FAKEPOP_*`` environment variables and a TOML file.
 
-Every flag has an environment variable and a key in the configuration file, named after it:
-``--tls-port`` is ``FAKEPOP_TLS_PORT`` and ``tls_port``. A flag beats its variable, which beats
-the file, which beats the default. The repeatable settings (``--user``, ``--mailbox``,
-``--tls-name``) add up across all three; in an environment variable their values are separated
-by whitespace. A configuration file may say more than the flags can::
+Every field of ``fakepop.Settings`` and ``fakepop.TLSOptions`` is a flag, an environment variable
+and a key of the configuration file, named after it: ``tls_port`` is ``--tls-port``,
+``FAKEPOP_TLS_PORT`` and ``tls_port`` (at the top of the file or in its ``[server]`` table); so
+are the options of ``serve`` itself (``--user``, ``--control-port``, ...). A flag beats its
+variable, which beats the file, which beats the default. The repeatable settings (``--user``,
+``--mailbox``, and the fields that are lists: ``--tls-name``, ``--sasl``, ...) add up across all
+three; in an environment variable their values are separated by whitespace. A configuration
+file may say more than the flags can::
 
     host = "0.0.0.0"
     port = 1110
@@ -19,7 +22,7 @@ by whitespace. A configuration file may say more than the flags can::
     [mailboxes]                  # besides mailbox = ["alice=mail/alice.mbox", ...]
     alice = ["mail/alice.mbox", "mail/more/"]
 
-    [server]                     # any other POP3Server option
+    [server]                     # fields of Settings and TLSOptions
     login_delay = 60
     sasl = ["PLAIN", "XOAUTH2"]
 
@@ -33,7 +36,6 @@ Paths in the file are relative to the file.
 from __future__ import annotations
 
 import os
-import ssl
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,14 +43,31 @@ from pathlib import Path
 from typing import Any
 
 from fakepop.mail.loaders import read_file
-from fakepop.protocol.sasl import MECHANISMS
-from fakepop.tls import CertificateFault
+from fakepop.settings import (
+    COMMAND_LINE,
+    CONTROL,
+    FAULTS,
+    FIELDS,
+    MAIL,
+    TLS,
+    Field,
+    Settings,
+    Switch,
+    TLSOptions,
+    check,
+    unknown_names,
+)
 
 ENV_PREFIX = "FAKEPOP_"
 # Sessions a long-running server remembers: a few MB of transcript, however long it runs.
 TRANSCRIPT_LIMIT = 1000
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
+# Where serve's defaults differ from a test's: the standard ports, plus 1000, and a bound memory.
+SERVE_DEFAULTS: dict[str, Any] = {
+    "port": 1110,
+    "tls_port": 1995,
+    "transcript_limit": TRANSCRIPT_LIMIT,
+}
+ALIASES = {"tls_name": "tls_names"}  # the name a field's flag, variable and key had before it
 
 
 class ConfigError(ValueError):
@@ -110,13 +129,7 @@ def parse_mailbox(text: str) -> tuple[str, str]:
     return name, path
 
 
-def parse_bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError(f"expected one of {', '.join(_TRUE + _FALSE)}, got {text!r}")
+parse_bool = Switch().from_text
 
 
 @dataclass(frozen=True)
@@ -125,19 +138,24 @@ class Option:
 
     Attributes:
         flag: the command-line flag, e.g. ``--tls-port``.
-        parse: turns a flag's or variable's text into the value; raises ValueError saying why.
+        parse: turns a flag's or variable's text into the value (one item of a repeatable
+            setting); raises ValueError saying why.
         help: the flag's help text.
+        section: the section of the README, and of ``--help``, the flag is listed under.
         metavar: what the flag's value is called in the help; None for a switch.
         repeat: the flag may be given more than once; its values add up.
         toml: the type the configuration file must give (a list of these when ``repeat``).
+        field: the field of ``Settings`` or ``TLSOptions`` it sets, if it sets one.
     """
 
     flag: str
     parse: Callable[[str], Any]
     help: str
+    section: str
     metavar: str | None = None
     repeat: bool = False
     toml: type | tuple[type, ...] = str
+    field: Field | None = None
 
     @property
     def key(self) -> str:
@@ -153,35 +171,72 @@ class Option:
     def switch(self) -> bool:
         return self.metavar is None
 
+    @property
+    def aliases(self) -> list[str]:
+        """The keys it had before: still read from flags, variables and files."""
+        return [old for old, new in ALIASES.items() if new == self.key]
+
+    def from_data(self, value: Any) -> Any:
+        """The value a configuration file gives (a list when ``repeat``); ValueError if bad."""
+        if self.field is not None:
+            checked = check(self.field.name, self.field.kind.from_data(value))
+            return list(checked) if self.repeat else checked
+        if self.repeat and not isinstance(value, list):
+            raise ValueError(f"expected a list, e.g. {self.key} = [...]")
+        parsed = []
+        for item in value if self.repeat else [value]:
+            if not isinstance(item, self.toml) or (self.toml is int and isinstance(item, bool)):
+                kind_name = self.toml.__name__ if isinstance(self.toml, type) else "number"
+                raise ValueError(f"expected {kind_name}, got {item!r}")
+            # Switches come typed from TOML; text and numbers go through the flag's checks.
+            parsed.append(item if isinstance(item, bool) else self.parse(str(item)))
+        return parsed if self.repeat else parsed[0]
+
+
+def _field_option(item: Field) -> Option:
+    """A field as an option of serve; its help shows serve's default, which may differ."""
+    kind = item.kind
+    default = SERVE_DEFAULTS.get(item.name, item.default)
+    shown = kind.to_data(default)
+    if isinstance(shown, list):
+        shown = " ".join("=".join(x) if isinstance(x, list) else str(x) for x in shown)
+    help = item.help + ("; repeatable" if kind.repeat else "")
+    if shown is not None and shown != "" and not isinstance(shown, bool):
+        help += f" ({shown})"
+
+    def parse(text: str) -> Any:
+        value = check(item.name, kind.from_text(text))
+        if not kind.repeat:
+            return value
+        if len(value) != 1:  # a variable's words come one at a time
+            raise ValueError(f"expected one {kind.metavar}, got {text!r}")
+        return value[0]
+
+    return Option(
+        item.flag,
+        parse,
+        help,
+        item.spec.section,
+        metavar=None if isinstance(kind, Switch) else kind.metavar,
+        repeat=kind.repeat,
+        field=item,
+    )
+
 
 OPTIONS: tuple[Option, ...] = (
-    Option("--host", parse_text, "address the POP3 listeners bind (127.0.0.1)", "ADDRESS"),
-    Option(
-        "--port", parse_port, "POP3 port, with STLS; 0 for any free port (1110)", "PORT", toml=int
-    ),
-    Option(
-        "--tls-port", parse_port, "POP3S (implicit TLS) port; 0 for any (1995)", "PORT", toml=int
-    ),
-    Option("--no-tls", parse_bool, "plain POP3 only: no STLS, no POP3S, no CA", toml=bool),
-    Option("--require-tls", parse_bool, "refuse USER, PASS and APOP until under TLS", toml=bool),
-    Option(
-        "--tls-name",
-        parse_text,
-        "another host name or address for the certificate, besides localhost, 127.0.0.1 and"
-        " ::1; repeatable",
-        "NAME",
-        repeat=True,
-    ),
+    Option("--no-tls", parse_bool, "plain POP3 only: no STLS, no POP3S, no CA", TLS, toml=bool),
     Option(
         "--cert-dir",
         parse_text,
         "keep the CA here: reuse ca.pem and ca.key found there, else write new ones",
+        TLS,
         "DIR",
     ),
     Option(
         "--user",
         parse_account,
         "an account; repeatable (default: user:password, with the demo maildrop)",
+        MAIL,
         "NAME:PASSWORD",
         repeat=True,
     ),
@@ -189,100 +244,73 @@ OPTIONS: tuple[Option, ...] = (
         "--mailbox",
         parse_mailbox,
         "mail for an account: an .eml directory, an .eml file, an mbox or a Maildir; repeatable",
+        MAIL,
         "NAME=PATH",
         repeat=True,
     ),
     Option(
-        "--generate", parse_count, "N generated messages in every account's maildrop", "N", toml=int
+        "--generate",
+        parse_count,
+        "N generated messages in every account's maildrop",
+        MAIL,
+        "N",
+        toml=int,
     ),
-    Option("--seed", parse_int, "the seed of --generate: same seed, same mail (0)", "S", toml=int),
-    Option("--locale", parse_text, "the Faker locale of --generate (en_US)", "LOCALE"),
-    Option("--manifest", parse_text, "accounts and mail from a fakepop.toml manifest", "PATH"),
     Option(
-        "--maildir",
-        parse_text,
-        "keep each maildrop on disk as the Maildir DIR/<account> instead of in memory",
-        "DIR",
+        "--seed", parse_int, "the seed of --generate: same seed, same mail (0)", MAIL, "S", toml=int
     ),
-    Option("--faults", parse_text, "fault rules from a TOML or JSON fault file", "FILE"),
+    Option("--locale", parse_text, "the Faker locale of --generate (en_US)", MAIL, "LOCALE"),
+    Option(
+        "--manifest", parse_text, "accounts and mail from a fakepop.toml manifest", MAIL, "PATH"
+    ),
+    Option("--faults", parse_text, "fault rules from a TOML or JSON fault file", FAULTS, "FILE"),
     Option(
         "--control-port",
         parse_port,
         "serve the HTTP control API (/api/v1) on this port; 0 for any (off by default)",
+        CONTROL,
         "PORT",
         toml=int,
     ),
-    Option("--control-host", parse_text, "address the control API binds (127.0.0.1)", "ADDRESS"),
+    Option(
+        "--control-host",
+        parse_text,
+        "address the control API binds (127.0.0.1)",
+        CONTROL,
+        "ADDRESS",
+    ),
     Option(
         "--control-token",
         parse_text,
         "require 'Authorization: Bearer TOKEN' on the control API",
+        CONTROL,
         "TOKEN",
     ),
     Option(
         "--control-insecure",
         parse_bool,
         "allow the control API on a non-loopback address without a token",
+        CONTROL,
         toml=bool,
     ),
     Option(
-        "--transcript-limit",
-        parse_count,
-        "sessions remembered in the transcript (GET /transcript), each maildrop's retrieved"
-        " and the faults fired; 0 keeps none (1000)",
-        "N",
-        toml=int,
+        "--json", parse_bool, "print the ready line as one JSON object", COMMAND_LINE, toml=bool
     ),
-    Option("--json", parse_bool, "print the ready line as one JSON object", toml=bool),
-    Option("--config", parse_text, "read settings from this TOML file", "FILE"),
+    Option("--config", parse_text, "read settings from this TOML file", COMMAND_LINE, "FILE"),
+    *(_field_option(item) for item in FIELDS.values()),
 )
 OPTION = {option.key: option for option in OPTIONS}
-
-# POP3Server options a configuration file may set in its [server] table, with their types.
-SERVER_OPTIONS: dict[str, type | tuple[type, ...]] = {
-    "hostname": str,
-    "idle_timeout": (int, float),
-    "max_line_length": int,
-    "max_bad_commands": int,
-    "max_sasl_length": int,
-    "max_connections": int,
-    "expire": int,
-    "login_delay": int,
-    "user_login": bool,
-    "apop": bool,
-    "utf8": bool,
-    "last": bool,
-    "sasl": list,
-    "domains": list,
-    "recent_prefix": bool,
-    "auth_failure_delay": (int, float),
-    "max_auth_failures": int,
-    "stls": bool,
-    "implicit_tls": bool,
-    "tls_minimum": str,
-    "tls_maximum": str,
-    "key_type": str,
-    "certificate_fault": str,
-    "certificate": list,
-}
-_TLS_VERSIONS = {
-    "1.0": ssl.TLSVersion.TLSv1,
-    "1.1": ssl.TLSVersion.TLSv1_1,
-    "1.2": ssl.TLSVersion.TLSv1_2,
-    "1.3": ssl.TLSVersion.TLSv1_3,
-}
+_TABLES = ("users", "mailboxes", "server")
 
 
 @dataclass
 class ServeConfig:
     """Everything ``fakepop serve`` was told, from all sources, checked."""
 
-    host: str = "127.0.0.1"
-    port: int = 1110
-    tls_port: int = 1995
-    tls: bool = True
-    require_tls: bool = False
-    tls_names: list[str] = field(default_factory=list)
+    settings: Settings = field(default_factory=lambda: Settings(**_of(Settings, SERVE_DEFAULTS)))
+    tls: TLSOptions | None = field(
+        default_factory=lambda: TLSOptions(**_of(TLSOptions, SERVE_DEFAULTS))
+    )
     cert_dir: Path | None = None
     users: dict[str, str] = field(default_factory=dict)
     mailboxes: list[tuple[str, Path]] = field(default_factory=list)
@@ -290,7 +318,6 @@ class ServeConfig:
     seed: int = 0
     locale: str = "en_US"
     manifest: Path | None = None
-    maildir: Path | None = None
     fault_file: Path | None = None
     fault_rules: list[Any] = field(default_factory=list)  # [[faults]] tables of the config file
     fault_source: str = "faults"  # where fault_rules came from, for messages
@@ -299,9 +326,28 @@ class ServeConfig:
     control_token: str | None = None
     control_insecure: bool = False
     json: bool = False
-    transcript_limit: int = TRANSCRIPT_LIMIT
-    server_options: dict[str, Any] = field(default_factory=dict)
     config_file: Path | None = None
+
+    # What the rest of serve asks most often, said once here.
+    @property
+    def host(self) -> str:
+        return self.settings.host
+
+    @property
+    def port(self) -> int:
+        return self.settings.port
+
+    @property
+    def tls_port(self) -> int:
+        return 0 if self.tls is None else self.tls.tls_port
+
+    @property
+    def require_tls(self) -> bool:
+        return self.settings.require_tls
+
+    @property
+    def maildir(self) -> Path | None:
+        return self.settings.maildir
 
 
 def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> ServeConfig:
@@ -324,9 +370,10 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
     if config_path is not None:
         config_file = Path(config_path)
         from_file, extras = _from_file(config_file)
+    sources = (flags, from_env, from_file)
 
     def pick(key: str, default: Any) -> Any:
-        for source in (flags, from_env, from_file):
+        for source in sources:
             if key in source:
                 return source[key]
         return default
@@ -334,13 +381,23 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
     def gather(key: str) -> list[Any]:
         return [*from_file.get(key, []), *from_env.get(key, []), *flags.get(key, [])]
 
-    config = ServeConfig(
-        host=pick("host", "127.0.0.1"),
-        port=pick("port", 1110),
-        tls_port=pick("tls_port", 1995),
-        tls=not pick("no_tls", False),
-        require_tls=pick("require_tls", False),
-        tls_names=[str(name) for name in gather("tls_name")],
+    values: dict[str, Any] = {}
+    for name in FIELDS:
+        if any(name in source for source in sources):
+            values[name] = tuple(gather(name)) if OPTION[name].repeat else pick(name, None)
+        elif name in SERVE_DEFAULTS:
+            values[name] = SERVE_DEFAULTS[name]
+    tls = not pick("no_tls", False)
+    if values.get("require_tls") and not tls:
+        raise ConfigError("--require-tls needs TLS, and --no-tls turns it off: drop one of them")
+    try:
+        settings = Settings(**_of(Settings, values))
+        tls_options = TLSOptions(**_of(TLSOptions, values)) if tls else None
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return ServeConfig(
+        settings=settings,
+        tls=tls_options,
         cert_dir=_path(pick("cert_dir", None)),
         users={**extras.get("users", {}), **dict(gather("user"))},
         mailboxes=[
@@ -351,7 +408,6 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         seed=pick("seed", 0),
         locale=pick("locale", "en_US"),
         manifest=_path(pick("manifest", None)),
-        maildir=_path(pick("maildir", None)),
         fault_file=_path(pick("faults", None)),
         fault_rules=extras.get("faults", []),
         fault_source=config_file.name if config_file else "faults",
@@ -360,13 +416,12 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         control_token=pick("control_token", None),
         control_insecure=pick("control_insecure", False),
         json=pick("json", False),
-        transcript_limit=pick("transcript_limit", TRANSCRIPT_LIMIT),
-        server_options=extras.get("server", {}),
         config_file=config_file,
     )
-    if config.require_tls and not config.tls:
-        raise ConfigError("--require-tls needs TLS, and --no-tls turns it off: drop one of them")
-    return config
+
+
+def _of(owner: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if FIELDS[name].owner is owner}
 
 
 def _path(value: str | Path | None) -> Path | None:
@@ -376,22 +431,25 @@ def _path(value: str | Path | None) -> Path | None:
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for option in OPTIONS:
-        text = environ.get(option.env, "")
-        if not text.strip():
-            continue  # an empty variable is unset: compose files often pass "" for "not given"
-        try:
-            if option.repeat:
-                values[option.key] = [option.parse(word) for word in text.split()]
-            else:
-                values[option.key] = option.parse(text)
-        except ValueError as e:
-            raise ConfigError(f"{option.env}: {e}") from None
+        for key in (*option.aliases, option.key):
+            env = ENV_PREFIX + key.upper()
+            text = environ.get(env, "")
+            if not text.strip():
+                continue  # an empty variable is unset: compose files often pass "" for "not given"
+            try:
+                if option.repeat:
+                    words = [option.parse(word) for word in text.split()]
+                    values[option.key] = [*values.get(option.key, []), *words]
+                else:
+                    values[option.key] = option.parse(text)
+            except ValueError as e:
+                raise ConfigError(f"{env}: {e}") from None
     return values
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``FAKEPOP_*`` variables that name no setting: most likely misspelt."""
-    known = {option.env for option in OPTIONS}
+    known = {ENV_PREFIX + key.upper() for key in (*OPTION, *ALIASES)}
     return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
 
 
@@ -409,7 +467,6 @@ def _from_file(file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     name = file.name
     values: dict[str, Any] = {}
     extras: dict[str, Any] = {}
-    tables = {"users", "mailboxes", "server"}
     for key, value in data.items():
         where = f"{name}: {key}"
         if key == "faults":
@@ -420,103 +477,65 @@ def _from_file(file: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             else:
                 raise ConfigError(f"{where}: give a fault file's path or [[faults]] tables")
             continue
-        if key in tables:
-            extras[key] = _table(key, value, base, where)
+        if key in _TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a table, [{key}]")
+            if key == "server":
+                for field_name, item in value.items():
+                    _file_value(values, field_name, item, base, f"{where}.{field_name}", True)
+            else:
+                extras[key] = _table(key, value, base, where)
             continue
-        option = OPTION.get(key)
-        if option is None or key == "config":
-            allowed = sorted({*OPTION, *tables, "faults"} - {"config"})
-            raise ConfigError(f"{where}: unknown key; the keys are {', '.join(allowed)}")
-        values[key] = _file_value(option, value, base, where)
+        _file_value(values, key, value, base, where, False)
     return values, extras
 
 
-def _file_value(option: Option, value: Any, base: Path, where: str) -> Any:
-    items = value if option.repeat else [value]
-    if option.repeat and not isinstance(value, list):
-        raise ConfigError(f"{where}: expected a list, e.g. {option.key} = [...]")
-    parsed: list[Any] = []
-    for item in items:
-        if not isinstance(item, option.toml) or (option.toml is int and isinstance(item, bool)):
-            kind = option.toml.__name__ if isinstance(option.toml, type) else "number"
-            raise ConfigError(f"{where}: expected {kind}, got {item!r}")
-        # Switches come typed from TOML; text and numbers go through the flag's checks.
-        try:
-            result: Any = item if isinstance(item, bool) else option.parse(str(item))
-        except ValueError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        if option.key == "mailbox":
-            account, path = result
-            result = (account, str(base / path))
-        parsed.append(result)
-    if option.key in ("cert_dir", "manifest", "maildir"):
-        return str(base / parsed[0])
-    return parsed if option.repeat else parsed[0]
+def _file_value(
+    values: dict[str, Any], key: str, value: Any, base: Path, where: str, server: bool
+) -> None:
+    """Read ``key`` of the file (of its [server] table if ``server``) into ``values``."""
+    key = ALIASES.get(key, key)
+    option = OPTION.get(key)
+    if server and (option is None or option.field is None):
+        valid = [name for name in OPTION if OPTION[name].field is not None]
+        raise ConfigError(f"{where}: " + unknown_names([key], valid, "unknown option"))
+    if option is None or key == "config":
+        allowed = sorted({*OPTION, *_TABLES, "faults"} - {"config"})
+        raise ConfigError(f"{where}: unknown key; the keys are {', '.join(allowed)}")
+    if key in values:
+        raise ConfigError(
+            f"{where}: given twice in the file (at its top and in [server]): keep one"
+        )
+    try:
+        parsed = option.from_data(value)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    if key == "mailbox":
+        parsed = [(account, str(base / path)) for account, path in parsed]
+    elif key in ("cert_dir", "manifest"):
+        parsed = str(base / parsed)
+    values[key] = _rebase(parsed, base)
 
 
-def _table(key: str, value: Any, base: Path, where: str) -> Any:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expected a table, [{key}]")
+def _rebase(value: Any, base: Path) -> Any:
+    """Paths in the file are relative to the file."""
+    if isinstance(value, Path):
+        return base / value
+    if isinstance(value, tuple) and all(isinstance(item, Path) for item in value) and value:
+        return tuple(base / item for item in value)
+    return value
+
+
+def _table(key: str, value: dict[str, Any], base: Path, where: str) -> Any:
     if key == "users":
         for name, password in value.items():
             if not isinstance(password, str):
                 raise ConfigError(f"{where}.{name}: the password must be a string")
         return dict(value)
-    if key == "mailboxes":
-        result: list[tuple[str, Path]] = []
-        for name, paths in value.items():
-            for path in paths if isinstance(paths, list) else [paths]:
-                if not isinstance(path, str):
-                    raise ConfigError(f"{where}.{name}: expected a path or a list of paths")
-                result.append((name, base / path))
-        return result
-    return _server_options(value, base, where)
-
-
-def _server_options(table: dict[str, Any], base: Path, where: str) -> dict[str, Any]:
-    """POP3Server keyword arguments from a [server] table, checked and converted."""
-    options: dict[str, Any] = {}
-    for key, value in table.items():
-        kind = SERVER_OPTIONS.get(key)
-        if kind is None:
-            raise ConfigError(
-                f"{where}.{key}: unknown option; the options are {', '.join(SERVER_OPTIONS)}"
-            )
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _types(kind)):
-            names = "/".join(t.__name__ for t in _types(kind))
-            raise ConfigError(f"{where}.{key}: expected {names}, got {value!r}")
-        options[key] = _server_option(key, value, base, f"{where}.{key}")
-    return options
-
-
-def _types(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
-
-
-def _server_option(key: str, value: Any, base: Path, where: str) -> Any:
-    if key in ("sasl", "domains"):
-        if not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{where}: expected a list of strings")
-        if key == "sasl":
-            unknown = [m for m in value if m.upper() not in MECHANISMS]
-            if unknown:
-                raise ConfigError(
-                    f"{where}: unknown mechanism {', '.join(unknown)};"
-                    f" the mechanisms are {', '.join(MECHANISMS)}"
-                )
-        return tuple(value)
-    if key in ("tls_minimum", "tls_maximum"):
-        if value not in _TLS_VERSIONS:
-            raise ConfigError(f"{where}: expected one of {', '.join(_TLS_VERSIONS)}")
-        return _TLS_VERSIONS[value]
-    if key == "key_type" and value not in ("ecdsa", "rsa"):
-        raise ConfigError(f"{where}: expected 'ecdsa' or 'rsa'")
-    if key == "certificate_fault":
-        choices = [fault.value for fault in CertificateFault]
-        if value not in choices:
-            raise ConfigError(f"{where}: expected one of {', '.join(choices)}")
-    if key == "certificate":
-        if len(value) != 2 or not all(isinstance(item, str) for item in value):
-            raise ConfigError(f'{where}: expected ["chain.pem", "key.pem"]')
-        return (base / value[0], base / value[1])
-    return value
+    result: list[tuple[str, Path]] = []
+    for name, paths in value.items():
+        for path in paths if isinstance(paths, list) else [paths]:
+            if not isinstance(path, str):
+                raise ConfigError(f"{where}.{name}: expected a path or a list of paths")
+            result.append((name, base / path))
+    return result

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from fakepop.settings import FIELDS, Field, Settings, Switch, TLSOptions, check
+
 # The server, TLS and mail modules are imported by the fixtures that use them: the plugin
 # is loaded by every pytest run wherever fakepop is installed, and should cost it nothing.
 if TYPE_CHECKING:
@@ -34,12 +36,8 @@ SHOW_TRANSCRIPT = pytest.StashKey[bool]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fakepop", "fakepop POP3 test server")
-    parser.addini("fakepop_host", "address the servers listen on", default="127.0.0.1")
     parser.addini(
         "fakepop_tls", "servers have TLS ready (STLS and implicit TLS)", type="bool", default=True
-    )
-    parser.addini(
-        "fakepop_idle_timeout", "seconds of client silence before autologout", default="600"
     )
     parser.addini(
         "fakepop_strict", "fail tests whose client breaks the POP3 RFCs", type="bool", default=False
@@ -50,16 +48,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=True,
     )
-    group.addoption("--fakepop-host", metavar="HOST", help="address the servers listen on")
-    group.addoption(
-        "--fakepop-tls",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="servers have TLS ready (--no-fakepop-tls: plain only)",
-    )
-    group.addoption(
-        "--fakepop-idle-timeout", metavar="SECONDS", help="autologout after this much silence"
-    )
+    # Every field of Settings and TLSOptions: an ini line and a command-line option; whether
+    # servers have TLS comes after where they listen.
+    for item in FIELDS.values():
+        kind = item.kind
+        flag = "--fakepop-" + item.name.replace("_", "-")
+        parser.addini(f"fakepop_{item.name}", item.help, default="")
+        if isinstance(kind, Switch):
+            group.addoption(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=item.help
+            )
+        else:
+            repeat = "; repeatable" if kind.repeat else ""
+            group.addoption(
+                flag,
+                action="append" if kind.repeat else "store",
+                metavar=kind.metavar,
+                help=item.help + repeat,
+            )
+        if item.name == "port":
+            group.addoption(
+                "--fakepop-tls",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="servers have TLS ready (--no-fakepop-tls: plain only)",
+            )
     group.addoption(
         "--fakepop-strict",
         action=argparse.BooleanOptionalAction,
@@ -78,7 +91,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "fakepop(**options): configure pop3_server for this test: POP3Server's options"
-        " (users=, tls=, faults=, idle_timeout=, ...), and messages= (bytes, text, email"
+        " (users=, tls=, faults=, settings=, and any field of fakepop.Settings or"
+        " fakepop.TLSOptions: idle_timeout=, ...), and messages= (bytes, text, email"
         " messages, or paths to load), fixtures= (a directory with fakepop.toml), generate=N"
         " with seed= and locale=, strict=, transcript=",
     )
@@ -90,21 +104,37 @@ def _setting(config: pytest.Config, name: str) -> Any:
     return config.getini(f"fakepop_{name}") if value is None else value
 
 
-def _defaults(config: pytest.Config) -> dict[str, Any]:
-    timeout = _setting(config, "idle_timeout")
+def _field(config: pytest.Config, item: Field) -> tuple[bool, Any]:
+    """(whether the command line or the ini file gives the field, the value it gives)."""
+    given = config.getoption(f"fakepop_{item.name}")
+    if given is None:
+        given = config.getini(f"fakepop_{item.name}").strip()
+        if not given:
+            return False, None
+    if isinstance(given, bool):
+        return True, given
+    texts = given if isinstance(given, list) else [given]
+    kind = item.kind
+    label = item.name.replace("_", " ")
     try:
-        idle_timeout = float(timeout)
+        parsed = [kind.from_text(text) for text in texts]
     except ValueError:
-        raise pytest.UsageError(
-            f"fakepop idle timeout must be a number of seconds, got {timeout!r}"
-        ) from None
-    return {
-        "host": _setting(config, "host"),
-        "tls": _setting(config, "tls"),
-        "idle_timeout": idle_timeout,
-        "strict": _setting(config, "strict"),
-        "transcript": _setting(config, "transcript"),
-    }
+        bad = " ".join(texts)
+        raise pytest.UsageError(f"fakepop {label} must be {kind.expected}, got {bad!r}") from None
+    value = tuple(x for words in parsed for x in words) if kind.repeat else parsed[-1]
+    try:
+        return True, check(item.name, value)
+    except ValueError as e:
+        raise pytest.UsageError(f"fakepop {label}: {e}") from None
+
+
+def _defaults(config: pytest.Config) -> dict[str, Any]:
+    defaults = {name: _setting(config, name) for name in ("tls", "strict", "transcript")}
+    for item in FIELDS.values():
+        given, value = _field(config, item)
+        if given:
+            defaults[item.name] = value
+    return defaults
 
 
 @pytest.fixture(scope="session")
@@ -138,7 +168,16 @@ def pop3_server_factory(
     strict: list[POP3Server] = []
 
     def make(**options: Any) -> POP3Server:
-        settings = {**defaults, **options}
+        # A whole Settings (or TLSOptions) given replaces the options' values of its fields.
+        given = [
+            owner
+            for owner, key in ((Settings, "settings"), (TLSOptions, "tls"))
+            if isinstance(options.get(key), owner)
+        ]
+        base = {
+            k: v for k, v in defaults.items() if k not in FIELDS or FIELDS[k].owner not in given
+        }
+        settings = {**base, **options}
         own = {key: settings.pop(key) for key in _OWN if key in settings}
         if settings.get("tls"):
             settings.setdefault("authority", pop3_authority)

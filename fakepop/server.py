@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import itertools
 import secrets
@@ -12,7 +13,7 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,21 +26,13 @@ from fakepop.mail.manifest import load_manifest
 from fakepop.mail.store import Mailbox, MailStore
 from fakepop.protocol.actions import Action, Close, Pause, Stall, StartTLS, Throttle, status
 from fakepop.protocol.fault_plan import FaultPlan, Rule
-from fakepop.protocol.sasl import MECHANISMS
 from fakepop.protocol.session import Session
-from fakepop.protocol.settings import (
-    IDLE_TIMEOUT,
-    MAX_BAD_COMMANDS,
-    MAX_LINE_LENGTH,
-    MAX_SASL_LENGTH,
-    Settings,
-)
 from fakepop.protocol.transcript import Transcript
+from fakepop.settings import FIELDS, FixedSettingError, Settings, TLSOptions, apply, unknown_names
 from fakepop.tls import (
     DEFAULT_NAMES,
     Authority,
     CertificateFault,
-    KeyType,
     ServerCertificate,
     default_authority,
 )
@@ -47,7 +40,6 @@ from fakepop.tls import (
 RECV_SIZE = 65536
 COALESCE_LIMIT = 65536  # replies smaller than this are gathered into one write
 LISTEN_BACKLOG = socket.SOMAXCONN  # a burst of connects must not overflow the accept queue
-MAX_CONNECTIONS = 1024  # threads are cheap; a leaking client should still not take the host
 CLOSE_DRAIN_TIMEOUT = 1.0  # seconds to read what a client still sends after our last reply
 # Out of descriptors or threads, wait before accepting again, doubling from 5 ms to 1 s, as
 # Go's net/http does: the listener stays readable, and retrying at once would spin.
@@ -110,6 +102,10 @@ class _Listening:
     thread: threading.Thread
 
 
+# POP3Server's own keywords, besides the fields it takes as overrides.
+_KEYWORDS = ("users", "settings", "tls", "faults", "authority")
+
+
 class POP3Server:
     """A POP3 server that runs in threads of the calling process.
 
@@ -121,122 +117,45 @@ class POP3Server:
 
     Args:
         users: account names and their passwords; each gets an empty maildrop.
-        host: the address to listen on; "::1" or another IPv6 address works too.
-        port: the port; 0 (the default) picks a free one, read back as ``server.port``.
-        hostname: the name in the greeting's APOP timestamp.
-        idle_timeout: seconds of client silence before autologout (RFC 1939's 10 minutes).
-        max_line_length: the longest command line accepted, in octets.
-        max_bad_commands: bad commands a session may send before it is closed.
-        max_sasl_length: the longest AUTH line or SASL response accepted, in octets.
-        max_connections: connections served at once; one more is told ``-ERR [SYS/TEMP]``
-            and closed.
-        expire: days advertised in CAPA's EXPIRE; None advertises NEVER.
-        login_delay: seconds advertised in CAPA's LOGIN-DELAY and enforced between logins.
-        user_login: offer USER and PASS.
-        apop: offer APOP (the greeting then carries a timestamp).
-        utf8: offer RFC 6856's UTF8 and LANG.
-        last: accept RFC 1081's LAST command.
-        sasl: the AUTH mechanisms offered (RFC 5034), all of them by default; empty
-            for none. With ``user_login=False`` and ``apop=False`` a server is SASL only.
-        domains: virtual domains: ``user@domain`` logs in to the account ``user``.
-            ``user+host`` always finds the account ``user@host``.
-        recent_prefix: accept Gmail's ``recent:user`` login names.
-        auth_failure_delay: seconds to wait before refusing a login, as Dovecot does.
-        max_auth_failures: failed logins on a connection before the server hangs up.
-        maildir: keep each account's maildrop on disk, as the Maildir ``maildir/<name>``
-            (made if missing), instead of in memory.
+        settings: how the server behaves; ``Settings()`` by default.
+        tls: serve TLS, STLS on ``port`` and implicit TLS on ``tls_port``: True for
+            ``TLSOptions()``, or the ``TLSOptions`` to use; False (the default) for none.
         faults: the rules of misbehaviour to start with: a ``FaultPlan``, rules (or their
             data as mappings), or the path of a TOML or JSON fault file. Add more any
             time with ``server.faults.add(...)``.
-        tls: serve TLS: STLS on ``port`` and implicit TLS on ``tls_port``.
-        stls: with ``tls``, offer STLS on the plain port (RFC 2595).
-        implicit_tls: with ``tls``, listen for implicit TLS too (RFC 8314).
-        tls_port: the implicit-TLS port; 0 picks a free one.
-        require_tls: refuse USER, PASS and APOP until the connection is under TLS.
-        tls_minimum: the oldest TLS version accepted (TLS 1.2 by default).
-        tls_maximum: the newest TLS version offered.
-        tls_names: host names and addresses the certificate names besides
-            localhost, 127.0.0.1 and ::1.
-        key_type: "ecdsa" or "rsa", for the certificate's key.
-        certificate_fault: make the certificate wrong in one way, to test that a
-            client refuses it: "expired", "not-yet-valid", "wrong-host",
-            "untrusted-ca" or "self-signed".
-        certificate: your own certificate chain and key, as PEM files
-            ``(certfile, keyfile)``, instead of one from the throwaway CA.
         authority: the CA to issue the certificate from; by default the process's own.
-        transcript_limit: the sessions a long-running server remembers: in
-            ``transcript`` (each of at most 500 lines), in each maildrop's ``retrieved``
-            (and as many UIDs in its ``deleted``),
-            and as many of the latest records in ``faults.fired``; 0 remembers none.
-            None (the default) keeps everything, as a test wants.
+        **overrides: any field of ``Settings`` or ``TLSOptions`` by name
+            (``idle_timeout=30``, ``tls_minimum=ssl.TLSVersion.TLSv1``), over ``settings``
+            and ``tls``; ``fakepop.settings.FIELDS`` says what each one does. A TLS field
+            does nothing without ``tls``.
+
+    Raises:
+        TypeError: a keyword that names no field; the message lists them and the nearest.
+        ValueError: a value a field cannot take.
     """
 
     def __init__(
         self,
         users: Mapping[str, str] | None = None,
         *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        hostname: str = "localhost",
-        idle_timeout: float = IDLE_TIMEOUT,
-        max_line_length: int = MAX_LINE_LENGTH,
-        max_bad_commands: int = MAX_BAD_COMMANDS,
-        max_sasl_length: int = MAX_SASL_LENGTH,
-        max_connections: int = MAX_CONNECTIONS,
-        expire: int | None = None,
-        login_delay: int | None = None,
-        user_login: bool = True,
-        apop: bool = True,
-        utf8: bool = True,
-        last: bool = False,
-        sasl: Sequence[str] = tuple(MECHANISMS),
-        domains: Sequence[str] = (),
-        recent_prefix: bool = False,
-        auth_failure_delay: float = 0.0,
-        max_auth_failures: int | None = None,
-        maildir: str | Path | None = None,
+        settings: Settings | None = None,
+        tls: TLSOptions | bool = False,
         faults: FaultPlan | Iterable[Rule | Mapping[str, Any]] | str | Path | None = None,
-        tls: bool = False,
-        stls: bool = True,
-        implicit_tls: bool = True,
-        tls_port: int = 0,
-        require_tls: bool = False,
-        tls_minimum: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2,
-        tls_maximum: ssl.TLSVersion = ssl.TLSVersion.MAXIMUM_SUPPORTED,
-        tls_names: Sequence[str] = (),
-        key_type: KeyType = "ecdsa",
-        certificate_fault: CertificateFault | str | None = None,
-        certificate: tuple[str | Path, str | Path] | None = None,
         authority: Authority | None = None,
-        transcript_limit: int | None = None,
+        **overrides: Any,
     ) -> None:
-        if require_tls and not tls:
+        given = TLSOptions() if tls is True else tls or None
+        self.settings, self.tls = apply(settings or Settings(), given, overrides, _KEYWORDS)
+        if self.settings.require_tls and self.tls is None:
             raise ValueError("require_tls=True needs tls=True: without TLS nobody could log in")
-        self.settings = Settings(
-            hostname=hostname,
-            idle_timeout=idle_timeout,
-            max_line_length=max_line_length,
-            max_bad_commands=max_bad_commands,
-            max_sasl_length=max_sasl_length,
-            expire=expire,
-            login_delay=login_delay,
-            user_login=user_login,
-            apop=apop,
-            utf8=utf8,
-            last=last,
-            require_tls=require_tls,
-            sasl=tuple(m.upper() for m in sasl),
-            domains=tuple(domains),
-            recent_prefix=recent_prefix,
-            auth_failure_delay=auth_failure_delay,
-            max_auth_failures=max_auth_failures,
-        )
-        self.transcript = Transcript(transcript_limit)
+        limit = self.settings.transcript_limit
+        self.transcript = Transcript(limit)
+        maildir = self.settings.maildir
         on_disk = maildir_per_account(maildir) if maildir is not None else None
 
         def new_mailbox(name: str) -> Mailbox:
             mailbox = Mailbox() if on_disk is None else on_disk(name)
-            mailbox.record_limit = transcript_limit
+            mailbox.record_limit = limit
             return mailbox
 
         self.store = MailStore(dict(users or {}), new_mailbox)
@@ -250,27 +169,29 @@ class POP3Server:
             self.faults = FaultPlan(faults or ())
         if isinstance(self.faults.lock, contextlib.nullcontext):
             self.faults.lock = threading.Lock()  # its sessions check it from threads of their own
-        if transcript_limit is not None:
-            self.faults.fired_limit = transcript_limit
-        if max_connections < 1:
-            raise ValueError("max_connections must be at least 1")
-        self.max_connections = max_connections
-        self.host = host
-        self.port = port
-        self.tls_port: int | None = tls_port if tls and implicit_tls else None
-        self.stls = tls and stls
-        self.authority = authority or default_authority() if tls and certificate is None else None
+        if limit is not None:
+            self.faults.fired_limit = limit
+        self.host = self.settings.host
+        self.port = self.settings.port
+        options = self.tls
+        self.tls_port: int | None = options.tls_port if options and options.implicit_tls else None
+        self.stls = options is not None and options.stls
+        no_ca = options is None or options.certificate is not None
+        self.authority = None if no_ca else authority or default_authority()
         self._tls_context: ssl.SSLContext | None = None
-        if tls:
-            if certificate is not None:
-                chain, key = (read_file(p) for p in certificate)
+        if options is not None:
+            if options.certificate is not None:
+                chain, key = (read_file(p) for p in options.certificate)
                 leaf = ServerCertificate(chain, key)
             else:
                 assert self.authority is not None
-                fault = CertificateFault(certificate_fault) if certificate_fault else None
-                names = tuple(dict.fromkeys((*DEFAULT_NAMES, *tls_names)))
-                leaf = self.authority.certificate(names, key_type, fault)
-            self._tls_context = leaf.server_context(tls_minimum, tls_maximum)
+                named = options.certificate_fault
+                fault = CertificateFault(named) if named else None
+                names = tuple(dict.fromkeys((*DEFAULT_NAMES, *options.tls_names)))
+                leaf = self.authority.certificate(names, options.key_type, fault)
+            self._tls_context = leaf.server_context(
+                _tls_version(options.tls_minimum), _tls_version(options.tls_maximum)
+            )
         self._listening: _Listening | None = None
         self._connections: dict[int, _Connection] = {}
         self._lock = threading.Lock()
@@ -352,6 +273,32 @@ class POP3Server:
             self.mailbox(user).remove(uid)
         except KeyError:
             raise KeyError(f"no message with UID {uid!r} in the maildrop of {user!r}") from None
+
+    def change_settings(self, **changes: Any) -> Settings:
+        """Change the fields of ``settings`` that may change while the server runs.
+
+        Sessions that start afterwards see the new values; those already open keep theirs.
+        ``fakepop.settings.RUNTIME`` names the fields that may change.
+
+        Returns:
+            The new settings.
+
+        Raises:
+            TypeError: a name that is no field, with the nearest.
+            FixedSettingError: fields that cannot change while the server runs, named.
+            ValueError: a value a field cannot take.
+        """
+        unknown = [name for name in changes if name not in FIELDS]
+        if unknown:
+            raise TypeError(unknown_names(unknown, FIELDS, "unknown setting"))
+        fixed = [name for name in changes if not FIELDS[name].runtime]
+        if fixed:
+            raise FixedSettingError(fixed)
+        settings = dataclasses.replace(self.settings, **changes)
+        if settings.require_tls and self.tls is None:
+            raise ValueError("require_tls needs TLS, and this server has none")
+        self.settings = settings  # one assignment: a session sees the old or the new, whole
+        return settings
 
     def reset(self) -> None:
         """Forget every account and its mail, every fault rule and the transcript.
@@ -514,9 +461,9 @@ class POP3Server:
         """Serve a new connection in a thread of its own; False if no thread could be had."""
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         with self._lock:
-            full = len(self._connections) >= self.max_connections
+            limit = self.settings.max_connections
+            full = len(self._connections) >= limit
         if full:
-            limit = self.max_connections
             _refuse(sock, f"Too many connections (the limit is {limit}), try again later")
             return True  # a limit, not a shortage: nothing to wait for
         session = Session(
@@ -569,6 +516,13 @@ class POP3Server:
     def _record(self, error: BaseException) -> None:
         with self._lock:
             self._errors.append(error)
+
+
+def _tls_version(version: str | None) -> ssl.TLSVersion:
+    """``ssl.TLSVersion`` for "1.2"; None, no bound, is the newest there is."""
+    if version is None:
+        return ssl.TLSVersion.MAXIMUM_SUPPORTED
+    return ssl.TLSVersion[{"1.0": "TLSv1"}.get(version, "TLSv" + version.replace(".", "_"))]
 
 
 def _refuse(sock: socket.socket, text: str) -> None:

@@ -19,13 +19,13 @@ import pytest
 from serving import serve
 
 from fakepop import POP3Server
-from fakepop.protocol.settings import (
+from fakepop.settings import (
     IDLE_TIMEOUT,
     MAX_BAD_COMMANDS,
+    MAX_CONNECTIONS,
     MAX_LINE_LENGTH,
     MAX_SASL_LENGTH,
 )
-from fakepop.server import MAX_CONNECTIONS
 
 TIMEOUT = 5.0
 MAIL = b"Subject: test\r\n\r\nbody\r\n"  # 23 octets
@@ -350,7 +350,7 @@ def test_commands_after_quit_are_not_answered(server: POP3Server, connect: Conne
 
 def test_the_defaults() -> None:
     server = POP3Server()
-    assert server.max_connections == MAX_CONNECTIONS == 1024
+    assert server.settings.max_connections == MAX_CONNECTIONS == 1024
     settings = server.settings
     assert settings.max_bad_commands == MAX_BAD_COMMANDS == 20
     assert settings.idle_timeout == IDLE_TIMEOUT == 600

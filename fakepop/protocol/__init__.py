@@ -6,8 +6,8 @@ Nothing in this package imports socket, ssl or threading.
 from fakepop.protocol.actions import CLOSE, Action, Close, Reply
 from fakepop.protocol.commands import Command, State
 from fakepop.protocol.session import COMMANDS, Session, apop_digest
-from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript, Transcript
+from fakepop.settings import Settings
 
 __all__ = [
     "CLOSE",

@@ -62,8 +62,8 @@ from fakepop.protocol.fault_actions import (
 )
 from fakepop.protocol.fault_plan import FaultPlan, Rule
 from fakepop.protocol.sasl import MECHANISMS, Challenge, Exchange, Failure, Step, Success
-from fakepop.protocol.settings import Settings
 from fakepop.protocol.transcript import SessionTranscript
+from fakepop.settings import Settings
 
 MASK = "****"
 _WORD = re.compile(r"[A-Za-z]+")
