@@ -267,7 +267,8 @@ def _change_settings(api: ControlServer, request: Request) -> Response:
     if not isinstance(data, dict):
         raise ApiError(400, 'send an object of the fields to change: {"idle_timeout": 30}')
     try:
-        api.pop3.change_settings(**from_json(data))
+        with api.lock:
+            settings = api.pop3.change_settings(**from_json(data))
     except FixedSettingError as e:
         names, flags = ", ".join(e.names), " ".join(FIELDS[name].flag for name in e.names)
         raise ApiError(
@@ -275,7 +276,8 @@ def _change_settings(api: ControlServer, request: Request) -> Response:
         ) from None
     except (TypeError, ValueError) as e:  # a name that is no field; a value it cannot take
         raise ApiError(400, str(e)) from None
-    return _settings(api, request)
+    changed: answers.SettingsData = to_json(settings, api.pop3.tls)
+    return json_response(200, changed)
 
 
 def _reset(api: ControlServer, request: Request) -> Response:
@@ -353,7 +355,8 @@ class ControlServer:
         self.token = token
         self._reset = reset or pop3.reset
         self._settings = pop3.settings  # what PATCH /settings changed, POST /reset puts back
-        self._reset_lock = threading.Lock()
+        # One reset or settings change at a time: two PATCHes at once must not lose one.
+        self.lock = threading.Lock()
         self._httpd: JSONServer[ControlServer] | None = None
         self._thread: threading.Thread | None = None
 
@@ -365,7 +368,7 @@ class ControlServer:
 
     def reset(self) -> None:
         """What ``POST /reset`` does: see ``reset`` above."""
-        with self._reset_lock:
+        with self.lock:
             self._reset()
             self.pop3.change_settings(**{name: getattr(self._settings, name) for name in RUNTIME})
 
