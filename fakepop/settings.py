@@ -165,12 +165,16 @@ class Seconds(Kind):
             number = float(text)
         except ValueError:
             raise self._fail(text) from None
-        if not math.isfinite(number):
-            raise self._fail(text)
-        return number
+        return self._finite(number, text)
 
     def from_data(self, value: object) -> float:
-        return float(self._scalar(value, int, float))
+        # TOML's inf and nan, and JSON's 1e999, are floats no answer could be written with.
+        return self._finite(float(self._scalar(value, int, float)), value)
+
+    def _finite(self, number: float, given: object) -> float:
+        if not math.isfinite(number):
+            raise self._fail(given)
+        return number
 
     def schema(self) -> dict[str, Any]:
         return {"type": "number"}

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import http.client
 import json
+import os
 import poplib
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from fakepop.control import (
 )
 from fakepop.mail.loaders import fixtures_dir, load_eml_dir
 from fakepop.mail.wire import to_crlf
+from fakepop.settings import json_schema
 
 TOKEN = "t0p-secret"
 DEMO = load_eml_dir(fixtures_dir() / "demo")
@@ -257,6 +259,13 @@ def test_reset_puts_back_what_it_started_with(served: Served, client: ControlCli
         ("POST", "/accounts/alice/messages", "", 400, "the body is the message"),
         ("POST", "/accounts/alice/messages?uid=01-welcome", "x", 409, "already in the maildrop"),
         ("GET", "/transcript?since=soon", None, 400, "since is the number"),
+        ("PATCH", "/settings", '{"idle_timout": 30}', 400, "did you mean 'idle_timeout'?"),
+        ("PATCH", "/settings", '{"idle_timeout": "soon"}', 400, "idle_timeout: expected int"),
+        ("PATCH", "/settings", '{"idle_timeout": 1e999}', 400, "idle_timeout: expected a number"),
+        ("PATCH", "/settings", '{"max_line_length": 10}', 400, "at least 255"),
+        ("PATCH", "/settings", "[30]", 400, "send an object of the fields to change"),
+        ("PATCH", "/settings", '{"port": 1}', 409, "port cannot change while the server runs"),
+        ("PATCH", "/settings", '{"tls_port": 1}', 409, "fakepop serve --tls-port"),
         ("PUT", "/accounts", "{}", 405, "use GET, POST"),
         ("DELETE", "/reset", None, 405, "use POST"),
         ("GET", "/nowhere", None, 404, "no such path"),
@@ -328,6 +337,45 @@ def test_the_openapi_description_has_every_route() -> None:
     for item in spec["paths"].values():
         for operation in (v for k, v in item.items() if k != "parameters"):
             assert operation["responses"], operation["operationId"]
+
+
+def test_the_openapi_settings_are_the_schema() -> None:
+    """The settings' parts of openapi.json are generated: FAKEPOP_UPDATE_OPENAPI=1 rewrites them."""
+    text = OPENAPI.read_text(encoding="utf-8")
+    spec = json.loads(text)
+    spec["components"]["schemas"].update(
+        Settings=json_schema(), SettingsChange=json_schema(runtime=True)
+    )
+    generated = json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
+    if generated != text and os.environ.get("FAKEPOP_UPDATE_OPENAPI") == "1":
+        OPENAPI.write_text(generated, encoding="utf-8")
+    else:
+        assert generated == text, (
+            "openapi.json's Settings and SettingsChange are not fakepop.settings.json_schema():"
+            " FAKEPOP_UPDATE_OPENAPI=1 python -m pytest tests/test_control.py -k openapi"
+            " rewrites them"
+        )
+
+
+def test_a_patch_changes_the_running_fakepop_serve(served: Served, client: ControlClient) -> None:
+    started = client.settings()
+    assert (started["max_bad_commands"], started["apop"], started["tls_minimum"]) == (
+        20,
+        True,
+        "1.2",
+    )
+    changed = client.change_settings(max_bad_commands=1, apop=False)
+    assert changed == {**started, "max_bad_commands": 1, "apop": False}
+    with (
+        socket.create_connection(("127.0.0.1", served.info["pop3"]["port"]), timeout=5) as sock,
+        sock.makefile("rb") as replies,
+    ):
+        assert b"<" not in replies.readline()  # no APOP timestamp in the greeting
+        sock.sendall(b"BOGUS\r\n")
+        assert replies.readline().startswith(b"-ERR")
+        assert replies.readline() == b""  # closed at the first bad command
+    client.reset()
+    assert client.settings() == started
 
 
 def test_the_client_says_when_nothing_answers() -> None:
@@ -408,6 +456,8 @@ def test_the_client_has_a_method_for_every_route_and_its_answers_have_their_type
             "message": client.message("alice", uid),
             "fault_report": client.fault_report(),
             "transcript": client.transcript(),
+            "settings": client.settings(),
+            "change_settings": client.change_settings(idle_timeout=30),
         }
         assert answers["fault_report"]["fired"]
         assert answers["transcript"]["sessions"][0]["lines"]

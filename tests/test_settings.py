@@ -7,6 +7,7 @@ import dataclasses
 import json
 import socket
 import ssl
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from fakepop import POP3Server, Settings, TLSOptions
 from fakepop.cli import _parser
 from fakepop.config import ConfigError, resolve
+from fakepop.control import ControlClient, ControlError, ControlServer
 from fakepop.protocol.sasl import MECHANISMS
 from fakepop.settings import (
     CERTIFICATE_FAULTS,
@@ -218,6 +220,59 @@ def test_every_field_reaches_the_pytest_plugin(
     pytester.runpytest().assert_outcomes(passed=1)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_a_field_reaches_the_control_api(name: str, samples: dict[str, tuple[str, Any]]) -> None:
+    _, value = samples[name]
+    item = FIELDS[name]
+    with POP3Server(tls=True) as server, ControlServer(server) as control:
+        client = ControlClient(control.url)
+        before = client.settings()
+        assert before == to_json(server.settings, server.tls)
+        assert set(before) == set(FIELDS)
+        change = {name: item.kind.to_data(value)}
+        if item.runtime:
+            assert client.change_settings(**change) == {**before, **change}
+            assert kept(server.settings, server.tls, name) == value
+        else:
+            with pytest.raises(ControlError) as fixed:
+                client.change_settings(**change)
+            assert fixed.value.status == 409
+            assert f"{name} cannot change while the server runs" in fixed.value.message
+            assert "fixed once the server starts" in fixed.value.message
+            assert client.settings() == before
+
+
+def test_a_session_started_after_a_patch_sees_it() -> None:
+    with (
+        POP3Server({"alice": "s"}) as server,
+        ControlServer(server) as control,
+        socket.create_connection((server.host, server.port), timeout=5) as earlier,
+        earlier.makefile("rb") as earlier_replies,
+    ):
+        earlier_replies.readline()  # the greeting: this session began with the old settings
+        ControlClient(control.url).change_settings(max_bad_commands=2, idle_timeout=0.2)
+        with (
+            socket.create_connection((server.host, server.port), timeout=5) as sock,
+            sock.makefile("rb") as replies,
+        ):
+            replies.readline()
+            sock.sendall(b"BOGUS\r\nBOGUS\r\n")
+            assert replies.readline().startswith(b"-ERR")
+            assert replies.readline().startswith(b"-ERR")
+            assert replies.readline() == b""  # closed after the second
+        with (
+            socket.create_connection((server.host, server.port), timeout=5) as sock,
+            sock.makefile("rb") as replies,
+        ):
+            started = time.monotonic()
+            replies.readline()
+            assert replies.readline() == b"-ERR Autologout: idle for too long\r\n"
+            assert replies.readline() == b""
+            assert time.monotonic() - started < 3  # 0.2 s, not the 600 it started with
+        earlier.sendall(b"BOGUS\r\nBOGUS\r\nQUIT\r\n")
+        assert [earlier_replies.readline()[:3] for _ in range(3)] == [b"-ER", b"-ER", b"+OK"]
+
+
 def test_a_marker_settings_object_replaces_the_options(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nfakepop_idle_timeout = 5\nfakepop_utf8 = false\n")
     pytester.makepyfile(
@@ -327,6 +382,13 @@ def test_json_in_and_out() -> None:
         from_json({"idle_timeout": "soon"})
     with pytest.raises(TypeError, match="did you mean 'idle_timeout'"):
         from_json({"idle_timout": 1})
+
+
+def test_seconds_are_finite_from_data_too() -> None:
+    # TOML writes inf and nan; JSON's 1e999 is inf: GET /settings could not answer them.
+    for value in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="idle_timeout: expected a number of seconds"):
+            from_json({"idle_timeout": value})
 
 
 def test_text_forms() -> None:

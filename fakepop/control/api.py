@@ -29,6 +29,7 @@ from fakepop.control.http import (
 )
 from fakepop.protocol.fault_plan import FaultError, Rule
 from fakepop.server import POP3Server, PortInUse
+from fakepop.settings import FIELDS, RUNTIME, FixedSettingError, from_json, to_json
 
 POLL_INTERVAL = 0.05  # how soon stop() ends the HTTP server's loop
 
@@ -256,6 +257,29 @@ def _clear_transcript(api: ControlServer, request: Request) -> Response:
     return json_response(200, {"deleted": count})
 
 
+def _settings(api: ControlServer, request: Request) -> Response:
+    settings: answers.SettingsData = to_json(api.pop3.settings, api.pop3.tls)
+    return json_response(200, settings)
+
+
+def _change_settings(api: ControlServer, request: Request) -> Response:
+    data = request.json()
+    if not isinstance(data, dict):
+        raise ApiError(400, 'send an object of the fields to change: {"idle_timeout": 30}')
+    try:
+        with api.lock:
+            settings = api.pop3.change_settings(**from_json(data))
+    except FixedSettingError as e:
+        names, flags = ", ".join(e.names), " ".join(FIELDS[name].flag for name in e.names)
+        raise ApiError(
+            409, f"{e}. {names}: fixed once the server starts; set with fakepop serve {flags}"
+        ) from None
+    except (TypeError, ValueError) as e:  # a name that is no field; a value it cannot take
+        raise ApiError(400, str(e)) from None
+    changed: answers.SettingsData = to_json(settings, api.pop3.tls)
+    return json_response(200, changed)
+
+
 def _reset(api: ControlServer, request: Request) -> Response:
     api.reset()
     return json_response(200, {"reset": True})
@@ -276,6 +300,7 @@ ROUTES: tuple[Route[ControlServer], ...] = (
     Route("/accounts/{name}/messages/{uid}", {"GET": _get_message, "DELETE": _delete_message}),
     Route("/faults", {"GET": _list_faults, "POST": _add_faults, "DELETE": _clear_faults}),
     Route("/transcript", {"GET": _transcript, "DELETE": _clear_transcript}),
+    Route("/settings", {"GET": _settings, "PATCH": _change_settings}),
     Route("/reset", {"POST": _reset}),
 )
 
@@ -293,9 +318,10 @@ class ControlServer:
         port: the port; 0 picks a free one, read back as ``control.port``.
         token: when set, every route but ``/health`` needs ``Authorization: Bearer <token>``.
         insecure: allow a non-loopback ``host`` without a token.
-        reset: what ``POST /reset`` does; by default ``pop3.reset()``, which forgets all
-            accounts, mail, faults and the transcript. ``fakepop serve`` passes one that
-            then sets up what it was configured with again.
+        reset: what ``POST /reset`` does besides putting back the settings ``pop3`` had
+            when this was made; by default ``pop3.reset()``, which forgets all accounts,
+            mail, faults and the transcript. ``fakepop serve`` passes one that then sets
+            up what it was configured with again.
 
     A web page the developer opens can send requests to the API too; it is refused
     what it could do unasked. A request with an ``Origin`` other than the API's own
@@ -328,7 +354,9 @@ class ControlServer:
         self.port = port
         self.token = token
         self._reset = reset or pop3.reset
-        self._reset_lock = threading.Lock()
+        self._settings = pop3.settings  # what PATCH /settings changed, POST /reset puts back
+        # One reset or settings change at a time: two PATCHes at once must not lose one.
+        self.lock = threading.Lock()
         self._httpd: JSONServer[ControlServer] | None = None
         self._thread: threading.Thread | None = None
 
@@ -339,8 +367,10 @@ class ControlServer:
         return f"http://{host}:{self.port}{PREFIX}"
 
     def reset(self) -> None:
-        with self._reset_lock:
+        """What ``POST /reset`` does: see ``reset`` above."""
+        with self.lock:
             self._reset()
+            self.pop3.change_settings(**{name: getattr(self._settings, name) for name in RUNTIME})
 
     def start(self) -> ControlServer:
         """Listen and serve in a daemon thread; returns once listening."""

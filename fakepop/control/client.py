@@ -23,6 +23,11 @@ PREFIX = "/api/v1"
 RuleData = dict[str, Any]
 """A fault rule in its data form: the keys of a ``[[faults]]`` table, which vary by action."""
 
+SettingsData = dict[str, Any]
+"""The live settings as JSON: each field of ``fakepop.Settings`` and, with TLS, of
+``fakepop.TLSOptions``, by name (``fakepop.settings.to_json``). Open-ended rather than a
+``TypedDict``: a new field is then written once, in ``fakepop.settings``, and no more."""
+
 
 class Health(TypedDict):
     status: str
@@ -228,6 +233,26 @@ class ControlClient:
         result: int = self._json("DELETE", "/faults")["deleted"]
         return result
 
+    # --- settings ---------------------------------------------------------------------
+
+    def settings(self) -> SettingsData:
+        """``GET /settings``: the server's live settings, keyed by field name."""
+        result: SettingsData = self._json("GET", "/settings")
+        return result
+
+    def change_settings(self, **changes: Any) -> SettingsData:
+        """``PATCH /settings``: change fields that may change at run time; all or none.
+
+        Values are as ``settings()`` gives them (JSON: a list for a tuple, null for None).
+        Sessions that start afterwards see the change. A field fixed once the server starts
+        is a ``ControlError`` with status 409; an unknown name or a bad value, 400.
+
+        Returns:
+            The new live settings.
+        """
+        result: SettingsData = self._json("PATCH", "/settings", changes)
+        return result
+
     # --- transcript and reset ---------------------------------------------------------
 
     def transcript(self, since: int = 0, *, mask: bool = True) -> TranscriptReport:
@@ -250,7 +275,7 @@ class ControlClient:
         return result
 
     def reset(self) -> None:
-        """``POST /reset``: back to the accounts, mail and faults the server started with."""
+        """``POST /reset``: back to the accounts, mail, faults and settings it started with."""
         self._json("POST", "/reset")
 
     # --- plumbing ---------------------------------------------------------------------
