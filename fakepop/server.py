@@ -326,8 +326,12 @@ class POP3Server:
                 raise
         ports = [sock.getsockname()[1] for sock in listeners]
         self.port = ports[0]
+        # The live settings name the ports bound, not the 0 that asked for any free one.
+        self.settings = dataclasses.replace(self.settings, port=self.port)
         if self.tls_port is not None:
             self.tls_port = ports[1]
+            if self.tls is not None:
+                self.tls = dataclasses.replace(self.tls, tls_port=self.tls_port)
         # Made here, not in the accept thread: short of descriptors, start() must say so.
         opened: list[socket.socket | selectors.BaseSelector] = [*listeners]
         try:

@@ -242,6 +242,14 @@ def test_a_field_reaches_the_control_api(name: str, samples: dict[str, tuple[str
             assert client.settings() == before
 
 
+def test_the_live_settings_name_the_ports_bound() -> None:
+    with POP3Server(tls=True) as server, ControlServer(server) as control:
+        live = ControlClient(control.url).settings()
+        assert server.port != 0
+        assert server.tls_port not in (0, None)
+        assert (live["port"], live["tls_port"]) == (server.port, server.tls_port)
+
+
 def test_a_session_started_after_a_patch_sees_it() -> None:
     with (
         POP3Server({"alice": "s"}) as server,
