@@ -213,6 +213,7 @@ def wire(data: bytes) -> None:
     assert b"\r" not in expected.replace(b"\r\n", b""), "a bare CR left"
     assert b"\n" not in expected.replace(b"\r\n", b""), "a bare LF left"
     assert expected == b"" or expected.endswith(b"\r\n")
+    assert to_crlf(expected) == expected, "normalising twice changes the message"
     assert b"".join(crlf_chunks(_pieces(raw, cuts))) == expected, "streamed CRLF differs"
     assert sum(len(c) for c in crlf_chunks(_pieces(raw, cuts))) == len(expected)
     message = Message(raw)
