@@ -138,7 +138,7 @@ def check_stores_agree(script: Script) -> None:
 UID_CHARACTERS = "".join(c for c in string.printable[:94] if c not in "/:")
 uids = st.one_of(st.none(), st.none(), st.none(), st.text(UID_CHARACTERS, min_size=1, max_size=12))
 mail = st.tuples(messages, uids)
-# The session reaches the maildrop: a login first, then what segments() draws.
+# A visit's first segment mostly logs in (segments(first=True)): the maildrop is reached.
 visits = st.builds(
     Visit,
     deliver=st.lists(mail, max_size=3).map(tuple),
