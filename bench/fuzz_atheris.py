@@ -3,16 +3,18 @@
     python bench/fuzz_atheris.py core --runs 1000000
     python bench/fuzz_atheris.py wire --minutes 10
     python bench/fuzz_atheris.py stores --runs 200000 --work /tmp/stores
-    python bench/fuzz_atheris.py core --merge /tmp/core   # keep what a run found that is new
 
 The targets and their input formats are in tests/fuzz/targets.py: ``core`` (bytes in,
 session events out, in every state, with STLS, SASL, pipelining and partial lines),
 ``wire`` (CRLF normalisation and byte-stuffing, whole and streamed in any chunks) and
 ``stores`` (the Maildir store and the memory store answer the same sessions byte for byte).
 A run starts from the kept corpus, tests/fuzz/corpus/TARGET/, with the dictionary
-tests/fuzz/pop3.dict; it writes the inputs it finds to --work (a temporary directory by
-default) and a failing input there as crash-*, prints the traceback, and exits 1. Replay
-one with ``python bench/fuzz_atheris.py TARGET --work DIR path/to/crash-...``.
+tests/fuzz/pop3.dict. It writes the inputs that reach new code to WORK/new/ (WORK is --work,
+by default a temporary directory, left for you to copy the worth-keeping into the corpus)
+and a failing input to WORK/crash-*, prints the traceback and exits 1: a run stops at its
+first finding. Replay one
+with ``python bench/fuzz_atheris.py TARGET path/to/crash-...``. libFuzzer's -merge and
+-fork do not work here: they re-run the program as an executable, which a script is not.
 libFuzzer's status lines show the executions per second; its own flags go after ``--``.
 Needs ``pip install -e '.[fuzz]'``.
 """
@@ -42,9 +44,6 @@ def main(argv: list[str] | None = None) -> None:
     budget.add_argument("--minutes", type=float, help="stop after this long (default: 10)")
     parser.add_argument("--work", type=Path, help="where new inputs and crashes go (temporary)")
     parser.add_argument("--seed", type=int, default=0, help="libFuzzer's seed (0: random)")
-    parser.add_argument(
-        "--merge", type=Path, help="add the inputs in this directory that cover more to the corpus"
-    )
     parser.add_argument("inputs", nargs="*", type=Path, help="replay these inputs, then stop")
     args, libfuzzer = parser.parse_known_args(argv)
     libfuzzer = [flag for flag in libfuzzer if flag != "--"]
@@ -57,9 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         flags.append(f"-dict={DICTIONARY}")
     if args.seed:
         flags.append(f"-seed={args.seed}")
-    if args.merge is not None:
-        places = ["-merge=1", str(corpus), str(args.merge)]
-    elif args.inputs:
+    if args.inputs:
         places = [str(path) for path in args.inputs]
     else:
         if args.runs is not None:
