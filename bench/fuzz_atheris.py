@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         places = [str(work / "new"), str(corpus)]  # libFuzzer writes to the first
         (work / "new").mkdir(exist_ok=True)
 
+    if args.target == "stores" and Path("/dev/shm").is_dir():
+        tempfile.tempdir = "/dev/shm"  # the Maildirs: fsync is free in memory, and disk is slow
     # Only fakepop is instrumented: coverage of the harness and of Hypothesis would be noise.
     with atheris.instrument_imports(include=["fakepop"]):
         from fuzz import targets

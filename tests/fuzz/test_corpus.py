@@ -6,6 +6,7 @@ which CI installs: there it fails rather than skips without it.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -77,6 +78,7 @@ def test_a_short_coverage_guided_run_finds_nothing(target: str, tmp_path: Path) 
     command = [sys.executable, str(BENCH), target, "--runs", str(SHORT_RUNS[target])]
     result = subprocess.run(
         [*command, "--work", str(tmp_path), "--seed", "1"],
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # with --seed: the same run every time
         capture_output=True,
         text=True,
         errors="replace",
@@ -102,3 +104,15 @@ def test_a_short_coverage_guided_run_finds_nothing(target: str, tmp_path: Path) 
 )
 def test_an_auth_initial_response_that_is_not_ascii_is_refused() -> None:
     targets.core(b"\0\0\0\0\0AUTH PLAIN \xc3\xa9\r\n")  # found by the core target in 3 minutes
+
+
+@pytest.mark.xfail(
+    reason="product bug in fakepop/protocol/sasl.py, CRAM-MD5's respond: a response whose"
+    " digest holds a non-ASCII character makes hmac.compare_digest raise TypeError (it compares"
+    " str only when ASCII): the session raises instead of answering -ERR [AUTH]; compare bytes",
+    raises=TypeError,
+    strict=True,
+)
+def test_a_cram_md5_response_that_is_not_ascii_is_refused() -> None:
+    response = base64.b64encode("alice \u00e9".encode())  # found by the core target in 3,000 runs
+    targets.core(b"\0\0\0\0\0AUTH CRAM-MD5\r\n" + response + b"\r\n")
