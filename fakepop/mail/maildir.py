@@ -137,7 +137,12 @@ def _read_whole(path: str, inode: int, size: int) -> bytes:
 
 
 def _wire_size(name: str, path: str) -> int:
-    match = _WIRE_SIZE.search(name)
+    """The size with CRLF line ends: Maildir++'s ",W=" where the name has one, else counted."""
+    key = unique_name(name)
+    own = _OWN_UID.search(key)
+    if own:  # a UID given to add() may hold ",W=3": it says nothing of the size
+        key = key[: own.start()]
+    match = _WIRE_SIZE.search(key)
     if match:
         return int(match[1])
     return sum(len(chunk) for chunk in crlf_chunks(_read(path)))

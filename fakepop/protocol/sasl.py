@@ -194,7 +194,9 @@ class CramMD5(Exchange):
             return Failure()
         key = account.password.encode("utf-8")
         expected = hmac.new(key, self.stamp, hashlib.md5).hexdigest()
-        return Success(account) if hmac.compare_digest(expected, digest.lower()) else Failure()
+        # As bytes: compare_digest refuses text that is not ASCII, which a client may send.
+        given = digest.lower().encode("utf-8", "replace")
+        return Success(account) if hmac.compare_digest(expected.encode(), given) else Failure()
 
 
 @functools.lru_cache(maxsize=1024)

@@ -91,28 +91,13 @@ def test_a_short_coverage_guided_run_finds_nothing(target: str, tmp_path: Path) 
     assert re.search(r"Done \d+ runs", result.stderr), result.stderr[-2000:]
 
 
-# --- what the fuzzer found in the product, kept failing until it is fixed -------------------------
+# --- what the fuzzer found in the product ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="product bug in fakepop/protocol/session.py, do_auth: an AUTH initial response with"
-    " a non-ASCII character (AUTH PLAIN \\xe9) makes base64.b64decode raise ValueError, which"
-    " only binascii.Error is caught for: the session raises instead of answering -ERR Invalid"
-    " base64 (a SASL response on its own line is refused properly)",
-    raises=ValueError,
-    strict=True,
-)
 def test_an_auth_initial_response_that_is_not_ascii_is_refused() -> None:
     targets.core(b"\0\0\0\0\0AUTH PLAIN \xc3\xa9\r\n")  # found by the core target in 3 minutes
 
 
-@pytest.mark.xfail(
-    reason="product bug in fakepop/protocol/sasl.py, CRAM-MD5's respond: a response whose"
-    " digest holds a non-ASCII character makes hmac.compare_digest raise TypeError (it compares"
-    " str only when ASCII): the session raises instead of answering -ERR [AUTH]; compare bytes",
-    raises=TypeError,
-    strict=True,
-)
 def test_a_cram_md5_response_that_is_not_ascii_is_refused() -> None:
     response = base64.b64encode("alice \u00e9".encode())  # found by the core target in 3,000 runs
     targets.core(b"\0\0\0\0\0AUTH CRAM-MD5\r\n" + response + b"\r\n")
