@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import resource
 import socket
-import ssl
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pop3 import LineClient
 from serving import serve
 
 from fakepop import POP3Server
@@ -33,48 +33,15 @@ MEBIBYTE = 1 << 20
 SIGN_OFF = b"+OK fakepop signing off (0 deleted, 2 left)\r\n"
 
 
-class Client:
-    """Raw bytes out, reply lines in; reads with recv() only, so it can switch to TLS."""
+class Client(LineClient):
+    """The raw client, greeted unless told not to, that logs in as alice."""
 
-    def __init__(self, host: str, port: int, *, greeting: bool = True) -> None:
-        self.sock: socket.socket = socket.create_connection((host, port), timeout=TIMEOUT)
-        self.pending = b""
-        self.greeting = self.line() if greeting else b""
-
-    def send(self, data: bytes | memoryview) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        """The next line, CRLF included."""
-        while b"\r\n" not in self.pending:
-            data = self.sock.recv(65536)
-            assert data, f"the server closed the connection; unread: {self.pending!r}"
-            self.pending += data
-        line, _, self.pending = self.pending.partition(b"\r\n")
-        return line + b"\r\n"
-
-    def command(self, text: str | bytes) -> bytes:
-        self.send((text.encode() if isinstance(text, str) else text) + b"\r\n")
-        return self.line()
+    def __init__(self, server: POP3Server | str, port: int | None = None, *, greeting: bool = True):
+        super().__init__(server, port, greeting=greeting)
 
     def login(self) -> None:
         assert self.command("USER alice") == b"+OK Send PASS\r\n"
         assert self.command("PASS secret") == b"+OK alice's maildrop has 2 messages (46 octets)\r\n"
-
-    def starttls(self, context: ssl.SSLContext) -> None:
-        assert self.pending == b"", "plaintext arrived after +OK to STLS"
-        self.sock = context.wrap_socket(self.sock, server_hostname="localhost")
-
-    def closed_by_server(self) -> bool:
-        """True if the server sends nothing more and closes."""
-        if self.pending:
-            return False
-        with contextlib.suppress(ConnectionResetError):
-            return self.sock.recv(65536) == b""
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 Connect = Callable[..., Client]
@@ -106,7 +73,7 @@ def connect() -> Iterator[Connect]:
     clients: list[Client] = []
 
     def make(server: POP3Server, port: int | None = None, **options: bool) -> Client:
-        clients.append(Client(server.host, server.port if port is None else port, **options))
+        clients.append(Client(server, port, **options))
         return clients[-1]
 
     yield make
@@ -299,11 +266,11 @@ def test_the_transcript_names_the_limit_an_overlong_line_broke(
 def test_stls_twice(tls_server: POP3Server, connect: Connect) -> None:
     client = connect(tls_server)
     assert client.command("STLS") == b"+OK Begin TLS negotiation\r\n"
-    client.starttls(tls_server.client_ssl_context())
+    client.wrap(tls_server.client_ssl_context())
     assert client.command("STLS") == b"-ERR TLS is already active\r\n"
     assert tls_server.tls_port is not None
     implicit = connect(tls_server, tls_server.tls_port, greeting=False)
-    implicit.starttls(tls_server.client_ssl_context())
+    implicit.wrap(tls_server.client_ssl_context())
     assert implicit.line().startswith(b"+OK fakepop ready")
     assert implicit.command("STLS") == b"-ERR TLS is already active\r\n"
     client.login()
@@ -322,7 +289,7 @@ def test_pipelined_commands_after_stls_are_never_run(
     client = connect(tls_server)
     client.send(b"STLS\r\nUSER alice\r\nPASS secret\r\nDELE 1\r\nQUIT\r\n")  # one write
     assert client.line() == b"+OK Begin TLS negotiation\r\n"
-    client.starttls(tls_server.client_ssl_context())
+    client.wrap(tls_server.client_ssl_context())
     # Had the injected login run, this would be +OK.
     assert client.command("STAT") == b"-ERR STAT is not allowed before login\r\n"
     assert client.command("PASS secret") == b"-ERR Send USER first\r\n"

@@ -70,9 +70,6 @@ class Wire(LineClient):
     def starttls(self, context: ssl.SSLContext, hostname: str = "localhost") -> None:
         self.wrap(context, hostname, ragged_eofs=False)
 
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
     def multiline(self) -> list[bytes]:
         """A multi-line reply's status and body lines, line ends stripped."""
         lines = [self.line()]
@@ -80,10 +77,6 @@ class Wire(LineClient):
         while lines[-1] != b".\r\n":
             lines.append(self.line())
         return [line[:-2] for line in lines[:-1]]
-
-    def command(self, line: bytes) -> bytes:
-        self.send(line + b"\r\n")
-        return self.line()
 
     def silent(self) -> bool:
         """True if nothing more arrives within QUIET seconds."""
