@@ -29,7 +29,7 @@ from corpus import corpus
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
-SCRIPT = Path(__file__).parent / "interop" / "net_pop3.rb"
+SCRIPT = Path(__file__).parent / "net_pop3.rb"
 INSTALL = "install it (Debian: apt-get install ruby; Net::POP3 is the net-pop gem in libruby3.1)"
 
 # Not in the corpus, as fetchmail rewrites them; Net::POP3 takes them as they come.

@@ -45,7 +45,7 @@ from corpus import corpus
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
-DRIVER = Path(__file__).parent / "interop" / "JakartaMailDriver.java"
+DRIVER = Path(__file__).parent / "JakartaMailDriver.java"
 # Both named: the mail jar's manifest looks for activation as jakarta.activation.jar, which
 # Debian does not ship under that name.
 JARS = ("/usr/share/java/jakarta-mail.jar", "/usr/share/java/jakarta-activation.jar")

@@ -51,7 +51,7 @@ from clients import (
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
-DRIVER = Path(__file__).parent / "interop" / "emacs_pop3.el"
+DRIVER = Path(__file__).parent / "emacs_pop3.el"
 
 SMALL = [
     b"From: A <a@example.com>\r\nSubject: one\r\nDate: Mon, 2 Feb 2026 10:11:12 +0100\r\n\r\n"
