@@ -1,11 +1,11 @@
-"""Servers started on demand for a test, and a raw client that talks to one line by line."""
+"""Servers made for a test with their mail, and a raw client that talks to one line by line."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import ssl
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Self
 
 from fakepop import POP3Server
@@ -17,26 +17,21 @@ class ServerFactory(Protocol):
     def __call__(self, **options: Any) -> POP3Server: ...
 
 
-@contextlib.contextmanager
-def servers(
-    users: Mapping[str, str], fill: Callable[[POP3Server], None], **defaults: Any
-) -> Iterator[ServerFactory]:
-    """Make started servers with ``users`` and ``defaults`` (a server's own options win),
-    each given its mail by ``fill``; all of them are stopped at the end."""
-    started: list[POP3Server] = []
+def filled(
+    make: ServerFactory,
+    users: Mapping[str, str],
+    fill: Callable[[POP3Server], None],
+    **defaults: Any,
+) -> ServerFactory:
+    """Make servers with the plugin's ``make`` (``pop3_server_factory``), with ``users`` and
+    ``defaults`` (a server's own options win), each given its mail by ``fill``."""
 
-    def make(**options: Any) -> POP3Server:
-        server = POP3Server(users=dict(users), **{**defaults, **options})
-        server.start()
-        started.append(server)
+    def filled_server(**options: Any) -> POP3Server:
+        server = make(users=dict(users), **{**defaults, **options})
         fill(server)
         return server
 
-    try:
-        yield make
-    finally:
-        for server in started:
-            server.stop()
+    return filled_server
 
 
 class Closed(EOFError):

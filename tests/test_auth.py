@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pytest
-from pop3 import LineClient, ServerFactory, servers
+from pop3 import LineClient, ServerFactory, filled
 from scramp import ScramClient
 
 from fakepop import POP3Server
@@ -108,10 +108,9 @@ def fill(server: POP3Server) -> None:
 
 
 @pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Servers with alice (holding MESSAGES), an admin, and a token for alice."""
-    with servers({"alice": "secret", "admin": "adminpw"}, fill) as make:
-        yield make
+def make_server(pop3_server_factory: ServerFactory) -> ServerFactory:
+    """Servers without TLS, with alice (holding MESSAGES), an admin, and a token for alice."""
+    return filled(pop3_server_factory, {"alice": "secret", "admin": "adminpw"}, fill, tls=False)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from pop3 import TIMEOUT, LineClient, ServerFactory, servers
+from pop3 import TIMEOUT, LineClient, ServerFactory, filled
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -53,10 +53,9 @@ def fill(server: POP3Server) -> None:
 
 
 @pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Start TLS servers holding MESSAGES for alice; stop them all at the end."""
-    with servers({"alice": "secret"}, fill, tls=True) as make:
-        yield make
+def make_server(pop3_server_factory: ServerFactory) -> ServerFactory:
+    """TLS servers holding MESSAGES for alice."""
+    return filled(pop3_server_factory, {"alice": "secret"}, fill, tls=True)
 
 
 @pytest.fixture
