@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pop3 import LineClient
+from pop3 import LineClient, ServerFactory
 from serving import serve
 
 from fakepop import POP3Server
@@ -55,17 +55,13 @@ def start(**options: Any) -> POP3Server:
 
 
 @pytest.fixture
-def server() -> Iterator[POP3Server]:
-    server = start()
-    yield server
-    server.stop()
+def server(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": "secret"}, tls=False, messages=[MAIL, MAIL])
 
 
 @pytest.fixture
-def tls_server() -> Iterator[POP3Server]:
-    server = start(tls=True)
-    yield server
-    server.stop()
+def tls_server(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": "secret"}, tls=True, messages=[MAIL, MAIL])
 
 
 @pytest.fixture

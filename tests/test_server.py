@@ -6,10 +6,9 @@ import poplib
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
-from pop3 import LineClient
+from pop3 import LineClient, ServerFactory
 
 from fakepop import Message, POP3Server
 
@@ -17,10 +16,8 @@ MAIL = b"Subject: test\r\n\r\nbody\r\n"
 
 
 @pytest.fixture
-def server() -> Iterator[POP3Server]:
-    with POP3Server(users={"alice": "secret"}) as server:
-        server.mailbox("alice").extend([MAIL, MAIL, MAIL])
-        yield server
+def server(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": "secret"}, tls=False, messages=[MAIL, MAIL, MAIL])
 
 
 def login(server: POP3Server) -> poplib.POP3:
