@@ -100,29 +100,28 @@ def test_overlong_line_gets_err_and_the_session_goes_on(server: POP3Server) -> N
     raw.close()
 
 
-def test_bad_command_budget_closes_the_connection() -> None:
-    with POP3Server(users={"alice": "secret"}, max_bad_commands=3) as server:
-        raw = LineClient(server, greeting=True)
-        raw.send(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n")
-        assert raw.line() == b"-ERR Unknown command: FOO\r\n"
-        assert raw.line() == b"-ERR Unknown command: BAR\r\n"
-        assert raw.line() == b"-ERR Too many bad commands, closing the connection\r\n"
-        assert raw.closed_by_server()
-        raw.close()
+@pytest.mark.fakepop(users={"alice": "secret"}, tls=False, max_bad_commands=3)
+def test_bad_command_budget_closes_the_connection(pop3_server: POP3Server) -> None:
+    raw = LineClient(pop3_server, greeting=True)
+    raw.send(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n")
+    assert raw.line() == b"-ERR Unknown command: FOO\r\n"
+    assert raw.line() == b"-ERR Unknown command: BAR\r\n"
+    assert raw.line() == b"-ERR Too many bad commands, closing the connection\r\n"
+    assert raw.closed_by_server()
+    raw.close()
 
 
-def test_idle_client_is_logged_out_and_nothing_is_deleted() -> None:
-    with POP3Server(users={"alice": "secret"}, idle_timeout=0.2) as server:
-        server.mailbox("alice").add(MAIL)
-        raw = LineClient(server, greeting=True)
-        raw.send(b"USER alice\r\nPASS secret\r\nDELE 1\r\n")
-        for _ in range(3):
-            assert raw.line().startswith(b"+OK")
-        assert raw.line() == b"-ERR Autologout: idle for too long\r\n"
-        assert raw.closed_by_server()
-        raw.close()
-        wait_until_unlocked(server, "alice")
-        assert len(server.mailbox("alice")) == 1
+@pytest.mark.fakepop(users={"alice": "secret"}, tls=False, idle_timeout=0.2, messages=[MAIL])
+def test_idle_client_is_logged_out_and_nothing_is_deleted(pop3_server: POP3Server) -> None:
+    raw = LineClient(pop3_server, greeting=True)
+    raw.send(b"USER alice\r\nPASS secret\r\nDELE 1\r\n")
+    for _ in range(3):
+        assert raw.line().startswith(b"+OK")
+    assert raw.line() == b"-ERR Autologout: idle for too long\r\n"
+    assert raw.closed_by_server()
+    raw.close()
+    wait_until_unlocked(pop3_server, "alice")
+    assert len(pop3_server.mailbox("alice")) == 1
 
 
 def test_ipv6_loopback() -> None:
