@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pop3 import LineClient
+from pop3 import LineClient, ServerFactory
 
 from fakepop import POP3Server
 from fakepop.protocol.fault_plan import FaultError, FaultPlan
@@ -49,9 +49,9 @@ def make_server(
 
 
 @pytest.fixture
-def server() -> Iterator[POP3Server]:
-    with make_server() as server:
-        yield server
+def server(pop3_server_factory: ServerFactory) -> POP3Server:
+    """alice's three messages, without TLS or APOP, as from ``make_server``."""
+    return pop3_server_factory(users={USER: PASSWORD}, tls=False, apop=False, messages=MESSAGES)
 
 
 def login(raw: LineClient) -> bytes:
