@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,7 @@ from clients import (
     stripcr,
 )
 from corpus import corpus
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -133,11 +133,10 @@ def messages() -> list[bytes]:
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        server.add_token(USER, TOKEN)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, messages=SMALL)
+    server.add_token(USER, TOKEN)
+    return server
 
 
 def as_copied(wire: bytes) -> bytes:
