@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ from clients import (
     stripcr,
     top,
 )
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -131,11 +131,11 @@ def mpop(tmp_path: Path) -> Mpop:
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        server.add_token(USER, TOKEN)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    server.add_token(USER, TOKEN)
+    return server
 
 
 def output(result: subprocess.CompletedProcess[bytes], server: POP3Server) -> str:
