@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from clients import (
     stripcr,
     top,
 )
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -261,10 +262,10 @@ SMALL = [
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    return server
 
 
 def tls_note(line: str) -> bool:
