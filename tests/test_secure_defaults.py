@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pop3 import LineClient
+from pop3 import LineClient, ServerFactory
 from serving import FAKEPOP, environment, serve
 
 from fakepop import POP3Server
@@ -130,9 +130,8 @@ def refused_as_too_old(host: str, port: int, context: ssl.SSLContext) -> None:
 
 
 @pytest.fixture
-def pop3() -> Iterator[POP3Server]:
-    with POP3Server(users={"alice": PASSWORD}) as server:
-        yield server
+def pop3(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": PASSWORD}, tls=False)
 
 
 def test_the_control_api_listens_on_loopback_by_default(pop3: POP3Server) -> None:
@@ -288,9 +287,8 @@ def test_refusals_that_keep_files_and_addresses_in_bounds(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def tls_server() -> Iterator[POP3Server]:
-    with POP3Server(users={"alice": PASSWORD}, tls=True) as server:
-        yield server
+def tls_server(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": PASSWORD}, tls=True)
 
 
 def test_tls_below_1_2_is_refused_by_default(tls_server: POP3Server) -> None:
