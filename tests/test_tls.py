@@ -360,15 +360,15 @@ def test_implicit_tls_off(make_server: ServerFactory) -> None:
     login_and_retr_all(client)
 
 
-def test_without_tls_there_is_no_stls() -> None:
-    with POP3Server(users={"alice": "secret"}) as server:
-        assert server.tls_port is None
-        client = poplib.POP3("localhost", server.port, timeout=TIMEOUT)
-        assert "STLS" not in client.capa()
-        assert command(client, "STLS") == b"-ERR Unknown command: STLS\r\n"
-        client.quit()
-        with pytest.raises(RuntimeError, match="no CA of its own"):
-            server.client_ssl_context()
+def test_without_tls_there_is_no_stls(pop3_server_factory: ServerFactory) -> None:
+    server = pop3_server_factory(users={"alice": "secret"}, tls=False)
+    assert server.tls_port is None
+    client = poplib.POP3("localhost", server.port, timeout=TIMEOUT)
+    assert "STLS" not in client.capa()
+    assert command(client, "STLS") == b"-ERR Unknown command: STLS\r\n"
+    client.quit()
+    with pytest.raises(RuntimeError, match="no CA of its own"):
+        server.client_ssl_context()
 
 
 # --- TLS versions -------------------------------------------------------------------------
