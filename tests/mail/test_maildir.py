@@ -630,7 +630,9 @@ SEPARATORS = [
 ]
 
 
-def test_any_file_name_round_trips_through_a_commit(tmp_path: Path, login: Login) -> None:
+def test_any_file_name_round_trips_through_a_commit(
+    tmp_path: Path, login: Login, pop3_server_factory: ServerFactory
+) -> None:
     maildir = make_maildir(tmp_path / USER, {})
     odd, innocent = set(), set()
     for n, separator in enumerate(SEPARATORS):
@@ -644,16 +646,16 @@ def test_any_file_name_round_trips_through_a_commit(tmp_path: Path, login: Login
     not_utf8 = os.fsdecode(b"1795770099.M99P1.\xff\xfe")  # bytes no encoding gives a name
     (maildir / "new" / not_utf8).write_bytes(message(99))
     odd.add(f"new/{not_utf8}")
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        client = login(server)
-        by_uid = {maildir_uid(name.partition("/")[2]): name for name in odd | innocent}
-        listed = [line.split() for line in client.uidl()[1]]
-        assert len(listed) == len(by_uid)
-        for number, uid in listed:
-            if by_uid[uid.decode()] in odd:
-                client.dele(int(number))
-        left = f"{len(odd)} deleted, {len(innocent)} left"
-        assert client.quit() == f"+OK fakepop signing off ({left})".encode()
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    by_uid = {maildir_uid(name.partition("/")[2]): name for name in odd | innocent}
+    listed = [line.split() for line in client.uidl()[1]]
+    assert len(listed) == len(by_uid)
+    for number, uid in listed:
+        if by_uid[uid.decode()] in odd:
+            client.dele(int(number))
+    left = f"{len(odd)} deleted, {len(innocent)} left"
+    assert client.quit() == f"+OK fakepop signing off ({left})".encode()
     assert files(maildir) == innocent
 
 
@@ -694,14 +696,17 @@ def test_a_copy_appearing_later_leaves_the_first_its_uid(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("number", [1, 2, 3, 4])
 def test_dele_of_one_twin_removes_exactly_that_file(
-    tmp_path: Path, login: Login, number: int
+    tmp_path: Path,
+    login: Login,
+    number: int,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     pairs = twins(tmp_path / USER)
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        client = login(server)
-        content = unstuffed(client.retr(number)[1])
-        client.dele(number)
-        assert client.quit() == b"+OK fakepop signing off (1 deleted, 3 left)"
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    content = unstuffed(client.retr(number)[1])
+    client.dele(number)
+    assert client.quit() == b"+OK fakepop signing off (1 deleted, 3 left)"
     left = {name: (tmp_path / USER / name).read_bytes() for name in files(tmp_path / USER)}
     assert sorted(map(to_crlf, left.values())) == sorted(
         to_crlf(raw) for raw in pairs.values() if to_crlf(raw) != content
@@ -709,21 +714,23 @@ def test_dele_of_one_twin_removes_exactly_that_file(
 
 
 def test_a_message_that_cannot_be_told_from_its_twins_is_not_deleted(
-    tmp_path: Path, login: Login
+    tmp_path: Path,
+    login: Login,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     pairs = twins(tmp_path / USER)
     maildir = tmp_path / USER
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        client = login(server)
-        client.dele(1)  # new/1795770000.M1P1.twin
-        # Another program rewrites it into cur/: now two files of its name, neither it.
-        (maildir / "tmp" / "edit").write_bytes(message(1, "edited\n"))
-        os.rename(maildir / "tmp" / "edit", maildir / "cur" / "1795770000.M1P1.twin:2,RS")
-        (maildir / "new" / "1795770000.M1P1.twin").unlink()
-        with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\].*no message was deleted"):
-            client.quit()
-        with pytest.raises(FileExistsError):
-            server.stop()
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    client.dele(1)  # new/1795770000.M1P1.twin
+    # Another program rewrites it into cur/: now two files of its name, neither it.
+    (maildir / "tmp" / "edit").write_bytes(message(1, "edited\n"))
+    os.rename(maildir / "tmp" / "edit", maildir / "cur" / "1795770000.M1P1.twin:2,RS")
+    (maildir / "new" / "1795770000.M1P1.twin").unlink()
+    with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\].*no message was deleted"):
+        client.quit()
+    with pytest.raises(FileExistsError):
+        server.stop()
     assert len(files(maildir)) == len(pairs)
 
 
@@ -748,43 +755,45 @@ MOVED = 40  # messages in each
 
 
 def test_mail_another_program_moves_during_quit_is_still_deleted(
-    tmp_path: Path, login: Login
+    tmp_path: Path,
+    login: Login,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     # A second reader marks mail seen (new/X -> cur/X:2,S), and flags it again
     # (cur/X:2,S -> cur/X:2,RS), while the commit runs.
     lost, kept = 0, 0
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        maildir = tmp_path / USER
-        for trial in range(MOVES):
-            make_maildir(
-                maildir,
-                {f"new/17957{trial:03d}{n:02d}.M{n}P1.host": message(n) for n in range(MOVED)},
-            )
-            client = login(server)
-            for number in range(1, MOVED + 1, 2):
-                client.dele(number)
-            doomed = {f"17957{trial:03d}{n:02d}.M{n}P1.host" for n in range(0, MOVED, 2)}
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    maildir = tmp_path / USER
+    for trial in range(MOVES):
+        make_maildir(
+            maildir,
+            {f"new/17957{trial:03d}{n:02d}.M{n}P1.host": message(n) for n in range(MOVED)},
+        )
+        client = login(server)
+        for number in range(1, MOVED + 1, 2):
+            client.dele(number)
+        doomed = {f"17957{trial:03d}{n:02d}.M{n}P1.host" for n in range(0, MOVED, 2)}
 
-            def move() -> None:
-                names = sorted(os.listdir(maildir / "new"))
-                for name in names:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.rename(maildir / "new" / name, maildir / "cur" / f"{name}:2,S")
-                for name in names:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.rename(maildir / "cur" / f"{name}:2,S", maildir / "cur" / f"{name}:2,RS")
+        def move() -> None:
+            names = sorted(os.listdir(maildir / "new"))
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(maildir / "new" / name, maildir / "cur" / f"{name}:2,S")
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(maildir / "cur" / f"{name}:2,S", maildir / "cur" / f"{name}:2,RS")
 
-            mover = threading.Thread(target=move)
-            mover.start()
-            assert client.quit().startswith(b"+OK")
-            mover.join(TIMEOUT)
-            left = {name.partition(":")[0] for name in os.listdir(maildir / "cur")}
-            left |= set(os.listdir(maildir / "new"))
-            kept += len(doomed & left)
-            lost += MOVED - len(doomed) - len(left - doomed)
-            for sub in ("new", "cur"):
-                for name in os.listdir(maildir / sub):
-                    os.unlink(maildir / sub / name)
+        mover = threading.Thread(target=move)
+        mover.start()
+        assert client.quit().startswith(b"+OK")
+        mover.join(TIMEOUT)
+        left = {name.partition(":")[0] for name in os.listdir(maildir / "cur")}
+        left |= set(os.listdir(maildir / "new"))
+        kept += len(doomed & left)
+        lost += MOVED - len(doomed) - len(left - doomed)
+        for sub in ("new", "cur"):
+            for name in os.listdir(maildir / sub):
+                os.unlink(maildir / sub / name)
     assert (kept, lost) == (0, 0)
 
 
