@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pytest
-from pop3 import LineClient, ServerFactory, servers
+from pop3 import LineClient, ServerFactory, filled
 from scramp import ScramClient
 
 from fakepop import POP3Server
@@ -65,7 +65,8 @@ def oauthbearer(user: str | None, token: str, port: int) -> str:
 
 
 class Client(LineClient):
-    """A raw POP3 client: lines out, lines in."""
+    """The raw client, greeted (after the handshake for implicit TLS), remembering every line
+    it sends, to look for in the transcript."""
 
     def __init__(
         self, server: POP3Server, port: int | None = None, tls: ssl.SSLContext | None = None
@@ -73,14 +74,13 @@ class Client(LineClient):
         super().__init__(server, port)
         if tls is not None:  # implicit TLS: the handshake comes before the greeting
             self.wrap(tls)
-        self.sent: list[str] = []  # every line, to look for in the transcript
+        self.sent: list[str] = []
         self.greeting = self.line()
 
-    def command(self, line: str) -> bytes:
+    def command(self, line: str | bytes) -> bytes:
         """Send a line and read the one-line reply (a status or a "+ " continuation)."""
-        self.sent.append(line)
-        self.sock.sendall(line.encode("utf-8") + b"\r\n")
-        return self.line()
+        self.sent.append(line if isinstance(line, str) else line.decode())
+        return super().command(line)
 
     def multiline(self, line: str) -> list[str]:
         status = self.command(line)
@@ -95,10 +95,6 @@ class Client(LineClient):
         assert re.fullmatch(rb"\+ [A-Za-z0-9+/]*={0,2}\r\n", reply), reply
         return base64.b64decode(reply[2:-2], validate=True)
 
-    def at_eof(self) -> bool:
-        """True if the server has closed the connection (and sent nothing more)."""
-        return self.pending == b"" and self.sock.recv(1) == b""
-
 
 class Connect(Protocol):
     def __call__(
@@ -112,10 +108,9 @@ def fill(server: POP3Server) -> None:
 
 
 @pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Servers with alice (holding MESSAGES), an admin, and a token for alice."""
-    with servers({"alice": "secret", "admin": "adminpw"}, fill) as make:
-        yield make
+def make_server(pop3_server_factory: ServerFactory) -> ServerFactory:
+    """Servers without TLS, with alice (holding MESSAGES), an admin, and a token for alice."""
+    return filled(pop3_server_factory, {"alice": "secret", "admin": "adminpw"}, fill, tls=False)
 
 
 @pytest.fixture
@@ -495,7 +490,7 @@ def test_max_auth_failures_hangs_up(make_server: ServerFactory, connect: Connect
     assert client.command(f"AUTH PLAIN {plain('alice', 'wrong')}") == FAILED
     assert client.command("USER alice") == b"+OK Send PASS\r\n"
     assert client.command("PASS wrong") == TOO_MANY
-    assert client.at_eof()
+    assert client.closed_by_server()
     # The count is per connection: a new one starts afresh.
     fresh = connect(server)
     assert fresh.command(f"AUTH PLAIN {plain('alice', 'wrong')}") == FAILED

@@ -19,7 +19,6 @@ import queue
 import random
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from pop3 import Closed, LineClient
 
 import fakepop
 from fakepop import MaildirMailbox
@@ -130,51 +130,40 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
             launcher.close()
 
 
-class Client:
-    """A POP3 client on a plain socket, so that it can stop anywhere."""
+class Client(LineClient):
+    """The raw client on a forked server's port, so that it can stop anywhere."""
 
     def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.reader = self.sock.makefile("rb")
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
-
-    def reply(self) -> bytes:
-        line = self.reader.readline()
-        if not line:
-            raise ConnectionError("the server closed the connection")
-        return line
+        super().__init__("127.0.0.1", port, timeout=TIMEOUT)
 
     def ok(self, command: bytes) -> bytes:
-        self.sock.sendall(command)
-        reply = self.reply()
+        self.send(command)
+        reply = self.line()
         assert reply.startswith(b"+OK"), (command, reply)
         return reply
 
     def login(self) -> None:
-        assert self.reply().startswith(b"+OK")
+        assert self.line().startswith(b"+OK")
         self.ok(f"USER {USER}\r\n".encode())
         self.ok(f"PASS {PASSWORD}\r\n".encode())
 
     def uidl(self) -> list[str]:
         self.ok(b"UIDL\r\n")
         uids = []
-        while (line := self.reply()) != b".\r\n":
+        while (line := self.line()) != b".\r\n":
             uids.append(line.split()[1].decode())
         return uids
 
     def dele(self, numbers: list[int]) -> None:
-        self.sock.sendall(b"".join(b"DELE %d\r\n" % n for n in numbers))  # pipelined
+        self.send(b"".join(b"DELE %d\r\n" % n for n in numbers))  # pipelined
         for _ in numbers:
-            assert self.reply().startswith(b"+OK")
+            assert self.line().startswith(b"+OK")
 
     def quit_reply(self) -> bytes:
         """The reply to a QUIT already sent, or b"" if the server died first."""
         try:
-            return self.reply()
-        except (ConnectionError, TimeoutError):
+            return self.line()
+        except (Closed, ConnectionError, TimeoutError):
             return b""
 
 
@@ -299,7 +288,7 @@ def session(trial: Trial, client: Client, server: Server, tally: Tally, moment: 
         server.kill()
         return
     sent = time.monotonic()
-    client.sock.sendall(b"QUIT\r\n")
+    client.send(b"QUIT\r\n")
     if moment == "right after QUIT":
         server.kill()
     elif moment == "during the commit":

@@ -10,7 +10,6 @@ import contextlib
 import json
 import poplib
 import random
-import socket
 import ssl
 import threading
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pop3 import LineClient, ServerFactory
 
 from fakepop import POP3Server
 from fakepop.protocol.fault_plan import FaultError, FaultPlan
@@ -49,64 +49,15 @@ def make_server(
 
 
 @pytest.fixture
-def server() -> Iterator[POP3Server]:
-    with make_server() as server:
-        yield server
+def server(pop3_server_factory: ServerFactory) -> POP3Server:
+    """alice's three messages, without TLS or APOP, as from ``make_server``."""
+    return pop3_server_factory(users={USER: PASSWORD}, tls=False, apop=False, messages=MESSAGES)
 
 
-class Raw:
-    """A client that sends bytes as given and keeps every byte it receives in ``received``."""
-
-    def __init__(
-        self, server: POP3Server, port: int | None = None, timeout: float = TIMEOUT
-    ) -> None:
-        self.sock = socket.create_connection((server.host, port or server.port), timeout=timeout)
-        self.received = bytearray()  # everything read, even when the read then failed
-        self.consumed = 0  # how much of it the test has read
-
-    def __enter__(self) -> Raw:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise EOFError(f"EOF after {bytes(self.received)!r}")
-        self.received += data
-
-    def read(self, count: int) -> bytes:
-        """Exactly ``count`` more bytes."""
-        while len(self.received) - self.consumed < count:
-            self._fill()
-        data = bytes(self.received[self.consumed : self.consumed + count])
-        self.consumed += count
-        return data
-
-    def line(self) -> bytes:
-        while b"\r\n" not in self.received[self.consumed :]:
-            self._fill()
-        end = self.received.index(b"\r\n", self.consumed) + 2
-        data = bytes(self.received[self.consumed : end])
-        self.consumed = end
-        return data
-
-    def rest(self) -> bytes:
-        """Everything until the server closes (raises if it resets or stays silent)."""
-        with contextlib.suppress(EOFError):
-            while True:
-                self._fill()
-        data = bytes(self.received[self.consumed :])
-        self.consumed = len(self.received)
-        return data
-
-    def login(self) -> bytes:
-        self.send(b"USER alice\r\nPASS secret\r\n")
-        return self.line() + self.line()
+def login(raw: LineClient) -> bytes:
+    """USER and PASS pipelined; their two replies."""
+    raw.send(b"USER alice\r\nPASS secret\r\n")
+    return raw.line() + raw.line()
 
 
 @contextlib.contextmanager
@@ -239,9 +190,9 @@ def test_drop_during_retr_after_dele_loses_and_deletes_nothing(mode: str) -> Non
 )
 def test_drop(at: str, mode: str, received: bytes, error: type[Exception] | None) -> None:
     rule = {"on": "RETR", "action": "drop", "at": at, "mode": mode, "after_bytes": 20}
-    with make_server([rule]) as server, Raw(server) as raw:
+    with make_server([rule]) as server, LineClient(server) as raw:
         assert raw.line() == GREETING
-        assert raw.login() == LOGGED_IN
+        assert login(raw) == LOGGED_IN
         raw.send(b"RETR 1\r\n")
         if error is None:
             assert raw.rest() == received  # then EOF
@@ -288,9 +239,9 @@ def test_sys_temp_at_pass() -> None:
 
 def test_error_with_custom_code_and_text_and_the_session_goes_on() -> None:
     rule = {"on": "RETR", "action": "error", "code": "SYS/PERM", "text": "Mailbox on fire"}
-    with make_server([rule]) as server, Raw(server) as raw:
+    with make_server([rule]) as server, LineClient(server) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         raw.send(b"RETR 1\r\nRETR 1\r\nQUIT\r\n")
         assert raw.rest() == (
             b"-ERR [SYS/PERM] Mailbox on fire\r\n"
@@ -316,7 +267,7 @@ def test_stall_at_retr_trips_poplibs_timeout() -> None:
 
 def test_stall_at_greeting() -> None:
     with make_server([{"on": "greeting", "action": "stall"}]) as server:
-        with Raw(server, timeout=CLIENT_TIMEOUT) as raw, pytest.raises(TimeoutError):
+        with LineClient(server, timeout=CLIENT_TIMEOUT) as raw, pytest.raises(TimeoutError):
             raw.line()
         assert raw.received == b""
 
@@ -363,9 +314,9 @@ def test_a_seeded_probabilistic_plan_fires_at_the_same_points() -> None:
 
 def test_delay_at_retr() -> None:
     rule = {"on": "RETR", "action": "delay", "seconds": 0.2}
-    with make_server([rule]) as server, Raw(server) as raw:
+    with make_server([rule]) as server, LineClient(server) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         start = time.monotonic()
         raw.send(b"RETR 1\r\n")
         assert raw.read(len(M1_RETR)) == M1_RETR
@@ -376,7 +327,7 @@ def test_delay_at_retr() -> None:
 def test_slow_greeting(event: str) -> None:
     with make_server([{"on": event, "action": "delay", "seconds": 0.2}]) as server:
         start = time.monotonic()
-        with Raw(server) as raw:
+        with LineClient(server) as raw:
             assert raw.line() == GREETING
             assert time.monotonic() - start >= 0.2
 
@@ -403,9 +354,9 @@ def test_bandwidth() -> None:
 
 
 def test_truncate_then_close() -> None:
-    with make_server([{"on": "RETR", "action": "truncate"}]) as server, Raw(server) as raw:
+    with make_server([{"on": "RETR", "action": "truncate"}]) as server, LineClient(server) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         raw.send(b"RETR 2\r\n")
         assert raw.rest() == b"+OK 30 octets\r\n" + M2_STUFFED  # no ".", then EOF
         wait_until_unlocked(server)
@@ -425,9 +376,9 @@ def test_truncate_then_close_with_poplib() -> None:
 
 def test_truncate_after_bytes_then_stall() -> None:
     rule = {"on": "RETR", "action": "truncate", "after_bytes": 8, "then": "stall"}
-    with make_server([rule]) as server, Raw(server, timeout=CLIENT_TIMEOUT) as raw:
+    with make_server([rule]) as server, LineClient(server, timeout=CLIENT_TIMEOUT) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         raw.send(b"RETR 1\r\n")
         assert raw.read(15 + 8) == b"+OK 23 octets\r\n" + M1[:8]
         with pytest.raises(TimeoutError):
@@ -441,9 +392,9 @@ def test_truncate_after_bytes_then_stall() -> None:
 
 def test_wrong_size() -> None:
     with make_server([{"on": "RETR", "action": "wrong-size", "delta": 7}]) as server:
-        with Raw(server) as raw:
+        with LineClient(server) as raw:
             raw.read(len(GREETING))
-            raw.login()
+            login(raw)
             raw.send(b"RETR 1\r\n")
             assert raw.read(len(M1_RETR)) == b"+OK 30 octets\r\n" + M1 + b".\r\n"
         wait_until_unlocked(server)
@@ -458,9 +409,9 @@ def test_wrong_size() -> None:
 
 
 def test_unstuffed() -> None:
-    with make_server([{"on": "RETR", "action": "unstuffed"}]) as server, Raw(server) as raw:
+    with make_server([{"on": "RETR", "action": "unstuffed"}]) as server, LineClient(server) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         raw.send(b"RETR 2\r\nRETR 2\r\n")
         assert raw.read(15 + len(M2) + 3) == b"+OK 30 octets\r\n" + M2 + b".\r\n"
         assert raw.read(15 + len(M2_STUFFED) + 3) == b"+OK 30 octets\r\n" + M2_STUFFED + b".\r\n"
@@ -468,9 +419,9 @@ def test_unstuffed() -> None:
 
 def garbage_bytes(seed: int) -> bytes:
     rule = {"on": "NOOP", "action": "garbage", "length": 32, "seed": seed}
-    with make_server([rule]) as server, Raw(server) as raw:
+    with make_server([rule]) as server, LineClient(server) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         raw.send(b"NOOP\r\n")
         garbage = raw.read(32)
         raw.send(b"NOOP\r\n")  # the session goes on
@@ -485,9 +436,9 @@ def test_garbage_is_the_same_for_the_same_seed() -> None:
 
 
 def test_bare_lf() -> None:
-    with make_server([{"on": "RETR", "action": "bare-lf"}]) as server, Raw(server) as raw:
+    with make_server([{"on": "RETR", "action": "bare-lf"}]) as server, LineClient(server) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         raw.send(b"RETR 1\r\nNOOP\r\n")
         assert raw.read(len(M1_RETR) - 5) == b"+OK 23 octets\nSubject: one\n\nHello\n.\n"
         assert raw.line() == b"+OK\r\n"
@@ -501,9 +452,9 @@ def test_overlong_is_too_long_for_poplib() -> None:
                 client.stat()
             assert info.value.args == ("line too long",)
         wait_until_unlocked(server)
-        with Raw(server) as raw:
+        with LineClient(server) as raw:
             raw.read(len(GREETING))
-            raw.login()
+            login(raw)
             server.faults.add(on="STAT", action="overlong", length=3000)
             raw.send(b"STAT\r\n")
             assert raw.line() == b"+OK 3 74 " + b"x" * (3000 - 11) + b"\r\n"
@@ -546,7 +497,7 @@ class Handshake:
     BIOs also let bytes the raw client already read (after "+OK" to STLS) go to TLS.
     """
 
-    def __init__(self, server: POP3Server, raw: Raw) -> None:
+    def __init__(self, server: POP3Server, raw: LineClient) -> None:
         self.raw = raw
         self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         context = server.client_ssl_context()
@@ -579,7 +530,7 @@ class Handshake:
             self.raw.sock.sendall(self.outgoing.read())
 
 
-def handshake(server: POP3Server, raw: Raw) -> None:
+def handshake(server: POP3Server, raw: LineClient) -> None:
     Handshake(server, raw).finish()
 
 
@@ -603,7 +554,7 @@ def test_tls_abort_on_implicit_tls(mode: str) -> None:
     with tls_server(mode) as server:
         assert server.tls_port is not None
         # A reset may come before connect() returns: it counts too.
-        with pytest.raises(ABORTS[mode]) as info, Raw(server, port=server.tls_port) as raw:
+        with pytest.raises(ABORTS[mode]) as info, LineClient(server, port=server.tls_port) as raw:
             handshake(server, raw)
         not_eof(mode, info.value)
         server.stop()
@@ -614,7 +565,7 @@ def test_tls_abort_on_implicit_tls(mode: str) -> None:
 
 @pytest.mark.parametrize("mode", ABORTS)
 def test_tls_abort_after_stls(mode: str) -> None:
-    with tls_server(mode) as server, Raw(server) as raw:
+    with tls_server(mode) as server, LineClient(server) as raw:
         assert raw.line() == GREETING
         raw.send(b"STLS\r\n")
         assert raw.line() == b"+OK Begin TLS negotiation\r\n"
@@ -636,7 +587,7 @@ def test_tls_abort_with_the_client_hello_already_there(mode: str) -> None:
     with tls_server(mode) as server, contextlib.ExitStack() as stack:
         assert server.tls_port is not None
         with server.faults.lock:
-            raw = stack.enter_context(Raw(server, port=server.tls_port))
+            raw = stack.enter_context(LineClient(server, port=server.tls_port))
             client = Handshake(server, raw)
             client.send_hello()
             time.sleep(0.05)
@@ -647,7 +598,7 @@ def test_tls_abort_with_the_client_hello_already_there(mode: str) -> None:
 
 def test_no_handshake_after_stls() -> None:
     with make_server([{"action": "no-handshake"}], tls=True) as server:
-        with Raw(server, timeout=CLIENT_TIMEOUT) as raw:
+        with LineClient(server, timeout=CLIENT_TIMEOUT) as raw:
             assert raw.line() == GREETING
             raw.send(b"STLS\r\n")
             assert raw.line() == b"+OK Begin TLS negotiation\r\n"
@@ -663,7 +614,7 @@ def test_delay_and_stall_at_the_tls_handshake() -> None:
     ]
     with make_server(rules, tls=True) as server:
         assert server.tls_port is not None
-        with Raw(server, port=server.tls_port) as raw:
+        with LineClient(server, port=server.tls_port) as raw:
             start = time.monotonic()
             with server.client_ssl_context().wrap_socket(
                 raw.sock, server_hostname="localhost"
@@ -671,7 +622,7 @@ def test_delay_and_stall_at_the_tls_handshake() -> None:
                 assert time.monotonic() - start >= 0.2
                 assert tls.recv(100) == GREETING
         with (
-            Raw(server, port=server.tls_port, timeout=CLIENT_TIMEOUT) as raw,
+            LineClient(server, port=server.tls_port, timeout=CLIENT_TIMEOUT) as raw,
             pytest.raises(TimeoutError),
         ):
             handshake(server, raw)
@@ -681,14 +632,14 @@ def test_delay_and_stall_at_the_tls_handshake() -> None:
 
 
 def test_drop_before_the_greeting() -> None:
-    with make_server([{"on": "connect", "action": "drop"}]) as server, Raw(server) as raw:
+    with make_server([{"on": "connect", "action": "drop"}]) as server, LineClient(server) as raw:
         assert raw.rest() == b""
         assert raw.received == b""
 
 
 def read_new_connection(server: POP3Server, received: list[bytes]) -> None:
     """Connect and read until the end, noting what arrived even when the read fails."""
-    with Raw(server) as raw:  # connect() itself may see a reset
+    with LineClient(server) as raw:  # connect() itself may see a reset
         try:
             raw.rest()
         finally:
@@ -706,7 +657,7 @@ def test_reset_before_the_greeting() -> None:
 @pytest.mark.parametrize("event", ["connect", "greeting"])
 def test_error_greeting_then_close(event: str) -> None:
     with make_server([{"on": event, "action": "error"}]) as server:
-        with Raw(server) as raw:
+        with LineClient(server) as raw:
             assert raw.rest() == ERROR  # then EOF
         with pop(server) as client:  # spent: the next client is greeted
             assert client.getwelcome() == GREETING[:-2]
@@ -719,10 +670,10 @@ def test_error_greeting_then_close(event: str) -> None:
 def test_login_event_for_one_user() -> None:
     with make_server([{"on": "login", "action": "error", "user": "bob", "times": "always"}]) as s:
         s.users["bob"] = "pw"
-        with Raw(s) as raw:
+        with LineClient(s) as raw:
             raw.read(len(GREETING))
-            assert raw.login() == LOGGED_IN
-        with Raw(s) as raw:
+            assert login(raw) == LOGGED_IN
+        with LineClient(s) as raw:
             raw.read(len(GREETING))
             raw.send(b"USER bob\r\nPASS wrong\r\nPASS pw\r\nUSER bob\r\nPASS pw\r\n")
             assert raw.line() == b"+OK Send PASS\r\n"
@@ -737,16 +688,16 @@ def test_session_filter() -> None:
     with make_server([{"on": "greeting", "action": "error", "session": 2}]) as server:
         greetings = []
         for _ in range(3):
-            with Raw(server) as raw:
+            with LineClient(server) as raw:
                 greetings.append(raw.line())
         assert greetings == [GREETING, ERROR, GREETING]
 
 
 def test_nth_and_times_always() -> None:
     rule = {"on": "NOOP", "action": "error", "nth": 2, "times": "always"}
-    with make_server([rule]) as server, Raw(server) as raw:
+    with make_server([rule]) as server, LineClient(server) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         raw.send(b"NOOP\r\nNOOP\r\nNOOP\r\nQUIT\r\n")
         assert raw.rest() == (
             b"+OK\r\n" + ERROR + ERROR + b"+OK fakepop signing off (0 deleted, 3 left)\r\n"
@@ -755,16 +706,19 @@ def test_nth_and_times_always() -> None:
 
 def test_star_counts_every_event() -> None:
     # connect, greeting, USER, PASS: the fourth event is PASS.
-    with make_server([{"on": "*", "action": "error", "nth": 4}]) as server, Raw(server) as raw:
+    with (
+        make_server([{"on": "*", "action": "error", "nth": 4}]) as server,
+        LineClient(server) as raw,
+    ):
         assert raw.line() == GREETING
-        assert raw.login() == b"+OK Send PASS\r\n" + ERROR
+        assert login(raw) == b"+OK Send PASS\r\n" + ERROR
         assert [f.event for f in server.faults.fired] == ["PASS"]
 
 
 def test_rules_added_while_running_apply_to_the_next_event(server: POP3Server) -> None:
-    with Raw(server) as raw:
+    with LineClient(server) as raw:
         raw.read(len(GREETING))
-        raw.login()
+        login(raw)
         raw.send(b"NOOP\r\n")
         assert raw.line() == b"+OK\r\n"
         server.faults.add(on="noop", action="error", code="X-TEST", text="now")
@@ -807,7 +761,7 @@ def test_load_while_running(tmp_path: Path, server: POP3Server) -> None:
     path = tmp_path / "later.toml"
     path.write_text('[[faults]]\non = "greeting"\naction = "error"\ntext = "later"\n')
     server.faults.load(path)
-    with Raw(server) as raw:
+    with LineClient(server) as raw:
         assert raw.rest() == b"-ERR [SYS/TEMP] later\r\n"
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import dot_stuff
@@ -41,18 +42,21 @@ def big() -> bytes:
     )
 
 
-def start(**options: Any) -> POP3Server:
-    server = POP3Server(users={"alice": "secret"}, tls=True, **options)
-    server.start()
-    server.mailbox("alice").extend([SMALL, big()])
-    return server
+@pytest.fixture
+def start(pop3_server_factory: ServerFactory) -> ServerFactory:
+    """Servers with TLS where alice holds a small message and a big one."""
+
+    def make(**options: Any) -> POP3Server:
+        return pop3_server_factory(
+            users={"alice": "secret"}, tls=True, messages=[SMALL, big()], **options
+        )
+
+    return make
 
 
 @pytest.fixture
-def server() -> Iterator[POP3Server]:
-    server = start()
-    yield server
-    server.stop()
+def server(start: ServerFactory) -> POP3Server:
+    return start()
 
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
@@ -180,47 +184,44 @@ def send_all(
             sock.close()
 
 
-def test_random_byte_streams_from_concurrent_senders() -> None:
+def test_random_byte_streams_from_concurrent_senders(start: ServerFactory) -> None:
     server = start()
     server.users["mallory"] = "mallory-pw"  # the attackers' own account, and its mail
     server.mailbox("mallory").extend([SMALL, SMALL])
-    try:
-        assert server.tls_port is not None
-        rng = random.Random(SEED)
-        jobs = [
-            (server.tls_port if rng.random() < 0.1 else server.port, random_stream(rng))
-            for _ in range(STREAMS)
-        ]
-        shares = [jobs[i::SENDERS] for i in range(SENDERS)]
-        answers: list[list[bytes]] = [[] for _ in range(SENDERS)]
-        errors: list[str] = []
-        threads = [
-            threading.Thread(target=send_all, args=(server, share, got, errors))
-            for share, got in zip(shares, answers, strict=True)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-            assert not thread.is_alive(), "a sender hung"
-        assert errors == []
-        pairs = [
-            (port, answer)
-            for share, got in zip(shares, answers, strict=True)
-            for (port, _), answer in zip(share, got, strict=True)
-        ]
-        assert len(pairs) == STREAMS
-        assert all(a.startswith(b"+OK fakepop ready") for port, a in pairs if port == server.port)
-        assert not any(b"Internal server error" in answer for _, answer in pairs)
-        # The implicit-TLS port never speaks plaintext, whatever it is sent.
-        assert not any(b"fakepop" in answer for port, answer in pairs if port != server.port)
+    assert server.tls_port is not None
+    rng = random.Random(SEED)
+    jobs = [
+        (server.tls_port if rng.random() < 0.1 else server.port, random_stream(rng))
+        for _ in range(STREAMS)
+    ]
+    shares = [jobs[i::SENDERS] for i in range(SENDERS)]
+    answers: list[list[bytes]] = [[] for _ in range(SENDERS)]
+    errors: list[str] = []
+    threads = [
+        threading.Thread(target=send_all, args=(server, share, got, errors))
+        for share, got in zip(shares, answers, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive(), "a sender hung"
+    assert errors == []
+    pairs = [
+        (port, answer)
+        for share, got in zip(shares, answers, strict=True)
+        for (port, _), answer in zip(share, got, strict=True)
+    ]
+    assert len(pairs) == STREAMS
+    assert all(a.startswith(b"+OK fakepop ready") for port, a in pairs if port == server.port)
+    assert not any(b"Internal server error" in answer for _, answer in pairs)
+    # The implicit-TLS port never speaks plaintext, whatever it is sent.
+    assert not any(b"fakepop" in answer for port, answer in pairs if port != server.port)
 
-        wait_until(lambda: not server.mailbox("mallory").locked, "mallory's maildrop stayed locked")
-        assert len(server.transcript) == STREAMS  # each stream had a session of its own
-        assert served_promptly(server) < PROMPT
-        intact(server)
-    finally:
-        server.stop()
+    wait_until(lambda: not server.mailbox("mallory").locked, "mallory's maildrop stayed locked")
+    assert len(server.transcript) == STREAMS  # each stream had a session of its own
+    assert served_promptly(server) < PROMPT
+    intact(server)
 
 
 # --- other protocols -------------------------------------------------------------------------
@@ -294,59 +295,52 @@ def test_slowloris_does_not_hold_up_others(server: POP3Server) -> None:
 SHORT_IDLE = 0.5  # seconds: idle_timeout for the tests of slow clients
 
 
-def test_a_line_trickled_a_byte_at_a_time_is_cut_off_after_idle_timeout() -> None:
+def test_a_line_trickled_a_byte_at_a_time_is_cut_off_after_idle_timeout(
+    start: ServerFactory,
+) -> None:
     server = start(idle_timeout=SHORT_IDLE)
-    try:
-        loris = greeted(server)
-        loris.settimeout(0.1)
-        began = time.monotonic()
-        said = b""
-        # A byte every 0.1 s, each well within idle_timeout: the line itself must end in time.
-        while time.monotonic() - began < TIMEOUT and not said.endswith(b"\r\n"):
-            with contextlib.suppress(TimeoutError):
-                said += loris.recv(4096)
-            with contextlib.suppress(OSError):
-                loris.sendall(b"a")
-        assert said == b"-ERR Autologout: idle for too long\r\n"
-        loris.close()
-        assert served_promptly(server) < PROMPT
-        intact(server)
-    finally:
-        server.stop()
+    loris = greeted(server)
+    loris.settimeout(0.1)
+    began = time.monotonic()
+    said = b""
+    # A byte every 0.1 s, each well within idle_timeout: the line itself must end in time.
+    while time.monotonic() - began < TIMEOUT and not said.endswith(b"\r\n"):
+        with contextlib.suppress(TimeoutError):
+            said += loris.recv(4096)
+        with contextlib.suppress(OSError):
+            loris.sendall(b"a")
+    assert said == b"-ERR Autologout: idle for too long\r\n"
+    loris.close()
+    assert served_promptly(server) < PROMPT
+    intact(server)
 
 
 @pytest.mark.parametrize("tls", [False, True])
-def test_a_slow_reader_of_a_large_message_gets_all_of_it(tls: bool) -> None:
+def test_a_slow_reader_of_a_large_message_gets_all_of_it(tls: bool, start: ServerFactory) -> None:
     server = start(idle_timeout=SHORT_IDLE)
-    try:
-        client = small_window(server, tls)
-        client.sendall(b"USER alice\r\nPASS secret\r\nRETR 2\r\nQUIT\r\n")
-        received = bytearray()
-        began = time.monotonic()
-        # About 4 MB/s: the 8 MB reply takes some four times idle_timeout, never idle that long.
-        while data := client.recv(16384):
-            received += data
-            time.sleep(max(0.0, len(received) / 4e6 - (time.monotonic() - began)))
-        client.close()
-        assert time.monotonic() - began > 2 * SHORT_IDLE
-        reply = b"+OK %d octets\r\n" % len(big()) + dot_stuff(big()) + b".\r\n"
-        assert received.endswith(reply + b"+OK fakepop signing off (0 deleted, 2 left)\r\n")
-        intact(server)
-    finally:
-        server.stop()
+    client = small_window(server, tls)
+    client.sendall(b"USER alice\r\nPASS secret\r\nRETR 2\r\nQUIT\r\n")
+    received = bytearray()
+    began = time.monotonic()
+    # About 4 MB/s: the 8 MB reply takes some four times idle_timeout, never idle that long.
+    while data := client.recv(16384):
+        received += data
+        time.sleep(max(0.0, len(received) / 4e6 - (time.monotonic() - began)))
+    client.close()
+    assert time.monotonic() - began > 2 * SHORT_IDLE
+    reply = b"+OK %d octets\r\n" % len(big()) + dot_stuff(big()) + b".\r\n"
+    assert received.endswith(reply + b"+OK fakepop signing off (0 deleted, 2 left)\r\n")
+    intact(server)
 
 
-def test_a_client_that_reads_nothing_is_cut_off_after_idle_timeout() -> None:
+def test_a_client_that_reads_nothing_is_cut_off_after_idle_timeout(start: ServerFactory) -> None:
     server = start(idle_timeout=SHORT_IDLE)
-    try:
-        client = small_window(server)
-        client.sendall(b"USER alice\r\nPASS secret\r\nDELE 1\r\nRETR 2\r\n")
-        wait_until(lambda: server.mailbox("alice").locked, "no login")
-        wait_until(lambda: not server._connections, "the server kept sending to a non-reader")
-        client.close()
-        intact(server)  # DELE 1 was never committed
-    finally:
-        server.stop()
+    client = small_window(server)
+    client.sendall(b"USER alice\r\nPASS secret\r\nDELE 1\r\nRETR 2\r\n")
+    wait_until(lambda: server.mailbox("alice").locked, "no login")
+    wait_until(lambda: not server._connections, "the server kept sending to a non-reader")
+    client.close()
+    intact(server)  # DELE 1 was never committed
 
 
 def test_two_hundred_idle_connections_do_not_hold_up_others(server: POP3Server) -> None:
@@ -364,30 +358,27 @@ def test_two_hundred_idle_connections_do_not_hold_up_others(server: POP3Server) 
     intact(server)
 
 
-def test_more_connections_than_the_maximum() -> None:
+def test_more_connections_than_the_maximum(start: ServerFactory) -> None:
     server = start(max_connections=5)
-    try:
-        held = [greeted(server) for _ in range(5)]
-        extra = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
-        assert drain(extra) == (
-            b"-ERR [SYS/TEMP] Too many connections (the limit is 5), try again later\r\n"
-        )
-        extra.close()
-        held.pop().close()
+    held = [greeted(server) for _ in range(5)]
+    extra = socket.create_connection((server.host, server.port), timeout=TIMEOUT)
+    assert drain(extra) == (
+        b"-ERR [SYS/TEMP] Too many connections (the limit is 5), try again later\r\n"
+    )
+    extra.close()
+    held.pop().close()
 
-        def a_new_one_is_greeted() -> bool:
-            with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
-                return sock.recv(4096).startswith(b"+OK fakepop ready")
+    def a_new_one_is_greeted() -> bool:
+        with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+            return sock.recv(4096).startswith(b"+OK fakepop ready")
 
-        wait_until(a_new_one_is_greeted, "no connection was served after one closed")
-        held.pop().close()
-        wait_until(lambda: len(server._connections) < 5, "a closed connection kept its slot")
-        assert served_promptly(server) < PROMPT
-        for sock in held:
-            sock.close()
-        intact(server)
-    finally:
-        server.stop()
+    wait_until(a_new_one_is_greeted, "no connection was served after one closed")
+    held.pop().close()
+    wait_until(lambda: len(server._connections) < 5, "a closed connection kept its slot")
+    assert served_promptly(server) < PROMPT
+    for sock in held:
+        sock.close()
+    intact(server)
 
 
 # --- resets and half-closes ------------------------------------------------------------------

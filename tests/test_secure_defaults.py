@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pop3 import LineClient, ServerFactory
 from serving import FAKEPOP, environment, serve
 
 from fakepop import POP3Server
@@ -129,9 +130,8 @@ def refused_as_too_old(host: str, port: int, context: ssl.SSLContext) -> None:
 
 
 @pytest.fixture
-def pop3() -> Iterator[POP3Server]:
-    with POP3Server(users={"alice": PASSWORD}) as server:
-        yield server
+def pop3(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": PASSWORD}, tls=False)
 
 
 def test_the_control_api_listens_on_loopback_by_default(pop3: POP3Server) -> None:
@@ -175,8 +175,8 @@ def test_insecure_must_be_asked_for(pop3: POP3Server) -> None:
 
 
 def test_the_control_apis_transcript_is_masked_unless_asked(pop3: POP3Server) -> None:
-    with Line(pop3.host, pop3.port) as client:
-        client.login("alice", PASSWORD)
+    with session(pop3) as client:
+        login(client, "alice", PASSWORD)
     with ControlServer(pop3) as control:
         masked = fetch(f"{control.url}/transcript") + fetch(f"{control.url}/transcript?format=text")
         assert b"PASS ****" in masked
@@ -287,9 +287,8 @@ def test_refusals_that_keep_files_and_addresses_in_bounds(tmp_path: Path) -> Non
 
 
 @pytest.fixture
-def tls_server() -> Iterator[POP3Server]:
-    with POP3Server(users={"alice": PASSWORD}, tls=True) as server:
-        yield server
+def tls_server(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": PASSWORD}, tls=True)
 
 
 def test_tls_below_1_2_is_refused_by_default(tls_server: POP3Server) -> None:
@@ -383,32 +382,17 @@ def test_the_control_api_keeps_uids_out_of_file_paths(tmp_path: Path, uid: str) 
 # --- secrets in the transcript --------------------------------------------------------------------
 
 
-class Line:
-    """A client that sends lines and reads status lines."""
+@contextlib.contextmanager
+def session(server: POP3Server) -> Iterator[LineClient]:
+    """A greeted raw client that says QUIT at the end."""
+    with LineClient(server, greeting=True) as client:
+        yield client
+        client.command("QUIT")
 
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.read()
 
-    def read(self) -> bytes:
-        return self.file.readline()
-
-    def __call__(self, line: bytes | str) -> bytes:
-        self.sock.sendall((line.encode() if isinstance(line, str) else line) + b"\r\n")
-        return self.read()
-
-    def login(self, user: str, password: str) -> None:
-        assert self(f"USER {user}") == b"+OK Send PASS\r\n"
-        assert self(f"PASS {password}").startswith(b"+OK")
-
-    def __enter__(self) -> Line:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self("QUIT")
-        self.file.close()
-        self.sock.close()
+def login(client: LineClient, user: str, password: str) -> None:
+    assert client.command(f"USER {user}") == b"+OK Send PASS\r\n"
+    assert client.command(f"PASS {password}").startswith(b"+OK")
 
 
 def test_the_transcript_masks_every_kind_of_login(pop3: POP3Server) -> None:
@@ -416,30 +400,30 @@ def test_the_transcript_masks_every_kind_of_login(pop3: POP3Server) -> None:
     plain = b64(b"\0alice\0" + PASSWORD.encode())
     xoauth2 = b64(f"user=alice\1auth=Bearer {token}\1\1".encode())
     secrets = [PASSWORD.encode(), plain, b64(PASSWORD.encode()), xoauth2]
-    with Line(pop3.host, pop3.port) as client:
-        assert client("USER alice") == b"+OK Send PASS\r\n"
-        assert client(f"PASS {PASSWORD}x").startswith(b"-ERR [AUTH]")  # a near miss
-        client.login("alice", PASSWORD)
-    with Line(pop3.host, pop3.port) as client:
+    with session(pop3) as client:
+        assert client.command("USER alice") == b"+OK Send PASS\r\n"
+        assert client.command(f"PASS {PASSWORD}x").startswith(b"-ERR [AUTH]")  # a near miss
+        login(client, "alice", PASSWORD)
+    with session(pop3) as client:
         timestamp = re.search(rb"<[^>]+>", client.greeting)
         assert timestamp is not None
         digest = apop_digest(timestamp[0].decode(), PASSWORD)
         secrets.append(digest.encode())
-        assert client(f"APOP alice {digest}").startswith(b"+OK")
-    with Line(pop3.host, pop3.port) as client:
-        assert client(b"AUTH PLAIN " + plain).startswith(b"+OK")
-    with Line(pop3.host, pop3.port) as client:
-        assert client("AUTH LOGIN") == b"+ VXNlcm5hbWU6\r\n"
-        assert client(b64(b"alice")) == b"+ UGFzc3dvcmQ6\r\n"
-        assert client(b64(PASSWORD.encode())).startswith(b"+OK")
-    with Line(pop3.host, pop3.port) as client:
-        challenge = client("AUTH CRAM-MD5")
+        assert client.command(f"APOP alice {digest}").startswith(b"+OK")
+    with session(pop3) as client:
+        assert client.command(b"AUTH PLAIN " + plain).startswith(b"+OK")
+    with session(pop3) as client:
+        assert client.command("AUTH LOGIN") == b"+ VXNlcm5hbWU6\r\n"
+        assert client.command(b64(b"alice")) == b"+ UGFzc3dvcmQ6\r\n"
+        assert client.command(b64(PASSWORD.encode())).startswith(b"+OK")
+    with session(pop3) as client:
+        challenge = client.command("AUTH CRAM-MD5")
         stamp = base64.b64decode(challenge[2:])
         cram = hmac.new(PASSWORD.encode(), stamp, hashlib.md5).hexdigest()
         secrets.append(b64(f"alice {cram}".encode()))
-        assert client(b64(f"alice {cram}".encode())).startswith(b"+OK")
-    with Line(pop3.host, pop3.port) as client:
-        assert client(b"AUTH XOAUTH2 " + xoauth2).startswith(b"+OK")
+        assert client.command(b64(f"alice {cram}".encode())).startswith(b"+OK")
+    with session(pop3) as client:
+        assert client.command(b"AUTH XOAUTH2 " + xoauth2).startswith(b"+OK")
     pop3.stop()
     masked = pop3.transcript.text().encode()
     clear = pop3.transcript.text(mask=False).encode()
@@ -452,9 +436,9 @@ def test_the_transcript_masks_every_kind_of_login(pop3: POP3Server) -> None:
 
 @pytest.mark.parametrize("separator", ["\t", "\0"])
 def test_a_password_after_a_wrong_separator_is_not_logged(pop3: POP3Server, separator: str) -> None:
-    with Line(pop3.host, pop3.port) as client:
-        assert client("USER alice") == b"+OK Send PASS\r\n"
-        assert client(f"PASS{separator}{PASSWORD}").startswith(b"-ERR ")
+    with session(pop3) as client:
+        assert client.command("USER alice") == b"+OK Send PASS\r\n"
+        assert client.command(f"PASS{separator}{PASSWORD}").startswith(b"-ERR ")
     pop3.stop()
     assert PASSWORD not in pop3.transcript.text()
 

@@ -6,9 +6,9 @@ import poplib
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
+from pop3 import LineClient, ServerFactory
 
 from fakepop import Message, POP3Server
 
@@ -16,10 +16,8 @@ MAIL = b"Subject: test\r\n\r\nbody\r\n"
 
 
 @pytest.fixture
-def server() -> Iterator[POP3Server]:
-    with POP3Server(users={"alice": "secret"}) as server:
-        server.mailbox("alice").extend([MAIL, MAIL, MAIL])
-        yield server
+def server(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": "secret"}, tls=False, messages=[MAIL, MAIL, MAIL])
 
 
 def login(server: POP3Server) -> poplib.POP3:
@@ -27,28 +25,6 @@ def login(server: POP3Server) -> poplib.POP3:
     client.user("alice")
     client.pass_("secret")
     return client
-
-
-class Raw:
-    """A client that sends bytes as given and reads replies line by line."""
-
-    def __init__(self, server: POP3Server) -> None:
-        self.sock = socket.create_connection((server.host, server.port), timeout=5)
-        self.file = self.sock.makefile("rb")
-        self.greeting = self.line()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self) -> bytes:
-        return self.file.readline()
-
-    def closed_by_server(self) -> bool:
-        return self.file.read() == b""
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 def wait_until_unlocked(server: POP3Server, user: str) -> None:
@@ -101,7 +77,7 @@ def test_mail_added_during_a_session_shows_in_the_next(server: POP3Server) -> No
 
 
 def test_pipelined_commands_in_one_packet_are_answered_in_order(server: POP3Server) -> None:
-    raw = Raw(server)
+    raw = LineClient(server, greeting=True)
     raw.send(b"USER alice\r\nPASS secret\r\nSTAT\r\nLIST 2\r\nNOOP\r\nQUIT\r\n")
     replies = [raw.line() for _ in range(6)]
     assert replies[0].startswith(b"+OK")
@@ -117,36 +93,35 @@ def test_pipelined_commands_in_one_packet_are_answered_in_order(server: POP3Serv
 
 
 def test_overlong_line_gets_err_and_the_session_goes_on(server: POP3Server) -> None:
-    raw = Raw(server)
+    raw = LineClient(server, greeting=True)
     raw.send(b"NOOP " + b"x" * 10_000 + b"\r\nCAPA\r\n")
     assert raw.line() == b"-ERR Line too long: the limit is 4096 octets\r\n"
     assert raw.line() == b"+OK Capability list follows\r\n"
     raw.close()
 
 
-def test_bad_command_budget_closes_the_connection() -> None:
-    with POP3Server(users={"alice": "secret"}, max_bad_commands=3) as server:
-        raw = Raw(server)
-        raw.send(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n")
-        assert raw.line() == b"-ERR Unknown command: FOO\r\n"
-        assert raw.line() == b"-ERR Unknown command: BAR\r\n"
-        assert raw.line() == b"-ERR Too many bad commands, closing the connection\r\n"
-        assert raw.closed_by_server()
-        raw.close()
+@pytest.mark.fakepop(users={"alice": "secret"}, tls=False, max_bad_commands=3)
+def test_bad_command_budget_closes_the_connection(pop3_server: POP3Server) -> None:
+    raw = LineClient(pop3_server, greeting=True)
+    raw.send(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n")
+    assert raw.line() == b"-ERR Unknown command: FOO\r\n"
+    assert raw.line() == b"-ERR Unknown command: BAR\r\n"
+    assert raw.line() == b"-ERR Too many bad commands, closing the connection\r\n"
+    assert raw.closed_by_server()
+    raw.close()
 
 
-def test_idle_client_is_logged_out_and_nothing_is_deleted() -> None:
-    with POP3Server(users={"alice": "secret"}, idle_timeout=0.2) as server:
-        server.mailbox("alice").add(MAIL)
-        raw = Raw(server)
-        raw.send(b"USER alice\r\nPASS secret\r\nDELE 1\r\n")
-        for _ in range(3):
-            assert raw.line().startswith(b"+OK")
-        assert raw.line() == b"-ERR Autologout: idle for too long\r\n"
-        assert raw.closed_by_server()
-        raw.close()
-        wait_until_unlocked(server, "alice")
-        assert len(server.mailbox("alice")) == 1
+@pytest.mark.fakepop(users={"alice": "secret"}, tls=False, idle_timeout=0.2, messages=[MAIL])
+def test_idle_client_is_logged_out_and_nothing_is_deleted(pop3_server: POP3Server) -> None:
+    raw = LineClient(pop3_server, greeting=True)
+    raw.send(b"USER alice\r\nPASS secret\r\nDELE 1\r\n")
+    for _ in range(3):
+        assert raw.line().startswith(b"+OK")
+    assert raw.line() == b"-ERR Autologout: idle for too long\r\n"
+    assert raw.closed_by_server()
+    raw.close()
+    wait_until_unlocked(pop3_server, "alice")
+    assert len(pop3_server.mailbox("alice")) == 1
 
 
 def test_ipv6_loopback() -> None:

@@ -17,7 +17,7 @@ import pytest
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from pop3 import TIMEOUT, LineClient, ServerFactory, servers
+from pop3 import TIMEOUT, LineClient, ServerFactory, filled
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -53,10 +53,9 @@ def fill(server: POP3Server) -> None:
 
 
 @pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    """Start TLS servers holding MESSAGES for alice; stop them all at the end."""
-    with servers({"alice": "secret"}, fill, tls=True) as make:
-        yield make
+def make_server(pop3_server_factory: ServerFactory) -> ServerFactory:
+    """TLS servers holding MESSAGES for alice."""
+    return filled(pop3_server_factory, {"alice": "secret"}, fill, tls=True)
 
 
 @pytest.fixture
@@ -70,9 +69,6 @@ class Wire(LineClient):
     def starttls(self, context: ssl.SSLContext, hostname: str = "localhost") -> None:
         self.wrap(context, hostname, ragged_eofs=False)
 
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
     def multiline(self) -> list[bytes]:
         """A multi-line reply's status and body lines, line ends stripped."""
         lines = [self.line()]
@@ -80,10 +76,6 @@ class Wire(LineClient):
         while lines[-1] != b".\r\n":
             lines.append(self.line())
         return [line[:-2] for line in lines[:-1]]
-
-    def command(self, line: bytes) -> bytes:
-        self.send(line + b"\r\n")
-        return self.line()
 
     def silent(self) -> bool:
         """True if nothing more arrives within QUIET seconds."""
@@ -368,15 +360,15 @@ def test_implicit_tls_off(make_server: ServerFactory) -> None:
     login_and_retr_all(client)
 
 
-def test_without_tls_there_is_no_stls() -> None:
-    with POP3Server(users={"alice": "secret"}) as server:
-        assert server.tls_port is None
-        client = poplib.POP3("localhost", server.port, timeout=TIMEOUT)
-        assert "STLS" not in client.capa()
-        assert command(client, "STLS") == b"-ERR Unknown command: STLS\r\n"
-        client.quit()
-        with pytest.raises(RuntimeError, match="no CA of its own"):
-            server.client_ssl_context()
+def test_without_tls_there_is_no_stls(pop3_server_factory: ServerFactory) -> None:
+    server = pop3_server_factory(users={"alice": "secret"}, tls=False)
+    assert server.tls_port is None
+    client = poplib.POP3("localhost", server.port, timeout=TIMEOUT)
+    assert "STLS" not in client.capa()
+    assert command(client, "STLS") == b"-ERR Unknown command: STLS\r\n"
+    client.quit()
+    with pytest.raises(RuntimeError, match="no CA of its own"):
+        server.client_ssl_context()
 
 
 # --- TLS versions -------------------------------------------------------------------------

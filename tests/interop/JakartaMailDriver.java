@@ -1,5 +1,5 @@
 // Jakarta Mail's POP3 provider (com.sun.mail.pop3) as a POP3 client, driven by
-// tests/test_interop_javamail.py: one JVM serves a whole test module, since each
+// tests/interop/test_interop_javamail.py: one JVM serves a whole test module, since each
 // start costs about a second.
 //
 // Each line on stdin is one scenario: space-separated key=value pairs, values

@@ -1,5 +1,5 @@
 <?php
-// PHP's imap extension as a POP3 client, run by tests/test_interop_php.py: the UW c-client
+// PHP's imap extension as a POP3 client, run by tests/interop/test_interop_php.py: the UW c-client
 // library's POP3 driver, which PHP helpdesks (osTicket and others) ingest mail with.
 //
 // $argv[1] is a JSON plan: the mailbox to open ("{host:port/pop3/...}INBOX"), the login,

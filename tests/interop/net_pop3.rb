@@ -1,5 +1,5 @@
 # Ruby's Net::POP3 (the net-pop gem bundled with Ruby) as a POP3 client, run by
-# tests/test_interop_ruby.py; the way Redmine's and Zammad's mail fetchers use it.
+# tests/interop/test_interop_ruby.py; the way Redmine's and Zammad's mail fetchers use it.
 #
 # ARGV[0] is a JSON plan: where to connect, how to log in, and what to do with each
 # message. Every result goes to stdout as a record, "KIND NUMBER LENGTH\n", then

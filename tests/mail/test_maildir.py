@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from pop3 import ServerFactory
 
 from fakepop import MaildirMailbox, POP3Server
 from fakepop.mail.maildir import JOURNAL, LOCK, STAGING, WHOLE_READ, maildir_uid
@@ -110,10 +111,9 @@ FIVE = {
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[POP3Server]:
+def server(tmp_path: Path, pop3_server_factory: ServerFactory) -> POP3Server:
     make_maildir(tmp_path / USER, FIVE)
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        yield server
+    return pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
 
 
 # --- delivery -------------------------------------------------------------------------------
@@ -192,17 +192,19 @@ def test_sizes_and_contents_are_the_wire_form(tmp_path: Path) -> None:
     assert box.messages[2].read().endswith(b"last line, no newline\r\n")
 
 
-def test_poplib_gets_the_wire_form_and_size(tmp_path: Path, login: Login) -> None:
+def test_poplib_gets_the_wire_form_and_size(
+    tmp_path: Path, login: Login, pop3_server_factory: ServerFactory
+) -> None:
     make_maildir(tmp_path / USER, ODD)
     wires = [to_crlf(raw) for _, raw in sorted(ODD.items(), key=lambda item: item[0][4:])]
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        client = login(server)
-        assert client.stat() == (len(wires), sum(len(w) for w in wires))
-        for n, wire in enumerate(wires, 1):
-            response, lines, _ = client.retr(n)
-            assert response == f"+OK {len(wire)} octets".encode()
-            assert unstuffed(lines) == wire
-        client.quit()
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    assert client.stat() == (len(wires), sum(len(w) for w in wires))
+    for n, wire in enumerate(wires, 1):
+        response, lines, _ = client.retr(n)
+        assert response == f"+OK {len(wire)} octets".encode()
+        assert unstuffed(lines) == wire
+    client.quit()
 
 
 def test_a_wire_size_in_the_file_name_is_trusted(tmp_path: Path) -> None:
@@ -425,16 +427,18 @@ def test_a_commit_killed_before_its_commit_point_is_undone(tmp_path: Path) -> No
 
 
 def test_the_server_finishes_a_leftover_journal_before_serving(
-    tmp_path: Path, login: Login
+    tmp_path: Path,
+    login: Login,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     maildir = make_maildir(tmp_path / USER, FIVE)
     leave_commit(maildir, JOURNAL, ["cur/1795770000.M1P1.maildir.test:2,S"])
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        assert not (maildir / JOURNAL).exists()
-        client = login(server)
-        assert client.stat()[0] == 4
-        assert client.uidl(1) == b"+OK 1 1795770060.M2P1.maildir.test"
-        client.quit()
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    assert not (maildir / JOURNAL).exists()
+    client = login(server)
+    assert client.stat()[0] == 4
+    assert client.uidl(1) == b"+OK 1 1795770060.M2P1.maildir.test"
+    client.quit()
 
 
 def test_what_a_killed_process_left_in_tmp_is_swept(tmp_path: Path) -> None:
@@ -551,16 +555,18 @@ def test_the_big_messages_put_dot_lines_on_every_chunk_edge(big_maildir: Path) -
     assert len(raws(big_maildir)[1]) > 5 * 1024 * 1024
 
 
-def test_poplib_retr_is_byte_exact(big_maildir: Path, login: Login) -> None:
-    with POP3Server(users={USER: PASSWORD}, maildir=big_maildir) as server:
-        client = login(server)
-        for n, raw in enumerate(raws(big_maildir), 1):
-            wire = to_crlf(raw)
-            assert cast(bytes, client.list(n)) == f"+OK {n} {len(wire)}".encode()
-            _, lines, octets = client.retr(n)
-            assert unstuffed(lines) == wire, n
-            assert octets == len(wire)  # poplib counts the octets after un-stuffing
-        client.quit()
+def test_poplib_retr_is_byte_exact(
+    big_maildir: Path, login: Login, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=big_maildir, tls=False)
+    client = login(server)
+    for n, raw in enumerate(raws(big_maildir), 1):
+        wire = to_crlf(raw)
+        assert cast(bytes, client.list(n)) == f"+OK {n} {len(wire)}".encode()
+        _, lines, octets = client.retr(n)
+        assert unstuffed(lines) == wire, n
+        assert octets == len(wire)  # poplib counts the octets after un-stuffing
+    client.quit()
 
 
 def top_of(wire: bytes, lines: int) -> bytes:
@@ -568,19 +574,21 @@ def top_of(wire: bytes, lines: int) -> bytes:
     return head + b"\r\n\r\n" + b"".join(body.splitlines(keepends=True)[:lines])
 
 
-def test_poplib_top_is_byte_exact(big_maildir: Path, login: Login) -> None:
-    with POP3Server(users={USER: PASSWORD}, maildir=big_maildir) as server:
-        client = login(server)
-        for n, raw in enumerate(raws(big_maildir), 1):
-            wire = to_crlf(raw)
-            body = wire.partition(b"\r\n\r\n")[2].split(b"\r\n")[:-1]
-            # Cut just before and just after each of the first dot lines (the first chunk
-            # edges, in the big messages), and past the end: the whole message.
-            dots = [i for i, line in enumerate(body) if line.startswith(b".")]
-            cuts = {0, 1, len(body) + 10} | {d + e for d in dots[:4] for e in (0, 1)}
-            for lines in sorted(cuts):
-                assert unstuffed(client.top(n, lines)[1]) == top_of(wire, lines), (n, lines)
-        client.quit()
+def test_poplib_top_is_byte_exact(
+    big_maildir: Path, login: Login, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=big_maildir, tls=False)
+    client = login(server)
+    for n, raw in enumerate(raws(big_maildir), 1):
+        wire = to_crlf(raw)
+        body = wire.partition(b"\r\n\r\n")[2].split(b"\r\n")[:-1]
+        # Cut just before and just after each of the first dot lines (the first chunk
+        # edges, in the big messages), and past the end: the whole message.
+        dots = [i for i, line in enumerate(body) if line.startswith(b".")]
+        cuts = {0, 1, len(body) + 10} | {d + e for d in dots[:4] for e in (0, 1)}
+        for lines in sorted(cuts):
+            assert unstuffed(client.top(n, lines)[1]) == top_of(wire, lines), (n, lines)
+    client.quit()
 
 
 def test_retr_on_the_wire_is_the_stuffed_message_and_terminator(big_maildir: Path) -> None:
@@ -622,7 +630,9 @@ SEPARATORS = [
 ]
 
 
-def test_any_file_name_round_trips_through_a_commit(tmp_path: Path, login: Login) -> None:
+def test_any_file_name_round_trips_through_a_commit(
+    tmp_path: Path, login: Login, pop3_server_factory: ServerFactory
+) -> None:
     maildir = make_maildir(tmp_path / USER, {})
     odd, innocent = set(), set()
     for n, separator in enumerate(SEPARATORS):
@@ -636,16 +646,16 @@ def test_any_file_name_round_trips_through_a_commit(tmp_path: Path, login: Login
     not_utf8 = os.fsdecode(b"1795770099.M99P1.\xff\xfe")  # bytes no encoding gives a name
     (maildir / "new" / not_utf8).write_bytes(message(99))
     odd.add(f"new/{not_utf8}")
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        client = login(server)
-        by_uid = {maildir_uid(name.partition("/")[2]): name for name in odd | innocent}
-        listed = [line.split() for line in client.uidl()[1]]
-        assert len(listed) == len(by_uid)
-        for number, uid in listed:
-            if by_uid[uid.decode()] in odd:
-                client.dele(int(number))
-        left = f"{len(odd)} deleted, {len(innocent)} left"
-        assert client.quit() == f"+OK fakepop signing off ({left})".encode()
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    by_uid = {maildir_uid(name.partition("/")[2]): name for name in odd | innocent}
+    listed = [line.split() for line in client.uidl()[1]]
+    assert len(listed) == len(by_uid)
+    for number, uid in listed:
+        if by_uid[uid.decode()] in odd:
+            client.dele(int(number))
+    left = f"{len(odd)} deleted, {len(innocent)} left"
+    assert client.quit() == f"+OK fakepop signing off ({left})".encode()
     assert files(maildir) == innocent
 
 
@@ -661,14 +671,16 @@ def twins(maildir: Path) -> dict[str, bytes]:
     return pairs
 
 
-def test_files_claiming_one_uid_get_unique_uids_that_last(tmp_path: Path, login: Login) -> None:
+def test_files_claiming_one_uid_get_unique_uids_that_last(
+    tmp_path: Path, login: Login, pop3_server_factory: ServerFactory
+) -> None:
     twins(tmp_path / USER)
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        client = login(server)
-        uids = client.uidl()[1]
-        assert len({line.split()[1] for line in uids}) == 4
-        client.quit()
-        assert login(server).uidl()[1] == uids  # the same in the next session (RFC 1939, 7)
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    uids = client.uidl()[1]
+    assert len({line.split()[1] for line in uids}) == 4
+    client.quit()
+    assert login(server).uidl()[1] == uids  # the same in the next session (RFC 1939, 7)
 
 
 def test_a_copy_appearing_later_leaves_the_first_its_uid(tmp_path: Path) -> None:
@@ -684,14 +696,17 @@ def test_a_copy_appearing_later_leaves_the_first_its_uid(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("number", [1, 2, 3, 4])
 def test_dele_of_one_twin_removes_exactly_that_file(
-    tmp_path: Path, login: Login, number: int
+    tmp_path: Path,
+    login: Login,
+    number: int,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     pairs = twins(tmp_path / USER)
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        client = login(server)
-        content = unstuffed(client.retr(number)[1])
-        client.dele(number)
-        assert client.quit() == b"+OK fakepop signing off (1 deleted, 3 left)"
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    content = unstuffed(client.retr(number)[1])
+    client.dele(number)
+    assert client.quit() == b"+OK fakepop signing off (1 deleted, 3 left)"
     left = {name: (tmp_path / USER / name).read_bytes() for name in files(tmp_path / USER)}
     assert sorted(map(to_crlf, left.values())) == sorted(
         to_crlf(raw) for raw in pairs.values() if to_crlf(raw) != content
@@ -699,21 +714,23 @@ def test_dele_of_one_twin_removes_exactly_that_file(
 
 
 def test_a_message_that_cannot_be_told_from_its_twins_is_not_deleted(
-    tmp_path: Path, login: Login
+    tmp_path: Path,
+    login: Login,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     pairs = twins(tmp_path / USER)
     maildir = tmp_path / USER
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        client = login(server)
-        client.dele(1)  # new/1795770000.M1P1.twin
-        # Another program rewrites it into cur/: now two files of its name, neither it.
-        (maildir / "tmp" / "edit").write_bytes(message(1, "edited\n"))
-        os.rename(maildir / "tmp" / "edit", maildir / "cur" / "1795770000.M1P1.twin:2,RS")
-        (maildir / "new" / "1795770000.M1P1.twin").unlink()
-        with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\].*no message was deleted"):
-            client.quit()
-        with pytest.raises(FileExistsError):
-            server.stop()
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    client.dele(1)  # new/1795770000.M1P1.twin
+    # Another program rewrites it into cur/: now two files of its name, neither it.
+    (maildir / "tmp" / "edit").write_bytes(message(1, "edited\n"))
+    os.rename(maildir / "tmp" / "edit", maildir / "cur" / "1795770000.M1P1.twin:2,RS")
+    (maildir / "new" / "1795770000.M1P1.twin").unlink()
+    with pytest.raises(poplib.error_proto, match=r"\[SYS/TEMP\].*no message was deleted"):
+        client.quit()
+    with pytest.raises(FileExistsError):
+        server.stop()
     assert len(files(maildir)) == len(pairs)
 
 
@@ -738,43 +755,45 @@ MOVED = 40  # messages in each
 
 
 def test_mail_another_program_moves_during_quit_is_still_deleted(
-    tmp_path: Path, login: Login
+    tmp_path: Path,
+    login: Login,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     # A second reader marks mail seen (new/X -> cur/X:2,S), and flags it again
     # (cur/X:2,S -> cur/X:2,RS), while the commit runs.
     lost, kept = 0, 0
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as server:
-        maildir = tmp_path / USER
-        for trial in range(MOVES):
-            make_maildir(
-                maildir,
-                {f"new/17957{trial:03d}{n:02d}.M{n}P1.host": message(n) for n in range(MOVED)},
-            )
-            client = login(server)
-            for number in range(1, MOVED + 1, 2):
-                client.dele(number)
-            doomed = {f"17957{trial:03d}{n:02d}.M{n}P1.host" for n in range(0, MOVED, 2)}
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    maildir = tmp_path / USER
+    for trial in range(MOVES):
+        make_maildir(
+            maildir,
+            {f"new/17957{trial:03d}{n:02d}.M{n}P1.host": message(n) for n in range(MOVED)},
+        )
+        client = login(server)
+        for number in range(1, MOVED + 1, 2):
+            client.dele(number)
+        doomed = {f"17957{trial:03d}{n:02d}.M{n}P1.host" for n in range(0, MOVED, 2)}
 
-            def move() -> None:
-                names = sorted(os.listdir(maildir / "new"))
-                for name in names:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.rename(maildir / "new" / name, maildir / "cur" / f"{name}:2,S")
-                for name in names:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.rename(maildir / "cur" / f"{name}:2,S", maildir / "cur" / f"{name}:2,RS")
+        def move() -> None:
+            names = sorted(os.listdir(maildir / "new"))
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(maildir / "new" / name, maildir / "cur" / f"{name}:2,S")
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.rename(maildir / "cur" / f"{name}:2,S", maildir / "cur" / f"{name}:2,RS")
 
-            mover = threading.Thread(target=move)
-            mover.start()
-            assert client.quit().startswith(b"+OK")
-            mover.join(TIMEOUT)
-            left = {name.partition(":")[0] for name in os.listdir(maildir / "cur")}
-            left |= set(os.listdir(maildir / "new"))
-            kept += len(doomed & left)
-            lost += MOVED - len(doomed) - len(left - doomed)
-            for sub in ("new", "cur"):
-                for name in os.listdir(maildir / sub):
-                    os.unlink(maildir / sub / name)
+        mover = threading.Thread(target=move)
+        mover.start()
+        assert client.quit().startswith(b"+OK")
+        mover.join(TIMEOUT)
+        left = {name.partition(":")[0] for name in os.listdir(maildir / "cur")}
+        left |= set(os.listdir(maildir / "new"))
+        kept += len(doomed & left)
+        lost += MOVED - len(doomed) - len(left - doomed)
+        for sub in ("new", "cur"):
+            for name in os.listdir(maildir / sub):
+                os.unlink(maildir / sub / name)
     assert (kept, lost) == (0, 0)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +40,7 @@ from clients import (
     stripcr,
 )
 from corpus import corpus
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -133,11 +133,10 @@ def messages() -> list[bytes]:
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        server.add_token(USER, TOKEN)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, messages=SMALL)
+    server.add_token(USER, TOKEN)
+    return server
 
 
 def as_copied(wire: bytes) -> bytes:
@@ -197,13 +196,15 @@ def test_copies_the_corpus_byte_for_byte(
     assert server.violations == []
 
 
-def test_a_first_line_that_is_not_a_header(snail: SNail) -> None:
+def test_a_first_line_that_is_not_a_header(
+    snail: SNail, pop3_server_factory: ServerFactory
+) -> None:
     """A stuffed dot opens the message: the server's stuffing is undone, but s-nail takes a
     first line without a colon for the body and puts an empty header before it."""
     odd = b".the very first octet is a dot\r\nFrom: odd@fakepop.test\r\n\r\nbody\r\n"
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).add(odd)
-        result = snail(server, "pop3", [*snail.copy_each(1), "quit"])
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).add(odd)
+    result = snail(server, "pop3", [*snail.copy_each(1), "quit"])
     assert result.returncode == 0, printed(result)
     assert snail.copies() == [b"\n" + as_copied(to_crlf(odd))]
     assert b"s-nail: Not a header line, skipping: '.the very first octet is a dot'\n" in (
@@ -211,14 +212,14 @@ def test_a_first_line_that_is_not_a_header(snail: SNail) -> None:
     )
 
 
-def test_bulk_load_retrieves_at_once(snail: SNail) -> None:
+def test_bulk_load_retrieves_at_once(snail: SNail, pop3_server_factory: ServerFactory) -> None:
     """``pop3-bulk-load``: RETR every message at the opening, no TOP."""
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).extend([*SMALL, *ODD])
-        result = snail(server, "pop3", [*snail.copy_each(6), "quit"], "pop3-bulk-load")
-        succeeded(result, server)
-        assert snail.copies() == [as_copied(to_crlf(m)) for m in [*SMALL, *ODD]]
-        session = session_of(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).extend([*SMALL, *ODD])
+    result = snail(server, "pop3", [*snail.copy_each(6), "quit"], "pop3-bulk-load")
+    succeeded(result, server)
+    assert snail.copies() == [as_copied(to_crlf(m)) for m in [*SMALL, *ODD]]
+    session = session_of(server)
     lists = [f"LIST {n}" for n in range(1, 7)]
     retrs = [f"RETR {n}" for n in range(1, 7)]
     assert session == ["APOP alice ****", "STAT", *lists, *retrs, "QUIT"]
@@ -313,12 +314,14 @@ def test_a_locked_maildrop(snail: SNail, small: POP3Server) -> None:
 
 
 @pytest.mark.parametrize("transport", ["pop3", "stls"])
-def test_a_server_that_requires_tls(snail: SNail, transport: str) -> None:
+def test_a_server_that_requires_tls(
+    snail: SNail, transport: str, pop3_server_factory: ServerFactory
+) -> None:
     """``require_tls``: APOP before STLS is refused with [AUTH]; after it, it is taken."""
-    with POP3Server(users={USER: PASSWORD}, tls=True, require_tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = snail(server, transport, [*snail.copy_each(2), "quit"])
-        session = session_of(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, require_tls=True)
+    server.mailbox(USER).extend(SMALL)
+    result = snail(server, transport, [*snail.copy_each(2), "quit"])
+    session = session_of(server)
     if transport == "pop3":
         assert result.returncode == 1
         assert "s-nail: POP3 error: -ERR [AUTH] Plaintext authentication needs TLS" in (
@@ -343,11 +346,13 @@ REASONS = {
 
 @pytest.mark.parametrize("fault", CERTIFICATE_FAULTS)
 @pytest.mark.parametrize("transport", ["pop3s", "stls"])
-def test_refuses_a_faulty_certificate(snail: SNail, fault: str, transport: str) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True, certificate_fault=fault) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = snail(server, transport, [*snail.copy_each(2), "quit"])
-        (session,) = sent(server)
+def test_refuses_a_faulty_certificate(
+    snail: SNail, fault: str, transport: str, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, certificate_fault=fault)
+    server.mailbox(USER).extend(SMALL)
+    result = snail(server, transport, [*snail.copy_each(2), "quit"])
+    (session,) = sent(server)
     assert result.returncode == 1
     assert REASONS[fault] in printed(result)
     assert list(snail.saved.iterdir()) == []

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from clients import Curl, FetchmailHome, environment, printed, program, run, stripcr
-from pop3 import ServerFactory, servers
+from pop3 import ServerFactory, filled
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -55,9 +55,8 @@ def fill(server: POP3Server) -> None:
 
 
 @pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    with servers({"alice": "secret"}, fill, tls=True) as make:
-        yield make
+def make_server(pop3_server_factory: ServerFactory) -> ServerFactory:
+    return filled(pop3_server_factory, {"alice": "secret"}, fill, tls=True)
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ file fast. curl is not skipped when missing: install it.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from clients import PASSWORD, USER, Curl, client_commands, top, url
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -34,10 +34,10 @@ def curl() -> Curl:
 
 
 @pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
+def server(messages: list[bytes], pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).extend(messages)
+    return server
 
 
 def succeeded(result: subprocess.CompletedProcess[bytes], server: POP3Server) -> bytes:
@@ -137,15 +137,17 @@ ODD = [
 ]
 
 
-def test_retr_and_top_of_odd_messages(curl: Curl, tmp_path: Path) -> None:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).extend(ODD)
-        transfers: list[list[str]] = []
-        for n in range(1, len(ODD) + 1):
-            transfers.append([url(server, str(n)), "--output", str(tmp_path / f"{n}.eml")])
-            top_n = ["--request", f"TOP {n} 0", url(server), "--output", str(tmp_path / f"{n}.top")]
-            transfers.append(top_n)
-        succeeded(curl(*transfers), server)
+def test_retr_and_top_of_odd_messages(
+    curl: Curl, tmp_path: Path, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).extend(ODD)
+    transfers: list[list[str]] = []
+    for n in range(1, len(ODD) + 1):
+        transfers.append([url(server, str(n)), "--output", str(tmp_path / f"{n}.eml")])
+        top_n = ["--request", f"TOP {n} 0", url(server), "--output", str(tmp_path / f"{n}.top")]
+        transfers.append(top_n)
+    succeeded(curl(*transfers), server)
     for n, raw in enumerate(ODD, 1):
         assert (tmp_path / f"{n}.eml").read_bytes() == to_crlf(raw)
         assert (tmp_path / f"{n}.top").read_bytes() == top(to_crlf(raw), 0)

@@ -25,11 +25,12 @@ from typing import Any
 import pytest
 from clients import PASSWORD, USER, ScriptRun, environment, run
 from corpus import corpus
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
-SCRIPT = Path(__file__).parent / "interop" / "net_pop3.rb"
+SCRIPT = Path(__file__).parent / "net_pop3.rb"
 INSTALL = "install it (Debian: apt-get install ruby; Net::POP3 is the net-pop gem in libruby3.1)"
 
 # Not in the corpus, as fetchmail rewrites them; Net::POP3 takes them as they come.
@@ -116,22 +117,24 @@ def succeeded(run: ScriptRun, server: POP3Server) -> ScriptRun:
     return run
 
 
-def test_each_mail_pop_unique_id_and_header(net_pop3: NetPOP3, messages: list[bytes]) -> None:
+def test_each_mail_pop_unique_id_and_header(
+    net_pop3: NetPOP3, messages: list[bytes], pop3_server_factory: ServerFactory
+) -> None:
     """The corpus and two odd messages: RETR, UIDL and TOP n 0 of each, byte for byte."""
-    with POP3Server(users={USER: PASSWORD}) as server:
-        uids = server.mailbox(USER).extend(messages)
-        run = succeeded(net_pop3(server, each=["pop", "uid", "header"]), server)
-        wires = [to_crlf(m) for m in messages]
-        assert run["COUNT", 0] == b"%d" % len(messages)
-        assert run["OCTETS", 0] == b"%d" % sum(map(len, wires))
-        assert run.numbers("MAIL") == list(range(1, len(messages) + 1))
-        for n, (wire, uid) in enumerate(zip(wires, uids, strict=True), 1):
-            assert run["SIZE", n] == b"%d" % len(wire)
-            assert run["MAIL", n] == wire, f"message {n} differs"
-            assert run["UID", n] == uid.encode()
-            assert run["HEADER", n] == top0(wire), f"the header of message {n} differs"
-        (commands,) = said(server)
-        assert len(server.mailbox(USER)) == len(messages)  # nothing deleted
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    uids = server.mailbox(USER).extend(messages)
+    run = succeeded(net_pop3(server, each=["pop", "uid", "header"]), server)
+    wires = [to_crlf(m) for m in messages]
+    assert run["COUNT", 0] == b"%d" % len(messages)
+    assert run["OCTETS", 0] == b"%d" % sum(map(len, wires))
+    assert run.numbers("MAIL") == list(range(1, len(messages) + 1))
+    for n, (wire, uid) in enumerate(zip(wires, uids, strict=True), 1):
+        assert run["SIZE", n] == b"%d" % len(wire)
+        assert run["MAIL", n] == wire, f"message {n} differs"
+        assert run["UID", n] == uid.encode()
+        assert run["HEADER", n] == top0(wire), f"the header of message {n} differs"
+    (commands,) = said(server)
+    assert len(server.mailbox(USER)) == len(messages)  # nothing deleted
     # STAT and LIST once; UIDL once, for every message, at the first unique_id.
     expected = ["USER alice", "PASS ****", "STAT", "LIST"]
     for n in range(1, len(messages) + 1):
@@ -183,11 +186,13 @@ def test_apop(net_pop3: NetPOP3) -> None:
 
 
 @pytest.mark.parametrize("apop", [False, True], ids=["user", "apop"])
-def test_wrong_password_is_refused(net_pop3: NetPOP3, apop: bool) -> None:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).extend(SMALL)
-        run = net_pop3(server, apop=apop, password="wrong")
-        (commands,) = said(server)
+def test_wrong_password_is_refused(
+    net_pop3: NetPOP3, apop: bool, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).extend(SMALL)
+    run = net_pop3(server, apop=apop, password="wrong")
+    (commands,) = said(server)
     assert run.returncode == 1
     assert "-ERR [AUTH] Invalid user name or password (Net::POPAuthenticationError)" in run.stderr
     assert run.records == {}
@@ -247,12 +252,14 @@ def test_refuses_a_faulty_certificate(net_pop3: NetPOP3, fault: str) -> None:
     assert lines[0].startswith("*: TLS handshake failed: ")
 
 
-def test_no_stls_so_a_tls_only_server_refuses_before_the_password(net_pop3: NetPOP3) -> None:
+def test_no_stls_so_a_tls_only_server_refuses_before_the_password(
+    net_pop3: NetPOP3, pop3_server_factory: ServerFactory
+) -> None:
     """Net::POP3 cannot STLS: a server that wants TLS first says no to USER, and Net::POP3
     gives up there, before the password crosses the network in clear."""
-    with POP3Server(users={USER: PASSWORD}, tls=True, require_tls=True) as server:
-        run = net_pop3(server)
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, require_tls=True)
+    run = net_pop3(server)
+    (commands,) = said(server)
     assert run.returncode == 1
     assert "-ERR [AUTH] " in run.stderr
     assert "(Net::POPAuthenticationError)" in run.stderr

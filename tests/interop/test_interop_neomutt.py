@@ -33,11 +33,11 @@ import struct
 import subprocess
 import termios
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clients import PASSWORD, USER, environment, program, sent, stripcr
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -147,10 +147,10 @@ def neomutt(tmp_path: Path) -> NeoMutt:
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    return server
 
 
 def session_of(server: POP3Server) -> list[str]:

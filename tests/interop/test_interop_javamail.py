@@ -41,11 +41,12 @@ from urllib.parse import quote
 import pytest
 from clients import PASSWORD, USER, environment
 from corpus import corpus
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
-DRIVER = Path(__file__).parent / "interop" / "JakartaMailDriver.java"
+DRIVER = Path(__file__).parent / "JakartaMailDriver.java"
 # Both named: the mail jar's manifest looks for activation as jakarta.activation.jar, which
 # Debian does not ship under that name.
 JARS = ("/usr/share/java/jakarta-mail.jar", "/usr/share/java/jakarta-activation.jar")
@@ -231,25 +232,27 @@ STLS_PROPERTIES = {
 }
 
 
-def test_read_only_corpus_byte_for_byte(jakarta_mail: JakartaMail) -> None:
+def test_read_only_corpus_byte_for_byte(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """getUID, the header (TOP n 0), getSize, writeTo and getInputStream of all 50 messages."""
     messages = corpus()
-    with POP3Server(users={USER: PASSWORD}) as server:
-        uids = server.mailbox(USER).extend(messages)
-        result = jakarta_mail(
-            server, {"mail.pop3.disabletop": "false"}, read="uid,headers,size,raw,body"
-        ).succeeded(server)
-        assert result["COUNT", 0] == b"%d" % len(messages)
-        for n, (raw, uid) in enumerate(zip(messages, uids, strict=True), 1):
-            wire = to_crlf(raw)
-            header, body = parts(wire)
-            assert result["UID", n] == uid.encode()
-            assert result["HEADERS", n] == header, f"the header of message {n} differs"
-            assert result["SIZE", n] == b"%d" % len(body)
-            assert result["RAW", n] == wire, f"message {n} differs"
-            assert result["BODY", n] == body, f"the body of message {n} differs"
-        (commands,) = said(server)
-        assert len(server.mailbox(USER)) == len(messages)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    uids = server.mailbox(USER).extend(messages)
+    result = jakarta_mail(
+        server, {"mail.pop3.disabletop": "false"}, read="uid,headers,size,raw,body"
+    ).succeeded(server)
+    assert result["COUNT", 0] == b"%d" % len(messages)
+    for n, (raw, uid) in enumerate(zip(messages, uids, strict=True), 1):
+        wire = to_crlf(raw)
+        header, body = parts(wire)
+        assert result["UID", n] == uid.encode()
+        assert result["HEADERS", n] == header, f"the header of message {n} differs"
+        assert result["SIZE", n] == b"%d" % len(body)
+        assert result["RAW", n] == wire, f"message {n} differs"
+        assert result["BODY", n] == body, f"the body of message {n} differs"
+    (commands,) = said(server)
+    assert len(server.mailbox(USER)) == len(messages)
     # getSize is LIST's size less the header's. writeTo streams a RETR of its own;
     # getInputStream retrieves the message again, with LIST n pipelined before the RETR
     # when it does not know the size (here: 0, an empty body, which it takes for unknown).
@@ -260,18 +263,20 @@ def test_read_only_corpus_byte_for_byte(jakarta_mail: JakartaMail) -> None:
     assert commands == [*expected, "QUIT"]
 
 
-def test_header_from_retr_when_top_is_disabled(jakarta_mail: JakartaMail) -> None:
+def test_header_from_retr_when_top_is_disabled(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """With ``mail.pop3.disabletop`` the header is parsed from RETR, which writeTo then
     copies: one retrieval per message, with its size (LIST n) pipelined before it."""
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = jakarta_mail(
-            server, {"mail.pop3.disabletop": "true"}, read="headers,raw"
-        ).succeeded(server)
-        for n, raw in enumerate(SMALL, 1):
-            assert result["HEADERS", n] == parts(to_crlf(raw))[0]
-            assert result["RAW", n] == to_crlf(raw)
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).extend(SMALL)
+    result = jakarta_mail(server, {"mail.pop3.disabletop": "true"}, read="headers,raw").succeeded(
+        server
+    )
+    for n, raw in enumerate(SMALL, 1):
+        assert result["HEADERS", n] == parts(to_crlf(raw))[0]
+        assert result["RAW", n] == to_crlf(raw)
+    (commands,) = said(server)
     per_message = [c for n in (1, 2, 3) for c in (f"LIST {n}", f"RETR {n}")]
     assert commands == [*LOGIN, *per_message, "QUIT"]
 
@@ -311,25 +316,27 @@ def test_nothing_is_deleted_without_expunge_in_read_write(
     mailbox.assert_deleted()  # none
 
 
-def test_pop3s_with_pipelining(jakarta_mail: JakartaMail) -> None:
+def test_pop3s_with_pipelining(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """Implicit TLS, trusting only the server's CA. getInputStream first: the size is not
     known, so LIST n and RETR n go out pipelined (CAPA offers PIPELINING); writeTo then
     copies what RETR brought. Over TLS, USER and PASS are pipelined too."""
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = jakarta_mail(
-            server,
-            TLS_PROPERTIES,
-            protocol="pop3s",
-            host="localhost",
-            port=server.tls_port,
-            ca=server.ca_pem,
-            read="body,raw",
-        ).succeeded(server)
-        for n, raw in enumerate(SMALL, 1):
-            assert result["BODY", n] == parts(to_crlf(raw))[1]
-            assert result["RAW", n] == to_crlf(raw)
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    result = jakarta_mail(
+        server,
+        TLS_PROPERTIES,
+        protocol="pop3s",
+        host="localhost",
+        port=server.tls_port,
+        ca=server.ca_pem,
+        read="body,raw",
+    ).succeeded(server)
+    for n, raw in enumerate(SMALL, 1):
+        assert result["BODY", n] == parts(to_crlf(raw))[1]
+        assert result["RAW", n] == to_crlf(raw)
+    (commands,) = said(server)
     assert commands[0].startswith("*: TLS established: TLSv1.3 ")
     per_message = [c for n in (1, 2, 3) for c in (f"LIST {n}", f"RETR {n}")]
     assert commands[1:] == [*LOGIN, *per_message, "QUIT"]
@@ -384,10 +391,12 @@ def test_stls_then_plain_where_tls_is_required(jakarta_mail: JakartaMail) -> Non
     assert session.login == "AUTH PLAIN"
 
 
-def test_stls_required_but_not_offered(jakarta_mail: JakartaMail) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True, stls=False) as server:
-        result = jakarta_mail(server, STLS_PROPERTIES, host="localhost", ca=server.ca_pem)
-        (commands,) = said(server)
+def test_stls_required_but_not_offered(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, stls=False)
+    result = jakarta_mail(server, STLS_PROPERTIES, host="localhost", ca=server.ca_pem)
+    (commands,) = said(server)
     assert result.error == (
         "jakarta.mail.AuthenticationFailedException: STLS required but not supported"
     )
@@ -396,16 +405,18 @@ def test_stls_required_but_not_offered(jakarta_mail: JakartaMail) -> None:
 
 @pytest.mark.parametrize("fault", CERTIFICATE_ERRORS)
 @pytest.mark.parametrize("mode", ["pop3s", "stls"])
-def test_refuses_a_faulty_certificate(jakarta_mail: JakartaMail, fault: str, mode: str) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True, certificate_fault=fault) as server:
-        server.mailbox(USER).extend(SMALL)
-        if mode == "pop3s":
-            request: dict[str, Any] = {"protocol": "pop3s", "port": server.tls_port}
-            properties = TLS_PROPERTIES
-        else:
-            request, properties = {}, STLS_PROPERTIES
-        result = jakarta_mail(server, properties, host="localhost", ca=server.ca_pem, **request)
-        (commands,) = said(server)
+def test_refuses_a_faulty_certificate(
+    jakarta_mail: JakartaMail, fault: str, mode: str, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, certificate_fault=fault)
+    server.mailbox(USER).extend(SMALL)
+    if mode == "pop3s":
+        request: dict[str, Any] = {"protocol": "pop3s", "port": server.tls_port}
+        properties = TLS_PROPERTIES
+    else:
+        request, properties = {}, STLS_PROPERTIES
+    result = jakarta_mail(server, properties, host="localhost", ca=server.ca_pem, **request)
+    (commands,) = said(server)
     assert result.error is not None
     assert result.error.startswith("jakarta.mail.MessagingException: Connect failed\n")
     assert CERTIFICATE_ERRORS[fault] in result.error
@@ -463,29 +474,31 @@ def test_default_login_on_a_sasl_only_server(jakarta_mail: JakartaMail) -> None:
     ]
 
 
-def test_wrong_password(jakarta_mail: JakartaMail) -> None:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        result = jakarta_mail(server, password="wrong")
-        (commands,) = said(server)
+def test_wrong_password(jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    result = jakarta_mail(server, password="wrong")
+    (commands,) = said(server)
     assert result.error == (
         "jakarta.mail.AuthenticationFailedException: [AUTH] Invalid user name or password"
     )
     assert commands == ["CAPA", "USER alice", "PASS ****", "QUIT"]
 
 
-def test_fetch_profile_uid_and_envelope(jakarta_mail: JakartaMail) -> None:
+def test_fetch_profile_uid_and_envelope(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """How an ingest app finds new mail: Folder.fetch of UIDs (one UIDL for all) and
     envelopes (TOP n 0 and LIST n each); getUID, the header and getSize then cost nothing."""
-    with POP3Server(users={USER: PASSWORD}) as server:
-        uids = server.mailbox(USER).extend(SMALL)
-        result = jakarta_mail(server, fetch="uid,envelope", read="uid,headers,size")
-        result.succeeded(server)
-        for n, (raw, uid) in enumerate(zip(SMALL, uids, strict=True), 1):
-            header, body = parts(to_crlf(raw))
-            assert result["UID", n] == uid.encode()
-            assert result["HEADERS", n] == header
-            assert result["SIZE", n] == b"%d" % len(body)
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    uids = server.mailbox(USER).extend(SMALL)
+    result = jakarta_mail(server, fetch="uid,envelope", read="uid,headers,size")
+    result.succeeded(server)
+    for n, (raw, uid) in enumerate(zip(SMALL, uids, strict=True), 1):
+        header, body = parts(to_crlf(raw))
+        assert result["UID", n] == uid.encode()
+        assert result["HEADERS", n] == header
+        assert result["SIZE", n] == b"%d" % len(body)
+    (commands,) = said(server)
     envelopes = [c for n in (1, 2, 3) for c in (f"TOP {n} 0", f"LIST {n}")]
     assert commands == [*LOGIN, "UIDL", *envelopes, "QUIT"]
 

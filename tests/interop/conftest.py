@@ -5,11 +5,10 @@ A test file that wants other mail defines its own ``messages``; this ``server`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from clients import PASSWORD, USER
 from corpus import corpus
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 
@@ -20,8 +19,6 @@ def messages() -> list[bytes]:
 
 
 @pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
+def server(pop3_server_factory: ServerFactory, messages: list[bytes]) -> POP3Server:
     """alice's maildrop holding ``messages``; STLS on ``port``, implicit TLS on ``tls_port``."""
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
+    return pop3_server_factory(users={USER: PASSWORD}, tls=True, messages=messages)

@@ -25,7 +25,7 @@ from fakepop.mail.generate import generate_messages
 from fakepop.mail.manifest import load_manifest
 from fakepop.mail.wire import to_crlf
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 MANIFEST = load_manifest(FIXTURES / "fakepop.toml")
 ACCOUNTS = ["alice", "bob"]  # the ones with mail
 TIMEOUT = 10.0  # seconds for a socket operation

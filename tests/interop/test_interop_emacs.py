@@ -32,7 +32,6 @@ import datetime
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +46,12 @@ from clients import (
     run,
     sent,
 )
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
-DRIVER = Path(__file__).parent / "interop" / "emacs_pop3.el"
+DRIVER = Path(__file__).parent / "emacs_pop3.el"
 
 SMALL = [
     b"From: A <a@example.com>\r\nSubject: one\r\nDate: Mon, 2 Feb 2026 10:11:12 +0100\r\n\r\n"
@@ -204,10 +204,10 @@ def pop3_el(tmp_path: Path) -> Pop3El:
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    return server
 
 
 def succeeded(run: Run, server: POP3Server) -> Run:
@@ -398,34 +398,39 @@ def test_apop(pop3_el: Pop3El, small: POP3Server, stream: str) -> None:
 
 @pytest.mark.parametrize("stream", ["plain", "default"])
 def test_in_clear_on_a_trusted_local_network(
-    pop3_el: Pop3El, small: POP3Server, stream: str
+    pop3_el: Pop3El,
+    small: POP3Server,
+    stream: str,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     """With nsm-trust-local-network, no TLS: 'plain never asks CAPA; nil asks it and, as
     STLS is not offered here, logs in in clear."""
-    with POP3Server(users={USER: PASSWORD}, tls=True, stls=stream == "plain") as server:
-        server.mailbox(USER).extend(SMALL)
-        result = succeeded(pop3_el(server, stream, trust_local=True, movemail=True), server)
-        got = (result.out / "mbox").read_bytes()
-        assert got == mbox_form(got, SMALL)
-        capa = [] if stream == "plain" else ["CAPA"]
-        assert session_of(server) == [
-            *capa, *LOGIN, "STAT", "RETR 1", "RETR 2", "DELE 1", "DELE 2", "QUIT"
-        ]  # fmt: skip
-        assert server.mailbox(USER).messages == []
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, stls=stream == "plain")
+    server.mailbox(USER).extend(SMALL)
+    result = succeeded(pop3_el(server, stream, trust_local=True, movemail=True), server)
+    got = (result.out / "mbox").read_bytes()
+    assert got == mbox_form(got, SMALL)
+    capa = [] if stream == "plain" else ["CAPA"]
+    assert session_of(server) == [
+        *capa, *LOGIN, "STAT", "RETR 1", "RETR 2", "DELE 1", "DELE 2", "QUIT"
+    ]  # fmt: skip
+    assert server.mailbox(USER).messages == []
 
 
 @pytest.mark.parametrize(("stream", "stls"), [("plain", True), ("starttls", False)])
-def test_no_password_in_clear_unless_trusted(pop3_el: Pop3El, stream: str, stls: bool) -> None:
+def test_no_password_in_clear_unless_trusted(
+    pop3_el: Pop3El, stream: str, stls: bool, pop3_server_factory: ServerFactory
+) -> None:
     """In batch mode the Network Security Manager refuses a connection in clear (there is
     nobody to ask), and 'starttls refuses a server without STLS: no password goes out.
     pop3-open-server then fails on the nil process it was given."""
-    with POP3Server(users={USER: PASSWORD}, tls=True, stls=stls) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = pop3_el(server, stream, movemail=True)
-        assert result.returncode == 1
-        assert result.results == {"error": "Wrong type argument: processp, nil"}
-        assert session_of(server) == ([] if stream == "plain" else ["CAPA"])
-        assert len(server.mailbox(USER)) == len(SMALL)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, stls=stls)
+    server.mailbox(USER).extend(SMALL)
+    result = pop3_el(server, stream, movemail=True)
+    assert result.returncode == 1
+    assert result.results == {"error": "Wrong type argument: processp, nil"}
+    assert session_of(server) == ([] if stream == "plain" else ["CAPA"])
+    assert len(server.mailbox(USER)) == len(SMALL)
 
 
 @pytest.mark.parametrize("auth", ["pass", "apop"])
@@ -474,14 +479,16 @@ CERTIFICATE_ERRORS = {
         ("default", "untrusted-ca"),
     ],
 )
-def test_refuses_a_faulty_certificate(pop3_el: Pop3El, stream: str, fault: str) -> None:
+def test_refuses_a_faulty_certificate(
+    pop3_el: Pop3El, stream: str, fault: str, pop3_server_factory: ServerFactory
+) -> None:
     """gnutls-verify-error makes every fault an error, the name included; with
     pop3-stream-type nil too, where it could have fallen back to a connection in clear."""
-    with POP3Server(users={USER: PASSWORD}, tls=True, certificate_fault=fault) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = pop3_el(server, stream, movemail=True)
-        assert result.returncode == 1
-        assert result.results == {"error": CERTIFICATE_ERRORS[fault]}
-        # Up to the handshake, which the server saw complete; nothing after it.
-        assert session_of(server) == BEFORE_LOGIN[stream][:-1]
-        assert len(server.mailbox(USER)) == len(SMALL)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, certificate_fault=fault)
+    server.mailbox(USER).extend(SMALL)
+    result = pop3_el(server, stream, movemail=True)
+    assert result.returncode == 1
+    assert result.results == {"error": CERTIFICATE_ERRORS[fault]}
+    # Up to the handshake, which the server saw complete; nothing after it.
+    assert session_of(server) == BEFORE_LOGIN[stream][:-1]
+    assert len(server.mailbox(USER)) == len(SMALL)

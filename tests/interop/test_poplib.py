@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import cast
 
 import pytest
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -23,10 +24,8 @@ MESSAGES = [
 
 
 @pytest.fixture
-def server() -> Iterator[POP3Server]:
-    with POP3Server(users={"alice": "secret"}) as server:
-        server.mailbox("alice").extend(MESSAGES)
-        yield server
+def server(pop3_server_factory: ServerFactory) -> POP3Server:
+    return pop3_server_factory(users={"alice": "secret"}, tls=False, messages=MESSAGES)
 
 
 @pytest.fixture

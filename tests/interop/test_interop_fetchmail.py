@@ -22,22 +22,22 @@ install it.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from clients import PASSWORD, RECEIVED, USER, Fetchmail, client_commands, printed
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
 
 @pytest.fixture
-def server(messages: list[bytes]) -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).extend(messages)
-        yield server
+def server(messages: list[bytes], pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).extend(messages)
+    return server
 
 
 @pytest.fixture

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import clients
 import pytest
 from clients import FetchmailHome, environment, printed, program, run, stripcr
-from pop3 import ServerFactory, servers
+from pop3 import ServerFactory, filled
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -37,9 +36,8 @@ def fill(server: POP3Server) -> None:
 
 
 @pytest.fixture
-def make_server() -> Iterator[ServerFactory]:
-    with servers({"alice": "secret", "admin": "adminpw"}, fill) as make:
-        yield make
+def make_server(pop3_server_factory: ServerFactory) -> ServerFactory:
+    return filled(pop3_server_factory, {"alice": "secret", "admin": "adminpw"}, fill, tls=False)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from corpus import corpus
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
-SCRIPT = Path(__file__).parent / "interop" / "c_client.php"
+SCRIPT = Path(__file__).parent / "c_client.php"
 INSTALL = "install it (Debian: apt-get install php-cli php-imap), as .ci/run does"
 # No php.ini, so no site setting interferes: only the extension under test.
 PHP = ("-n", "-d", "extension=imap", "-d", "error_reporting=-1", "-d", "display_errors=stderr")

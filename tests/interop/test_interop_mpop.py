@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +34,7 @@ from clients import (
     stripcr,
     top,
 )
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -131,11 +131,11 @@ def mpop(tmp_path: Path) -> Mpop:
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        server.add_token(USER, TOKEN)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    server.add_token(USER, TOKEN)
+    return server
 
 
 def output(result: subprocess.CompletedProcess[bytes], server: POP3Server) -> str:
@@ -250,18 +250,22 @@ def test_auth_on_picks_a_method(mpop: Mpop, small: POP3Server, tls: str, chosen:
 
 @pytest.mark.parametrize("store", ["memory", "maildir"])
 def test_keep_off_deletes_every_message(
-    mpop: Mpop, messages: list[bytes], tmp_path: Path, store: str
+    mpop: Mpop,
+    messages: list[bytes],
+    tmp_path: Path,
+    store: str,
+    pop3_server_factory: ServerFactory,
 ) -> None:
     """mpop pipelines RETR and DELE; the deletions are done at its QUIT, from memory or from
     a Maildir on disk."""
     maildir = tmp_path / "store" if store == "maildir" else None
-    with POP3Server(users={USER: PASSWORD}, tls=True, maildir=maildir) as server:
-        server.mailbox(USER).extend(messages)
-        result = mpop(server, tls="implicit", keep=False)
-        assert result.returncode == EX_OK, output(result, server)
-        assert mpop.delivered() == [as_delivered(m) for m in messages]
-        assert server.mailbox(USER).messages == []  # deleted at mpop's QUIT
-        (commands,) = client_commands(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, maildir=maildir)
+    server.mailbox(USER).extend(messages)
+    result = mpop(server, tls="implicit", keep=False)
+    assert result.returncode == EX_OK, output(result, server)
+    assert mpop.delivered() == [as_delivered(m) for m in messages]
+    assert server.mailbox(USER).messages == []  # deleted at mpop's QUIT
+    (commands,) = client_commands(server)
     assert commands.count("RETR") == commands.count("DELE") == len(messages)
     assert commands[-1] == "QUIT"
     if maildir is not None:
@@ -408,15 +412,17 @@ GNUTLS_REASONS = {
 
 @pytest.mark.parametrize("fault", CERTIFICATE_FAULTS)
 @pytest.mark.parametrize("tls", ["stls", "implicit"])
-def test_refuses_a_faulty_certificate(mpop: Mpop, fault: str, tls: str) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True, certificate_fault=fault) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = mpop(server, tls=tls)
-        assert result.returncode == EX_UNAVAILABLE, output(result, server)
-        reason = f"The certificate is NOT trusted. {GNUTLS_REASONS[fault]} \n"
-        assert f"mpop: TLS certificate verification failed: {reason}" in printed(result)
-        assert mpop.delivered() == []
-        (session,) = sent(server)
+def test_refuses_a_faulty_certificate(
+    mpop: Mpop, fault: str, tls: str, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, certificate_fault=fault)
+    server.mailbox(USER).extend(SMALL)
+    result = mpop(server, tls=tls)
+    assert result.returncode == EX_UNAVAILABLE, output(result, server)
+    reason = f"The certificate is NOT trusted. {GNUTLS_REASONS[fault]} \n"
+    assert f"mpop: TLS certificate verification failed: {reason}" in printed(result)
+    assert mpop.delivered() == []
+    (session,) = sent(server)
     # mpop checks the certificate once the handshake is done, and hangs up: no password
     # went out, nothing at all was said under TLS.
     assert session[:-1] == (["CAPA", "STLS"] if tls == "stls" else [])

@@ -19,11 +19,11 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clients import PASSWORD, USER, Curl, Fetchmail, url
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 
@@ -42,11 +42,11 @@ def retr_wire(message: bytes) -> bytes:
 
 
 @pytest.fixture
-def server() -> Iterator[POP3Server]:
+def server(pop3_server_factory: ServerFactory) -> POP3Server:
     # USER and PASS only: curl would take a SASL mechanism or APOP when offered one.
-    with POP3Server(users={USER: PASSWORD}, sasl=(), apop=False) as server:
-        server.mailbox(USER).extend(MESSAGES)
-        yield server
+    server = pop3_server_factory(users={USER: PASSWORD}, sasl=(), apop=False, tls=False)
+    server.mailbox(USER).extend(MESSAGES)
+    return server
 
 
 def server_lines(server: POP3Server) -> list[str]:

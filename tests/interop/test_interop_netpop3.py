@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from clients import (
     stripcr,
     top,
 )
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -261,10 +262,10 @@ SMALL = [
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    return server
 
 
 def tls_note(line: str) -> bool:
@@ -379,9 +380,9 @@ def test_reset_undoes_the_deletions(netpop3: NetPOP3, small: POP3Server) -> None
     assert commands[-3:] == ["DELE", "RSET", "QUIT"]
 
 
-def test_an_empty_maildrop(netpop3: NetPOP3) -> None:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        got = netpop3(server)
+def test_an_empty_maildrop(netpop3: NetPOP3, pop3_server_factory: ServerFactory) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    got = netpop3(server)
     # "0E0": Perl's zero that is true, so the login reads as a success.
     assert got.login == "0E0"
     assert got.popstat == (0, 0)
@@ -389,22 +390,24 @@ def test_an_empty_maildrop(netpop3: NetPOP3) -> None:
     assert got.quit
 
 
-def test_last(netpop3: NetPOP3) -> None:
+def test_last(netpop3: NetPOP3, pop3_server_factory: ServerFactory) -> None:
     """RFC 1081's LAST, when the server offers it: the highest message number accessed."""
-    with POP3Server(users={USER: PASSWORD}, last=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        got = netpop3(server, last=True)
+    server = pop3_server_factory(users={USER: PASSWORD}, last=True, tls=False)
+    server.mailbox(USER).extend(SMALL)
+    got = netpop3(server, last=True)
     assert (got.last_before, got.last_after) == (0, len(SMALL))
 
 
 @pytest.mark.parametrize("fault", CERTIFICATE_FAULTS)
 @pytest.mark.parametrize("tls", ["stls", "implicit"])
-def test_refuses_a_faulty_certificate(netpop3: NetPOP3, fault: str, tls: str) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True, certificate_fault=fault) as server:
-        server.mailbox(USER).extend(SMALL)
-        got = netpop3(server, tls=tls)
-        assert len(server.mailbox(USER).messages) == len(SMALL)
-        (session,) = sent(server)
+def test_refuses_a_faulty_certificate(
+    netpop3: NetPOP3, fault: str, tls: str, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, certificate_fault=fault)
+    server.mailbox(USER).extend(SMALL)
+    got = netpop3(server, tls=tls)
+    assert len(server.mailbox(USER).messages) == len(SMALL)
+    (session,) = sent(server)
     # IO::Socket::SSL checks the name too during the handshake, and words it its own way.
     reason = (
         "hostname verification failed"

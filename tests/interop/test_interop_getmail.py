@@ -48,6 +48,7 @@ from clients import (
     sent,
     stripcr,
 )
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -203,10 +204,10 @@ def getmail(tmp_path: Path) -> Iterator[Getmail]:
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).extend(SMALL)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).extend(SMALL)
+    return server
 
 
 def output(result: subprocess.CompletedProcess[bytes], server: POP3Server) -> str:
@@ -334,19 +335,21 @@ def test_read_all_false_fetches_only_new_mail(
 
 
 @pytest.mark.parametrize("fault", CERTIFICATE_FAULTS)
-def test_ssl_refuses_a_faulty_certificate(getmail: Getmail, fault: str) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True, certificate_fault=fault) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = getmail(server, ssl=True)
-        assert result.returncode == GETMAIL_FAILED, output(result, server)
-        text = printed(result)
-        # getmail checks the host name itself, after the handshake.
-        reason = (
-            "hostname 'localhost' doesn't match 'wrong-host.invalid'"
-            if fault == "wrong-host"
-            else "CERTIFICATE_VERIFY_FAILED"
-        )
-        assert reason in text, text
-        assert getmail.delivered() == []
-        (session,) = sent(server)
+def test_ssl_refuses_a_faulty_certificate(
+    getmail: Getmail, fault: str, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, certificate_fault=fault)
+    server.mailbox(USER).extend(SMALL)
+    result = getmail(server, ssl=True)
+    assert result.returncode == GETMAIL_FAILED, output(result, server)
+    text = printed(result)
+    # getmail checks the host name itself, after the handshake.
+    reason = (
+        "hostname 'localhost' doesn't match 'wrong-host.invalid'"
+        if fault == "wrong-host"
+        else "CERTIFICATE_VERIFY_FAILED"
+    )
+    assert reason in text, text
+    assert getmail.delivered() == []
+    (session,) = sent(server)
     assert not any(line.startswith(("USER", "PASS", "APOP")) for line in session)

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from clients import PASSWORD, USER, environment, printed, program, run, sent, stripcr
 from corpus import BIG_SIZE, corpus
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -105,10 +105,10 @@ def messages() -> list[bytes]:
 
 
 @pytest.fixture
-def small() -> Iterator[POP3Server]:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        yield server
+def small(pop3_server_factory: ServerFactory) -> POP3Server:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    return server
 
 
 def output(result: subprocess.CompletedProcess[bytes], server: POP3Server) -> str:
@@ -269,12 +269,14 @@ def test_wrong_password_deletes_nothing(movemail: Movemail, small: POP3Server, a
 
 
 @pytest.mark.parametrize("tls", ["stls", "implicit"])
-def test_tls_is_not_verified(movemail: Movemail, tls: str) -> None:
+def test_tls_is_not_verified(
+    movemail: Movemail, tls: str, pop3_server_factory: ServerFactory
+) -> None:
     """movemail goes on past a certificate from an unknown CA: see the module's docstring.
     Should a later mailutils refuse it, this fails, and the TLS tests above can trust
     server.ca_pem instead."""
-    with POP3Server(users={USER: PASSWORD}, tls=True, certificate_fault="untrusted-ca") as server:
-        server.mailbox(USER).extend(SMALL)
-        result = movemail(server, "--preserve", tls=tls)
-        assert result.returncode == EX_OK, output(result, server)
-        assert len(movemail.messages()) == len(SMALL)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, certificate_fault="untrusted-ca")
+    server.mailbox(USER).extend(SMALL)
+    result = movemail(server, "--preserve", tls=tls)
+    assert result.returncode == EX_OK, output(result, server)
+    assert len(movemail.messages()) == len(SMALL)
