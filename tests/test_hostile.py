@@ -20,11 +20,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pop3 import ServerFactory
+from waiting import wait_until
 
 from fakepop import POP3Server
 from fakepop.mail.wire import dot_stuff
@@ -57,13 +58,6 @@ def start(pop3_server_factory: ServerFactory) -> ServerFactory:
 @pytest.fixture
 def server(start: ServerFactory) -> POP3Server:
     return start()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.005)
 
 
 def served_promptly(server: POP3Server) -> float:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from pop3 import LineClient, ServerFactory
 from serving import serve
+from waiting import wait_until
 
 from fakepop import POP3Server
 from fakepop.settings import (
@@ -87,13 +88,6 @@ def connect() -> Iterator[Connect]:
     yield make
     for client in clients:
         client.close()
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.005)
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from waiting import raised_within
 
 import fakepop
 from fakepop import load, load_eml, load_eml_dir, load_maildir, load_mbox
@@ -453,24 +453,6 @@ def test_a_fifo_in_a_maildir_is_refused_not_waited_on(tmp_path: Path) -> None:
     error = raised_within(5, lambda: load_maildir(tmp_path))
     assert isinstance(error, ValueError)
     assert "2.b.host is not a regular file" in str(error)
-
-
-def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
-    """What ``call`` raises, which must come within ``seconds``: a hang fails the test."""
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            call()
-        except BaseException as e:  # handed to the test thread
-            raised.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "it hangs"
-    assert raised, "nothing was raised"
-    return raised[0]
 
 
 def test_with_a_root_a_link_out_of_it_is_refused(tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import raised_within
 
 from fakepop.protocol import COMMANDS
 from fakepop.protocol.commands import VERBS
@@ -667,24 +667,6 @@ def test_a_fault_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path: Path) ->
     error = raised_within(5, lambda: FaultPlan().load(tmp_path / "faults.toml"))
     assert isinstance(error, FaultError)
     assert "faults.toml is not a regular file" in str(error)
-
-
-def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
-    """What ``call`` raises, which must come within ``seconds``: a hang fails the test."""
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            call()
-        except BaseException as e:  # handed to the test thread
-            raised.append(e)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert not thread.is_alive(), "it hangs"
-    assert raised, "nothing was raised"
-    return raised[0]
 
 
 def test_the_verbs_rules_may_name_are_the_command_table() -> None:
