@@ -22,6 +22,7 @@ from typing import Any
 from fakepop._version import __version__
 from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, unknown_variables
 from fakepop.control import ControlServer
+from fakepop.log import LOG_FORMATS, SessionLog
 from fakepop.mail.fill import MailItem, add_mail
 from fakepop.mail.generate import iter_messages
 from fakepop.mail.loaders import fixtures_dir, load_eml_dir, mboxrd_entry
@@ -78,6 +79,25 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
                 default=argparse.SUPPRESS,
                 help=option.help,
             )
+    # Serve's own output, not the server's behaviour: flags only, like --json's ready line.
+    output = groups[SECTIONS[0]]
+    output.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="print a line per session to stderr as it ends; -vv also every line both ways"
+        " (passwords masked)",
+    )
+    output.add_argument(
+        "-q", "--quiet", action="store_true", help="print the ready line only, not the hints"
+    )
+    output.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="how -v writes: text, or one JSON object a line for log collectors (text)",
+    )
     make = commands.add_parser(
         "generate", help="write realistic test mail, the same for the same seed"
     )
@@ -412,12 +432,17 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             server.stop()
             return _fail(f"cannot listen on {config.control_host}: {e.strerror or e}")
 
+    if args.verbose:
+        server.transcript.subscribe(
+            SessionLog(sys.stderr, lines=args.verbose > 1, log_format=args.log_format)
+        )
     info = ready_info(server, control, ca_path)
     if config.json:
         print(json.dumps(info), flush=True)
     else:
         print(ready_line(info), flush=True)
-        print("\n".join(how_to_connect(server, info, config)), flush=True)
+        if not args.quiet:
+            print("\n".join(how_to_connect(server, info, config)), flush=True)
 
     failed = False
     while not stop.wait(1.0):

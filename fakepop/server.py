@@ -473,7 +473,7 @@ class POP3Server:
         session = Session(
             self.store,
             self.settings,
-            transcript=self.transcript.new_session(where),
+            transcript=self.transcript.new_session(where, _local_port(sock)),
             stls=self.stls and not implicit_tls,
             secure=implicit_tls,
             faults=self.faults,
@@ -494,6 +494,7 @@ class POP3Server:
             with self._lock:
                 self._connections.pop(id(connection), None)
             session.transcript.add("*", "refused: the server cannot start a thread for it")
+            session.transcript.end("refused", 0)
             self._short_of(
                 RuntimeError(
                     f"cannot start a thread for a connection ({e}); connections are refused"
@@ -527,6 +528,13 @@ def _tls_version(version: str | None) -> ssl.TLSVersion:
     if version is None:
         return ssl.TLSVersion.MAXIMUM_SUPPORTED
     return ssl.TLSVersion[{"1.0": "TLSv1"}.get(version, "TLSv" + version.replace(".", "_"))]
+
+
+def _local_port(sock: socket.socket) -> int | None:
+    try:
+        return int(sock.getsockname()[1])
+    except (OSError, IndexError, TypeError):  # gone already, or not an internet socket
+        return None
 
 
 def _refuse(sock: socket.socket, text: str) -> None:
@@ -579,6 +587,8 @@ class _Connection:
         # abort() must shut down whichever socket owns it, or a handshake is not woken.
         self._swap = threading.Lock()
         self._aborted = False
+        self.sent = 0  # octets sent, for the transcript's end of session
+        self.how = "client closed"  # how the session ended, for the same
 
     def abort(self) -> None:
         """Wake the thread from any read, write or handshake by shutting the socket down."""
@@ -612,6 +622,7 @@ class _Connection:
                 try:
                     data = self._receive(wait)
                 except TimeoutError:
+                    self.how = "idle timeout"
                     action = self._send(session.timed_out())
                     continue
                 if not data:
@@ -624,14 +635,17 @@ class _Connection:
                     line_began = now
             self._end(action)
         except OSError:
-            pass  # the client went away, or stop() shut the socket: nothing is committed
+            # the client went away, or stop() shut the socket: nothing is committed
+            self.how = "server stopped" if self.stopping.is_set() else "connection lost"
         except Exception as e:
             error = e
+            self.how = "internal error"
             with contextlib.suppress(OSError):
                 self.sock.sendall(status(False, "Internal server error", "SYS/TEMP"))
         finally:
             session.connection_lost()
             self.sock.close()
+            self.transcript.end(self.how, self.sent)
             self.finished(self, error or session.error)  # a store error ended the session
 
     def _receive(self, timeout: float) -> bytes:
@@ -667,6 +681,7 @@ class _Connection:
             self.sock.do_handshake()
         except (ssl.SSLError, OSError) as e:
             self.transcript.add("*", f"TLS handshake failed: {e}")
+            self.how = "TLS handshake failed"
             return False
         assert isinstance(self.sock, ssl.SSLSocket)
         self.transcript.add("*", f"TLS established: {self.sock.version()} {self.sock.cipher()}")
@@ -674,9 +689,14 @@ class _Connection:
 
     def _end(self, action: Close | Stall) -> None:
         """End the connection as the session asked: stalled, reset, or closed in good order."""
+        if self.transcript.quit:
+            self.how = "quit"
+        elif self.how != "idle timeout":
+            self.how = "stalled" if isinstance(action, Stall) else "closed by the server"
         if isinstance(action, Stall):
             self._stall()
         elif action.reset:
+            self.how = "reset by the server"
             self._reset()
         else:
             self._close_gracefully()  # read what the client still sends: a FIN, never a reset
@@ -758,7 +778,9 @@ class _Connection:
         view = memoryview(data)
         piece = TLS_SEND_SLICE if isinstance(self.sock, ssl.SSLSocket) else len(view)
         while view:
-            view = view[self.sock.send(view[:piece]) :]
+            sent = self.sock.send(view[:piece])
+            self.sent += sent
+            view = view[sent:]
 
     def _stall(self) -> None:
         """Say nothing more; read and drop what the client sends until it or the server gives up."""

@@ -104,7 +104,7 @@ def serve(
                 f"fakepop exited {process.returncode} before ready: {process.stderr.read()}"
             )
         served = Served(process, ready, stdout)
-        if not ready.startswith("{"):
+        if not ready.startswith("{") and not {"-q", "--quiet"} & set(args):
             while (line := stdout.next()) is not None and line != LAST_HOW_TO_LINE:
                 served.how_to.append(line)
         yield served

@@ -95,6 +95,79 @@ def test_json_ready_line_is_one_object() -> None:
     assert (code, out, err) == (0, "", "")  # nothing after the one line: it is all a script reads
 
 
+def test_quiet_prints_the_ready_line_and_no_hints() -> None:
+    with serve(*ANY_PORTS, "-q") as served:
+        assert served.ready.startswith("fakepop ready pop3=")
+        assert served.stop() == (0, "", "")
+
+
+def _session_line(err: str) -> dict[str, str]:
+    """The fields of the one ``-v`` text line in ``err``: time, event, then key=value."""
+    (line,) = err.splitlines()
+    words = shlex.split(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", words[0]), line
+    assert words[1] == "session", line
+    return dict(word.split("=", 1) for word in words[2:] if not word.startswith("fault="))
+
+
+def test_verbose_prints_one_line_per_session_as_it_ends(tmp_path: Path) -> None:
+    faults = tmp_path / "faults.toml"
+    faults.write_text('[[faults]]\non = "STAT"\naction = "drop"\n')
+    with serve("--no-tls", "--port", "0", "-v", "--faults", str(faults)) as served:
+        port = int(served.ready.rsplit(":", 1)[1])
+        with contextlib.closing(poplib.POP3("127.0.0.1", port, timeout=5)) as client:
+            client.user("user")
+            client.pass_("password")
+            local = client.sock.getsockname()
+            with pytest.raises((poplib.error_proto, OSError)):
+                client.stat()  # the fault drops the connection instead of answering
+        code, out, err = served.stop()
+    assert (code, out) == (0, "")
+    fields = _session_line(err)
+    assert fields == {
+        "session": "1",
+        "peer": f"{local[0]}:{local[1]}",
+        "port": str(port),
+        "user": "user",
+        "login": "USER",
+        "commands": "3",
+        "bytes_sent": fields["bytes_sent"],
+        "ended": "closed by the server",
+        "seconds": fields["seconds"],
+        "faults": "1",
+    }
+    assert int(fields["bytes_sent"]) > 0
+    assert 'fault="on=STAT action=drop' in err
+
+
+def test_vv_json_prints_every_line_masked_then_the_session() -> None:
+    with serve("--no-tls", "--port", "0", "-vv", "--log-format", "json") as served:
+        port = int(served.ready.rsplit(":", 1)[1])
+        with login("127.0.0.1", port) as client:
+            client.stat()
+            client.quit()
+        code, out, err = served.stop()
+    assert (code, out) == (0, "")
+    records = [json.loads(line) for line in err.splitlines()]
+    lines = [(r["direction"], r["text"]) for r in records if r["event"] == "line"]
+    assert lines[1:4] == [("C", "USER user"), ("S", "+OK Send PASS"), ("C", "PASS ****")]
+    assert "password" not in err
+    *said, ended = records
+    assert [r["event"] for r in said] == ["line"] * 9
+    assert (ended["event"], ended["ended"]) == ("session", "quit")
+    assert ended["bytes_sent"] == sum(len(t) + 2 for d, t in lines if d == "S")
+    assert set(ended) == {
+        "time", "event", "session", "peer", "port", "user", "login", "commands",
+        "bytes_sent", "ended", "seconds", "faults",
+    }  # fmt: skip
+    assert (ended["user"], ended["login"], ended["commands"], ended["faults"]) == (
+        "user",
+        "USER",
+        4,
+        [],
+    )
+
+
 def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
     # Only the ports come from the environment, so that nothing else on the machine is hit.
     with serve(env=environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0")) as served:

@@ -450,7 +450,7 @@ class Session:
             return None
         rule = self.faults.check(event, session=self.transcript.session_id, user=user)
         if rule is not None:
-            self.transcript.add("*", f"fault: {rule.describe()}")
+            self.transcript.fault(rule.describe())
         return rule
 
     def _fault(self, rule: Rule, run: Callable[[], list[Action]], who: str | None) -> list[Action]:

@@ -6,7 +6,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 Direction = Literal["C", "S", "*"]  # from the client, from the server, a note on the connection
 
@@ -25,12 +25,24 @@ class Entry(NamedTuple):  # a tuple: made several times a command, and cheapest 
         return self.masked if mask and self.masked is not None else self.text
 
 
+class Observer(Protocol):
+    """Told of each line and each session's end as they happen, from the session's thread.
+
+    What it does delays the session, so it should be quick and must not raise.
+    """
+
+    def line(self, session: SessionTranscript, entry: Entry) -> None: ...
+
+    def ended(self, session: SessionTranscript) -> None: ...
+
+
 @dataclass
 class SessionTranscript:
     """The lines of one session, in order."""
 
     session_id: int
     peer: str = ""
+    port: int | None = None  # the server's port the client connected to
     entries: list[Entry] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)  # what the client did against the RFCs
     user: str | None = None  # the account logged in to
@@ -38,6 +50,13 @@ class SessionTranscript:
     quit: bool = False  # the client said QUIT and got +OK
     max_lines: int | None = None  # past this, lines from the middle are left out
     left_out: int = 0  # lines left out, counted in a note where they were
+    started: float = field(default_factory=time.time)
+    command_count: int = 0  # lines from the client, however many are kept
+    faults: list[str] = field(default_factory=list)  # the rules that fired, described
+    bytes_sent: int = 0  # set when the session ends
+    how: str | None = None  # how it ended ("quit", "idle timeout", ...); None while it runs
+    # whose observers to tell
+    hub: Transcript | None = field(default=None, repr=False, compare=False)
 
     def logged_in(self, user: str, method: str) -> None:
         self.user, self.login = user, method
@@ -48,6 +67,11 @@ class SessionTranscript:
 
     def add(self, direction: Direction, text: str, masked: str | None = None) -> None:
         entry = Entry(time.time(), direction, text, masked)
+        if direction == "C":
+            self.command_count += 1
+        if self.hub is not None and self.hub.observers:
+            for observer in self.hub.observers:
+                observer.line(self, entry)
         entries = self.entries
         if self.max_lines is None or len(entries) < self.max_lines:
             entries.append(entry)
@@ -60,6 +84,18 @@ class SessionTranscript:
         self.left_out += 1
         entries[middle] = Entry(entries[middle].time, "*", f"... {self.left_out} lines left out")
         entries.append(entry)
+
+    def fault(self, description: str) -> None:
+        """Note a fault rule that fired in this session."""
+        self.faults.append(description)
+        self.add("*", f"fault: {description}")
+
+    def end(self, how: str, bytes_sent: int) -> None:
+        """Note how the session ended and what it sent, and tell the observers."""
+        self.how, self.bytes_sent = how, bytes_sent
+        if self.hub is not None:
+            for observer in self.hub.observers:
+                observer.ended(self)
 
     def violate(self, text: str) -> None:
         """Note something the client did that the RFCs forbid; strict mode reports these."""
@@ -96,6 +132,16 @@ class Transcript:
         self.limit = limit
         self.sessions: list[SessionTranscript] = []
         self._ids = itertools.count(1)  # next() is atomic, so connection threads get distinct ids
+        # A tuple replaced whole, never changed, so a session thread iterates it safely.
+        self.observers: tuple[Observer, ...] = ()
+
+    def subscribe(self, observer: Observer) -> None:
+        """Tell ``observer`` of every line and every session's end from now on."""
+        self.observers = (*self.observers, observer)
+
+    def unsubscribe(self, observer: Observer) -> None:
+        """Stop telling ``observer``; nothing if it was not subscribed."""
+        self.observers = tuple(o for o in self.observers if o is not observer)
 
     def reset(self) -> None:
         """Forget every session and number the next one 1 again.
@@ -105,10 +151,14 @@ class Transcript:
         self.sessions.clear()
         self._ids = itertools.count(1)
 
-    def new_session(self, peer: str = "") -> SessionTranscript:
+    def new_session(self, peer: str = "", port: int | None = None) -> SessionTranscript:
         limit = self.limit
         session = SessionTranscript(
-            next(self._ids), peer, max_lines=None if limit is None else SESSION_LINES
+            next(self._ids),
+            peer,
+            port,
+            max_lines=None if limit is None else SESSION_LINES,
+            hub=self,
         )
         if limit != 0:
             self.sessions.append(session)
