@@ -113,6 +113,23 @@ def test_health_is_open_and_the_rest_needs_the_token(served: Served, url: str) -
     assert json.loads(body)["accounts"][0]["name"] == "alice"
 
 
+def test_the_index_lists_the_routes_and_the_openapi_document_is_served(
+    served: Served, url: str
+) -> None:
+    # Without the token, and without a trailing slash, as a person types it.
+    status, headers, body = curl("GET", url, token=None)
+    assert (status, headers["content-type"]) == (200, "application/json")
+    index = json.loads(body)
+    assert index["openapi"] == f"{PREFIX}/openapi.json"
+    assert {e["path"]: set(e["methods"]) for e in index["endpoints"]} == {
+        PREFIX + route.template: set(route.methods) for route in ROUTES
+    }
+    assert curl("GET", url + "/", token=None)[2] == body
+    status, headers, document = curl("GET", url + "/openapi.json", token=None)
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert json.loads(document) == json.loads(OPENAPI.read_text(encoding="utf-8"))
+
+
 def test_accounts_made_and_removed_through_the_api(served: Served, client: ControlClient) -> None:
     assert client.add_account("bob", "pw") == {"name": "bob", "messages": 0, "size": 0}
     assert [a["name"] for a in client.accounts()] == ["alice", "bob"]
@@ -450,6 +467,8 @@ def test_the_client_has_a_method_for_every_route_and_its_answers_have_their_type
             session.quit()
         answers: dict[str, Any] = {
             "health": client.health(),
+            "index": client.index(),
+            "openapi": client.openapi(),
             "ca_pem": client.ca_pem(),
             "accounts": client.accounts(),
             "mailbox": client.mailbox("alice"),

@@ -10,9 +10,11 @@ of a body that is not JSON. ``openapi.json``, beside this file, describes every 
 from __future__ import annotations
 
 import errno
+import functools
 import socket
 import threading
 from collections.abc import Callable
+from importlib import resources
 from types import TracebackType
 
 from fakepop._version import __version__
@@ -40,6 +42,29 @@ POLL_INTERVAL = 0.05  # how soon stop() ends the HTTP server's loop
 def _health(api: ControlServer, request: Request) -> Response:
     health: answers.Health = {"status": "ok", "version": __version__}
     return json_response(200, health)
+
+
+def _index(api: ControlServer, request: Request) -> Response:
+    endpoints: list[answers.Endpoint] = [
+        {"path": PREFIX + route.template, "methods": list(route.methods), "auth": route.auth}
+        for route in ROUTES
+    ]
+    index: answers.ApiIndex = {
+        "version": __version__,
+        "openapi": f"{PREFIX}/openapi.json",
+        "endpoints": endpoints,
+    }
+    return json_response(200, index)
+
+
+@functools.cache
+def _openapi_document() -> bytes:
+    # From the installed package, where the wheel puts it beside this module.
+    return resources.files("fakepop.control").joinpath("openapi.json").read_bytes()
+
+
+def _openapi(api: ControlServer, request: Request) -> Response:
+    return Response(200, _openapi_document(), "application/json")
 
 
 def _ca(api: ControlServer, request: Request) -> Response:
@@ -286,6 +311,9 @@ def _reset(api: ControlServer, request: Request) -> Response:
 
 
 ROUTES: tuple[Route[ControlServer], ...] = (
+    # What the API is, like /health, needs no token: it holds nothing of the server's.
+    Route("/", {"GET": _index}, auth=False),
+    Route("/openapi.json", {"GET": _openapi}, auth=False),
     Route("/health", {"GET": _health}, auth=False),
     Route("/ca", {"GET": _ca}),
     Route("/accounts", {"GET": _list_accounts, "POST": _add_account}),

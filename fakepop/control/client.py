@@ -84,6 +84,18 @@ class TranscriptReport(TypedDict):
     sessions: list[TranscriptSession]
 
 
+class Endpoint(TypedDict):
+    path: str  # with the prefix: /api/v1/accounts/{name}
+    methods: list[str]
+    auth: bool  # whether the token, when there is one, is needed
+
+
+class ApiIndex(TypedDict):
+    version: str
+    openapi: str  # the path of the OpenAPI document
+    endpoints: list[Endpoint]
+
+
 class ControlError(Exception):
     """The control API refused a request; ``status`` is the HTTP status, 0 if unreachable."""
 
@@ -120,6 +132,16 @@ class ControlClient:
     def health(self) -> Health:
         """``GET /health``: ``{"status": "ok", "version": ...}``."""
         result: Health = self._json("GET", "/health")
+        return result
+
+    def index(self) -> ApiIndex:
+        """``GET /api/v1``: the version and every endpoint with its methods."""
+        result: ApiIndex = self._json("GET", "")
+        return result
+
+    def openapi(self) -> dict[str, Any]:
+        """``GET /api/v1/openapi.json``: the OpenAPI 3.1 document that describes the API."""
+        result: dict[str, Any] = self._json("GET", "/openapi.json")
         return result
 
     def wait_healthy(self, timeout: float = 30.0) -> Health:

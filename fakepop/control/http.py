@@ -282,6 +282,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
         path = parts.path
+        if path == prefix:
+            path += "/"  # the index
         if not path.startswith(prefix + "/"):
             raise ApiError(404, f"no such path {path!r}; the API is under {prefix}/")
         segments = path[len(prefix) + 1 :].rstrip("/").split("/")
