@@ -50,7 +50,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="serve mail until interrupted (the demo maildrop unless told otherwise)",
         description="Serve POP3 (with STLS) and POP3S until SIGINT or SIGTERM. With no"
         " accounts given it serves the demo maildrop to user / password.",
-        epilog="Every flag can also be set by an environment variable, FAKEPOP_ and the flag"
+        epilog="Every flag but -v, -q and --log-format can also be set by an environment"
+        " variable, FAKEPOP_ and the flag"
         " in capitals (--tls-port: FAKEPOP_TLS_PORT; switches take 1 or 0), or as a key of the"
         " --config file (tls_port = 1995; the server's settings in its [server] table too). A"
         " flag beats its variable, which beats the file; --user, --mailbox and the repeatable"

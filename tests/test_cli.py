@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import poplib
@@ -20,9 +21,11 @@ from pathlib import Path
 
 import pytest
 from serving import environment, run, serve
+from waiting import wait_until
 
 from fakepop import POP3Server, generate_messages
 from fakepop.cli import main
+from fakepop.log import SessionLog
 from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir
 from fakepop.mail.maildir import JOURNAL
 from fakepop.mail.wire import to_crlf
@@ -166,6 +169,24 @@ def test_vv_json_prints_every_line_masked_then_the_session() -> None:
         4,
         [],
     )
+
+
+def test_session_log_is_told_until_it_unsubscribes() -> None:
+    out = io.StringIO()
+    log = SessionLog(out, lines=True, log_format="json")
+    with POP3Server({"alice": "secret"}) as server:
+        server.transcript.subscribe(log)
+        with login(server.host, server.port, "alice", "secret") as client:
+            client.quit()
+        wait_until(lambda: '"event": "session"' in out.getvalue(), "no session line")
+        server.transcript.unsubscribe(log)
+        with login(server.host, server.port, "alice", "secret") as client:
+            client.quit()
+        wait_until(lambda: server.transcript[1].how == "quit", "the second session goes on")
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["event"] for r in records] == ["line"] * 7 + ["session"]
+    assert records[3]["text"] == "PASS ****"
+    assert {r["session"] for r in records} == {1}
 
 
 def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
