@@ -635,8 +635,7 @@ class _Connection:
                     line_began = now
             self._end(action)
         except OSError:
-            # the client went away, or stop() shut the socket: nothing is committed
-            self.how = "server stopped" if self.stopping.is_set() else "connection lost"
+            self.how = "connection lost"  # the client went away: nothing is committed
         except Exception as e:
             error = e
             self.how = "internal error"
@@ -645,6 +644,8 @@ class _Connection:
         finally:
             session.connection_lost()
             self.sock.close()
+            if self.stopping.is_set() and self.how in ("client closed", "connection lost"):
+                self.how = "server stopped"  # stop() shut the socket
             self.transcript.end(self.how, self.sent)
             self.finished(self, error or session.error)  # a store error ended the session
 

@@ -104,9 +104,8 @@ def test_quiet_prints_the_ready_line_and_no_hints() -> None:
         assert served.stop() == (0, "", "")
 
 
-def _session_line(err: str) -> dict[str, str]:
-    """The fields of the one ``-v`` text line in ``err``: time, event, then key=value."""
-    (line,) = err.splitlines()
+def _session_line(line: str) -> dict[str, str]:
+    """The fields of a ``-v`` text line: time, event, then key=value."""
     words = shlex.split(line)
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", words[0]), line
     assert words[1] == "session", line
@@ -124,9 +123,11 @@ def test_verbose_prints_one_line_per_session_as_it_ends(tmp_path: Path) -> None:
             local = client.sock.getsockname()
             with pytest.raises((poplib.error_proto, OSError)):
                 client.stat()  # the fault drops the connection instead of answering
-        code, out, err = served.stop()
+        with login("127.0.0.1", port):  # still open when the server stops
+            code, out, err = served.stop()
     assert (code, out) == (0, "")
-    fields = _session_line(err)
+    fields, second = sorted(map(_session_line, err.splitlines()), key=lambda f: f["session"])
+    assert second["ended"] == "server stopped"
     assert fields == {
         "session": "1",
         "peer": f"{local[0]}:{local[1]}",
