@@ -330,6 +330,7 @@ class Session:
                 )
             self.account.mailbox.release(self)
             self.account = None
+        self.transcript.end()
 
     # --- dispatch ------------------------------------------------------------------------
 

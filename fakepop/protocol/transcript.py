@@ -4,15 +4,34 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from types import TracebackType
+from typing import Literal, NamedTuple, Protocol
 
 Direction = Literal["C", "S", "*"]  # from the client, from the server, a note on the connection
 
 # Lines kept of one session in a bounded transcript: the first half, then the latest. A
 # client that sends CAPA for ever would otherwise grow it by 400 times what it sends.
 SESSION_LINES = 500
+
+
+WAIT_TIMEOUT = 5.0  # seconds wait_for gives the client under test by default
+
+
+class Condition(Protocol):
+    """What of ``threading.Condition`` a transcript uses: the core imports no threads."""
+
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool: ...
+    def notify_all(self) -> None: ...
 
 
 class Entry(NamedTuple):  # a tuple: made several times a command, and cheapest to make
@@ -38,6 +57,15 @@ class SessionTranscript:
     quit: bool = False  # the client said QUIT and got +OK
     max_lines: int | None = None  # past this, lines from the middle are left out
     left_out: int = 0  # lines left out, counted in a note where they were
+    ended: bool = False  # the connection is closed
+    _ended: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def end(self) -> None:
+        """The connection is closed: note it, and wake ``Transcript.wait_for``."""
+        if not self.ended:
+            self.ended = True
+            if self._ended is not None:
+                self._ended()
 
     def logged_in(self, user: str, method: str) -> None:
         self.user, self.login = user, method
@@ -88,12 +116,16 @@ class Transcript:
         limit: the sessions kept, the oldest forgotten first, each of at most
             ``SESSION_LINES`` lines; 0 keeps none. None (the default) keeps every
             line of every session, as a test wants.
+        changed: notified as sessions end, for ``wait_for`` across threads (the
+            server passes a ``threading.Condition``); without it ``wait_for``
+            looks once, as nothing else can end a session meanwhile.
     """
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int | None = None, *, changed: Condition | None = None) -> None:
         if limit is not None and limit < 0:
             raise ValueError("transcript_limit must be 0 or more (0 keeps none), or None for all")
         self.limit = limit
+        self._changed = changed
         self.sessions: list[SessionTranscript] = []
         self._ids = itertools.count(1)  # next() is atomic, so connection threads get distinct ids
 
@@ -108,7 +140,10 @@ class Transcript:
     def new_session(self, peer: str = "") -> SessionTranscript:
         limit = self.limit
         session = SessionTranscript(
-            next(self._ids), peer, max_lines=None if limit is None else SESSION_LINES
+            next(self._ids),
+            peer,
+            max_lines=None if limit is None else SESSION_LINES,
+            _ended=self._notify,
         )
         if limit != 0:
             self.sessions.append(session)
@@ -116,6 +151,11 @@ class Transcript:
             # A slice, not an index: reset() may empty the list meanwhile.
             del self.sessions[: len(self.sessions) - limit]
         return session
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            with self._changed:
+                self._changed.notify_all()
 
     def __iter__(self) -> Iterator[SessionTranscript]:
         return iter(list(self.sessions))
@@ -174,6 +214,59 @@ class Transcript:
         unquit = [s.session_id for s in self if not s.quit]
         if unquit:
             raise AssertionError(f"sessions {unquit} ended without a completed QUIT")
+
+    def wait_for(
+        self,
+        *,
+        user: str | None = None,
+        quit: bool | None = None,
+        timeout: float = WAIT_TIMEOUT,
+    ) -> SessionTranscript:
+        """The first session to have ended that matches; waits for one as long as ``timeout``.
+
+        For a client that runs in the background: the test waits for its session
+        to end, then asserts on it. Sessions that ended before the call count
+        (``reset()`` forgets them).
+
+        Args:
+            user: one logged in to this account.
+            quit: True, one that ended with QUIT answered +OK; False, one that did not.
+            timeout: seconds to wait.
+
+        Raises:
+            TimeoutError: no such session ended in time; the message lists those
+                that did, and those still open.
+        """
+        __tracebackhide__ = True
+        if timeout < 0:
+            raise ValueError(f"timeout must be 0 or more seconds, not {timeout}")
+
+        def found() -> SessionTranscript | None:
+            return next(
+                (s for s in self if s.ended and user in (None, s.user) and quit in (None, s.quit)),
+                None,
+            )
+
+        if self._changed is None:
+            session = found()
+        else:
+            with self._changed:
+                self._changed.wait_for(lambda: found() is not None, timeout)
+                session = found()
+        if session is not None:
+            return session
+        how = {None: "", True: "with QUIT", False: "without QUIT"}[quit]
+        wanted = " ".join([f"of {user}" if user else "", how]).strip()
+        ended = [
+            f"{s.session_id} ({s.user or 'no login'}, {'QUIT' if s.quit else 'no QUIT'})"
+            for s in self
+            if s.ended
+        ]
+        still_open = [s.session_id for s in self if not s.ended]
+        raise TimeoutError(
+            f"waited {timeout:g} s for a session {wanted + ' ' if wanted else ''}to end;"
+            f" ended: {', '.join(ended) or 'none'}; still open: {still_open or 'none'}"
+        )
 
     def __str__(self) -> str:
         return self.text()
