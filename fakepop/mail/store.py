@@ -396,6 +396,7 @@ class MailStore:
     ) -> None:
         self._accounts: dict[str, Account] = {}
         self._new_mailbox = new_mailbox or (lambda name: Mailbox())
+        self._making = threading.Lock()  # two first logins at once make one account
         for name, password in (users or {}).items():
             self.add_account(name, password)
 
@@ -410,6 +411,16 @@ class MailStore:
         else:
             account.password = password
         return account
+
+    def first_login(self, name: str, password: str) -> Account:
+        """The account ``name``, made with ``password`` if there is none: for ``any_login``.
+
+        Raises:
+            ValueError: the name cannot be an account's (or, on disk, a Maildir's).
+        """
+        with self._making:
+            account = self._accounts.get(name)
+            return account if account is not None else self.add_account(name, password)
 
     def remove_account(self, name: str) -> None:
         del self._accounts[name]
