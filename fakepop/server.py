@@ -149,7 +149,7 @@ class POP3Server:
         if self.settings.require_tls and self.tls is None:
             raise ValueError("require_tls=True needs tls=True: without TLS nobody could log in")
         limit = self.settings.transcript_limit
-        self.transcript = Transcript(limit)
+        self.transcript = Transcript(limit, changed=threading.Condition())
         maildir = self.settings.maildir
         on_disk = maildir_per_account(maildir) if maildir is not None else None
 

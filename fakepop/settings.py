@@ -474,6 +474,13 @@ class Settings(_Described):
     recent_prefix: bool = setting(
         False, "accept Gmail's recent:user login names", Switch(), AUTHENTICATION, runtime=True
     )
+    any_login: bool = setting(
+        False,
+        "any name and password log in; an account is made on first login",
+        Switch(),
+        AUTHENTICATION,
+        runtime=True,
+    )
     auth_failure_delay: float = setting(
         0.0,
         "seconds to wait before refusing a login; Dovecot waits 2",

@@ -13,6 +13,7 @@ import re
 import ssl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
@@ -521,3 +522,74 @@ def test_transcript_masks_sasl_secrets(server: POP3Server, connect: Connect) -> 
                 assert re.fullmatch(r"C: AUTH [A-Z0-9-]+( \*\*\*\*)?", line), line
             elif line.startswith("C: "):
                 assert line == "C: ****", line
+
+
+# --- any_login: any name and password get in -------------------------------------------------
+
+NEWBIE_IN = b"+OK newbie's maildrop has 0 messages (0 octets)\r\n"
+
+
+def any_login(client: Client, method: str, user: str, secret: str, port: int) -> bytes:
+    if method == "USER":
+        assert client.command(f"USER {user}") == b"+OK Send PASS\r\n"
+        return client.command(f"PASS {secret}")
+    if method == "APOP":
+        match = re.search(rb"<[^>]*>", client.greeting)
+        assert match is not None, client.greeting
+        return client.command(f"APOP {user} {apop_digest(match.group().decode(), secret)}")
+    return login(client, method, user, secret, port)
+
+
+@pytest.mark.parametrize(
+    "method", ["USER", "APOP", "PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"]
+)
+def test_any_login_lets_any_name_and_secret_in_and_makes_the_account(
+    make_server: ServerFactory, connect: Connect, method: str
+) -> None:
+    server = make_server(any_login=True)
+    client = connect(server)
+    assert any_login(client, method, "newbie", "made-up", server.port) == NEWBIE_IN
+    assert "newbie" in server.users
+    server.transcript.assert_login(method, "newbie")
+    client.command("QUIT")
+    # An account that exists takes any secret too.
+    other = connect(server)
+    assert any_login(other, method, "alice", "wrong", server.port) == ALICE_IN
+
+
+def test_without_any_login_a_made_up_name_stays_out(server: POP3Server, connect: Connect) -> None:
+    client = connect(server)
+    assert any_login(client, "USER", "newbie", "made-up", server.port) == BAD_LOGIN
+    assert "newbie" not in server.users
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-1", "SCRAM-SHA-256"])
+def test_any_login_keeps_scram_honest_and_a_first_password_is_kept(
+    make_server: ServerFactory, connect: Connect, mechanism: str
+) -> None:
+    """SCRAM has the server prove it knows the password, so no server can take any: a name
+    made by a first login with a password logs in by SCRAM with that password afterwards."""
+    server = make_server(any_login=True)
+    client = connect(server)
+    assert scram(client, mechanism, "newbie", "made-up") == FAILED
+    assert "newbie" not in server.users
+    assert any_login(client, "PLAIN", "newbie", "first", server.port) == NEWBIE_IN
+    client.command("QUIT")
+    assert scram(connect(server), mechanism, "newbie", "first") == NEWBIE_IN
+
+
+def test_any_login_serves_a_maildir_already_on_disk_and_refuses_a_name_it_cannot_hold(
+    make_server: ServerFactory, connect: Connect, tmp_path: Path
+) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "bob" / sub).mkdir(parents=True)
+    (tmp_path / "bob" / "new" / "1.delivered").write_bytes(MESSAGES[0])
+    server = make_server(any_login=True, maildir=tmp_path)
+    client = connect(server)
+    expected = b"+OK bob's maildrop has 1 message (%d octets)\r\n" % len(to_crlf(MESSAGES[0]))
+    assert any_login(client, "USER", "bob", "anything", server.port) == expected
+    other = connect(server)
+    assert any_login(other, "USER", "../etc", "anything", server.port) == BAD_LOGIN
+    assert "any_login made no account: account '../etc' cannot be a Maildir" in str(
+        server.transcript
+    )

@@ -10,6 +10,7 @@ import os
 import poplib
 import socket
 import subprocess
+import threading
 import time
 import typing
 from collections.abc import Callable, Iterator
@@ -458,12 +459,15 @@ def test_the_client_has_a_method_for_every_route_and_its_answers_have_their_type
         client = ControlClient(control.url)
         client.add_account("bob", "pw")
         uid = client.add_message("alice", RAW)
-        client.add_fault(on="RETR", action="error")
+        doomed = client.add_message("alice", RAW)
+        client.add_fault(on="RETR", action="error", times=1)
         with contextlib.closing(poplib.POP3(server.host, server.port, timeout=5)) as session:
             session.user("alice")
             session.pass_("secret")
             with pytest.raises(poplib.error_proto, match="SYS/TEMP"):
                 session.retr(1)  # the fault fires
+            session.retr(2)
+            session.dele(2)
             session.quit()
         answers: dict[str, Any] = {
             "health": client.health(),
@@ -477,6 +481,8 @@ def test_the_client_has_a_method_for_every_route_and_its_answers_have_their_type
             "transcript": client.transcript(),
             "settings": client.settings(),
             "change_settings": client.change_settings(idle_timeout=30),
+            "wait_for_retrieval": client.wait_for_retrieval("alice", doomed),
+            "wait_for_deletion": client.wait_for_deletion("alice", doomed),
         }
         assert answers["fault_report"]["fired"]
         assert answers["transcript"]["sessions"][0]["lines"]
@@ -756,3 +762,59 @@ def test_requests_on_a_kept_alive_connection_are_answered_at_once(
         assert connection.getresponse().read()
     connection.close()
     assert time.monotonic() - started < 5
+
+
+def test_the_api_waits_for_a_background_client_and_says_what_happened_instead(
+    open_api: ControlServer,
+) -> None:
+    client = ControlClient(open_api.url)
+    server = open_api.pop3
+    [uid] = [m.uid for m in server.mailbox("alice")]
+
+    def fetch_and_delete() -> None:
+        with contextlib.closing(poplib.POP3(server.host, server.port, timeout=5)) as session:
+            session.user("alice")
+            session.pass_("secret")
+            session.retr(1)
+            session.dele(1)
+            session.quit()
+
+    with pytest.raises(TimeoutError) as nothing_yet:
+        client.wait_for_deletion("alice", uid, timeout=0.1)
+    assert str(nothing_yet.value) == (
+        f"waited 0.1 s for the deletion of UIDs ['{uid}']; deleted so far: nothing"
+    )
+    fetcher = threading.Thread(target=fetch_and_delete, daemon=True)
+    fetcher.start()
+    report = client.wait_for_deletion("alice", uid)
+    assert report["deleted"] == [uid]
+    assert report["messages"] == []
+    assert client.wait_for_retrieval("alice", uid)["retrieved"] == {"1": [uid]}
+    fetcher.join(5)
+    status, timed_out = call(
+        open_api, "POST", "/accounts/alice/wait", '{"retrieved": ["other"], "timeout": 0}',
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert status == 408
+    assert timed_out["error"] == (
+        f"waited 0 s for the retrieval of UIDs ['other']; retrieved so far: ['{uid}']"
+    )
+    assert timed_out["deleted"] == [uid]
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("{}", "say what to wait for"),
+        ('{"deleted": "x"}', "deleted must be a list of UIDs"),
+        ('{"deleted": [], "timeout": 301}', "timeout is at most 300 seconds"),
+        ('{"deleted": [], "timeout": -1}', "timeout must be a number of seconds"),
+        ('{"deleted": [], "until": 1}', "unknown key until"),
+    ],
+)
+def test_a_wait_the_api_cannot_do_is_refused(open_api: ControlServer, body: str, says: str) -> None:
+    status, error = call(
+        open_api, "POST", "/accounts/alice/wait", body, {"Content-Type": "application/json"}
+    )
+    assert status == 400
+    assert says in error["error"]

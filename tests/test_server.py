@@ -249,3 +249,64 @@ def test_stop_does_not_wait_for_a_stalled_tls_handshake(stall: str) -> None:
     stopper.join(STOP_BOUND)
     assert not stopper.is_alive(), "stop() waited for the handshake"
     client.close()
+
+
+def fetch_in_background(server: POP3Server, *, delete: bool, quit: bool = True) -> threading.Thread:
+    """A fetch daemon's session, in a thread: retrieve every message, delete them if told."""
+
+    def run() -> None:
+        client = login(server)
+        for n in range(1, len(client.list()[1]) + 1):
+            client.retr(n)
+            if delete:
+                client.dele(n)
+        if quit:
+            client.quit()
+        else:
+            client.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_waits_return_once_a_background_client_has_fetched_and_deleted(
+    server: POP3Server,
+) -> None:
+    mailbox = server.mailbox("alice")
+    first, second = [m.uid for m in mailbox][:2]
+    thread = fetch_in_background(server, delete=True)
+    mailbox.wait_for_retrieval(first, second)
+    mailbox.wait_for_deletion(first, second)
+    assert {first, second} <= set(mailbox.deleted)
+    session = server.transcript.wait_for(user="alice", quit=True)
+    assert session.quit
+    assert session.user == "alice"
+    thread.join(5)
+
+
+def test_wait_for_deletion_says_what_happened_when_the_client_deletes_nothing(
+    server: POP3Server,
+) -> None:
+    mailbox = server.mailbox("alice")
+    uid = mailbox.messages[0].uid
+    fetch_in_background(server, delete=False)
+    mailbox.wait_for_retrieval(uid)
+    with pytest.raises(TimeoutError) as raised:
+        mailbox.wait_for_deletion(uid, timeout=0.2)
+    assert str(raised.value) == (
+        f"waited 0.2 s for the deletion of UIDs ['{uid}']; deleted so far: nothing"
+    )
+    with pytest.raises(TimeoutError, match=r"retrieval of UIDs \['nope'\]; retrieved so far: \["):
+        mailbox.wait_for_retrieval("nope", timeout=0.1)
+
+
+def test_transcript_wait_for_names_the_sessions_that_ended_instead(server: POP3Server) -> None:
+    fetch_in_background(server, delete=True, quit=False).join(5)
+    session = server.transcript.wait_for(user="alice")
+    assert not session.quit
+    with pytest.raises(TimeoutError) as raised:
+        server.transcript.wait_for(quit=True, timeout=0.1)
+    assert str(raised.value) == (
+        "waited 0.1 s for a session with QUIT to end; ended: 1 (alice, no QUIT); still open: none"
+    )

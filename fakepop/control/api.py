@@ -13,6 +13,7 @@ import errno
 import functools
 import socket
 import threading
+import time
 from collections.abc import Callable
 from importlib import resources
 from types import TracebackType
@@ -29,11 +30,13 @@ from fakepop.control.http import (
     is_loopback,
     json_response,
 )
+from fakepop.mail.store import WAIT_TIMEOUT
 from fakepop.protocol.fault_plan import FaultError, Rule
 from fakepop.server import POP3Server, PortInUse
 from fakepop.settings import FIELDS, RUNTIME, FixedSettingError, from_json, to_json
 
 POLL_INTERVAL = 0.05  # how soon stop() ends the HTTP server's loop
+MAX_WAIT = 300.0  # seconds POST /accounts/{name}/wait may hold a request (and its thread)
 
 
 # --- handlers ------------------------------------------------------------------------------
@@ -120,6 +123,10 @@ def _delete_account(api: ControlServer, request: Request) -> Response:
 
 def _list_messages(api: ControlServer, request: Request) -> Response:
     name = _account(api, request.params["name"])
+    return json_response(200, _maildrop_report(api, name))
+
+
+def _maildrop_report(api: ControlServer, name: str) -> answers.MaildropReport:
     mailbox = api.pop3.mailbox(name)
     messages: list[answers.MessageSummary] = [
         {"number": number, "uid": m.uid, "size": m.size}
@@ -133,7 +140,46 @@ def _list_messages(api: ControlServer, request: Request) -> Response:
         "deleted": list(mailbox.deleted),
         "retrieved": retrieved,
     }
-    return json_response(200, report)
+    return report
+
+
+def _wait(api: ControlServer, request: Request) -> Response:
+    """Hold the request until sessions have retrieved and deleted the UIDs named, or time runs out.
+
+    A list given empty waits for any retrieval (or deletion); a key left out, for none.
+    """
+    name = _account(api, request.params["name"])
+    data = request.json()
+    usage = '{"retrieved": [uid, ...], "deleted": [uid, ...], "timeout": seconds}'
+    if not isinstance(data, dict):
+        raise ApiError(400, f"send an object: {usage}")
+    unknown = sorted(set(data) - {"retrieved", "deleted", "timeout"})
+    if unknown:
+        raise ApiError(400, f"unknown key {', '.join(unknown)}: send {usage}")
+    waits = {key: data[key] for key in ("retrieved", "deleted") if key in data}
+    if not waits:
+        raise ApiError(400, f"say what to wait for: {usage}")
+    for key, uids in waits.items():
+        if not isinstance(uids, list) or not all(isinstance(uid, str) for uid in uids):
+            raise ApiError(400, f"{key} must be a list of UIDs (strings), got {uids!r}")
+    timeout = data.get("timeout", WAIT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise ApiError(400, f"timeout must be a number of seconds, 0 or more, got {timeout!r}")
+    if timeout > MAX_WAIT:
+        raise ApiError(400, f"timeout is at most {MAX_WAIT:g} seconds, got {timeout!r}")
+    mailbox = api.pop3.mailbox(name)
+    deadline = time.monotonic() + timeout
+    try:
+        if "retrieved" in waits:
+            mailbox.wait_for_retrieval(*waits["retrieved"], timeout=timeout)
+        if "deleted" in waits:
+            # What the retrievals' wait left of the timeout; the whole of it when there was none.
+            left = max(0.0, deadline - time.monotonic()) if "retrieved" in waits else timeout
+            mailbox.wait_for_deletion(*waits["deleted"], timeout=left)
+    except TimeoutError as e:
+        report: answers.WaitTimedOut = {"error": str(e), **_maildrop_report(api, name)}
+        return json_response(408, report)
+    return json_response(200, _maildrop_report(api, name))
 
 
 def _add_message(api: ControlServer, request: Request) -> Response:
@@ -326,6 +372,7 @@ ROUTES: tuple[Route[ControlServer], ...] = (
         body_types={"POST": "message/rfc822"},
     ),
     Route("/accounts/{name}/messages/{uid}", {"GET": _get_message, "DELETE": _delete_message}),
+    Route("/accounts/{name}/wait", {"POST": _wait}),
     Route("/faults", {"GET": _list_faults, "POST": _add_faults, "DELETE": _clear_faults}),
     Route("/transcript", {"GET": _transcript, "DELETE": _clear_transcript}),
     Route("/settings", {"GET": _settings, "PATCH": _change_settings}),

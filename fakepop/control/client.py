@@ -53,6 +53,10 @@ class MaildropReport(TypedDict):
     retrieved: dict[str, list[str]]  # session number -> UIDs sent by RETR or TOP
 
 
+class WaitTimedOut(MaildropReport):
+    error: str  # what was waited for, and what happened instead
+
+
 class Fired(TypedDict):
     rule: int | None  # the rule's index in ``faults``; None once the rule is removed
     event: str
@@ -225,6 +229,44 @@ class ControlClient:
         result: int = self._json("DELETE", f"/accounts/{_quote(account)}/messages")["deleted"]
         return result
 
+    def wait_for_retrieval(self, account: str, *uids: str, timeout: float = 5.0) -> MaildropReport:
+        """``POST /accounts/{name}/wait``: return once sessions were sent every one of ``uids``.
+
+        As ``Mailbox.wait_for_retrieval``: with no UIDs, any one retrieval will do.
+
+        Returns:
+            The maildrop as ``mailbox()`` reports it, once the wait is met.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first (the API answered 408); the
+                message says what was retrieved meanwhile.
+        """
+        return self._wait(account, "retrieved", uids, timeout)
+
+    def wait_for_deletion(self, account: str, *uids: str, timeout: float = 5.0) -> MaildropReport:
+        """``POST /accounts/{name}/wait``: return once committed QUITs have deleted ``uids``.
+
+        As ``Mailbox.wait_for_deletion``: with no UIDs, any one deletion will do.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first (the API answered 408); the
+                message says what was deleted meanwhile.
+        """
+        return self._wait(account, "deleted", uids, timeout)
+
+    def _wait(self, account: str, key: str, uids: Sequence[str], timeout: float) -> MaildropReport:
+        payload = json.dumps({key: list(uids), "timeout": timeout}).encode("utf-8")
+        path = f"/accounts/{_quote(account)}/wait"
+        try:
+            # The answer may take the whole wait, on top of the usual time to answer.
+            body = self._request("POST", path, payload, "application/json", self.timeout + timeout)
+        except ControlError as e:
+            if e.status == 408:
+                raise TimeoutError(e.message) from None
+            raise
+        result: MaildropReport = json.loads(body)
+        return result
+
     # --- faults -----------------------------------------------------------------------
 
     def fault_report(self) -> FaultReport:
@@ -307,7 +349,12 @@ class ControlClient:
         return json.loads(self._request(method, path, body, "application/json"))
 
     def _request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
     ) -> bytes:
         request = urllib.request.Request(self.url + path, data=body, method=method)
         if body is not None and content_type:
@@ -315,7 +362,7 @@ class ControlClient:
         if self.token is not None:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with self._opener.open(request, timeout=self.timeout) as answer:
+            with self._opener.open(request, timeout=timeout or self.timeout) as answer:
                 data: bytes = answer.read()
                 return data
         except urllib.error.HTTPError as e:

@@ -21,6 +21,8 @@ from fakepop.mail.message import (
 )
 from fakepop.mail.wire import numbered
 
+WAIT_TIMEOUT = 5.0  # seconds a wait gives the client under test by default
+
 
 class MaildropError(Exception):
     """A maildrop cannot be opened now; ``code`` is the RFC 2449 response code to send."""
@@ -91,6 +93,8 @@ class Mailbox:
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
         self.record_limit: int | None = None
+        # Notified where retrievals and deletions are recorded, for the waits.
+        self._recorded = threading.Condition()
 
     def add(
         self, message: MessageSource | Message | LoadedMessage, *, uid: str | None = None
@@ -226,9 +230,11 @@ class Mailbox:
                 if delete:
                     self._remove([m for m in self._held if m.uid in delete])
                     self._shared = Snapshot()
-                    self.deleted.extend(sorted(delete))
-                    if self.record_limit is not None:
-                        del self.deleted[: len(self.deleted) - self.record_limit]
+                    with self._recorded:
+                        self.deleted.extend(sorted(delete))
+                        if self.record_limit is not None:
+                            del self.deleted[: len(self.deleted) - self.record_limit]
+                        self._recorded.notify_all()
             finally:
                 self._holder = None
                 self._held = Snapshot()
@@ -243,11 +249,66 @@ class Mailbox:
         limit = self.record_limit
         if limit == 0:
             return
-        uids = self.retrieved.setdefault(session, [])
-        if limit is None or len(uids) < limit:
-            uids.append(uid)
-        if limit is not None and len(self.retrieved) > limit:
-            del self.retrieved[next(iter(self.retrieved))]  # the oldest session
+        with self._recorded:
+            uids = self.retrieved.setdefault(session, [])
+            if limit is None or len(uids) < limit:
+                uids.append(uid)
+            if limit is not None and len(self.retrieved) > limit:
+                del self.retrieved[next(iter(self.retrieved))]  # the oldest session
+            self._recorded.notify_all()
+
+    def wait_for_retrieval(self, *uids: str, timeout: float = WAIT_TIMEOUT) -> None:
+        """Return as soon as a session has been sent every one of ``uids`` by RETR or TOP.
+
+        For a client that runs in the background (a fetch daemon, a worker): the
+        test waits for it rather than sleeping. Retrievals recorded before the call
+        count. With no UIDs, any one retrieval will do.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first; the message says what
+                was retrieved so far.
+        """
+        __tracebackhide__ = True
+
+        def got() -> list[str]:
+            return [uid for session in self.retrieved.values() for uid in session]
+
+        self._wait(got, uids, timeout, "retrieved", "retrieval")
+
+    def wait_for_deletion(self, *uids: str, timeout: float = WAIT_TIMEOUT) -> None:
+        """Return as soon as a committed QUIT has deleted every one of ``uids``.
+
+        As ``wait_for_retrieval``; with no UIDs, any one deletion will do.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed first; the message says what
+                was deleted so far.
+        """
+        __tracebackhide__ = True
+        self._wait(lambda: list(self.deleted), uids, timeout, "deleted", "deletion")
+
+    def _wait(
+        self,
+        got: Callable[[], list[str]],
+        uids: Sequence[str],
+        timeout: float,
+        done: str,
+        event: str,
+    ) -> None:
+        __tracebackhide__ = True
+        if timeout < 0:
+            raise ValueError(f"timeout must be 0 or more seconds, not {timeout}")
+
+        def met() -> bool:
+            seen = got()
+            return bool(seen) and set(uids) <= set(seen)
+
+        with self._recorded:
+            if self._recorded.wait_for(met, timeout):
+                return
+            seen = got()
+        wanted = f"the {event} of UIDs {sorted(set(uids) - set(seen))}" if uids else f"a {event}"
+        raise TimeoutError(f"waited {timeout:g} s for {wanted}; {done} so far: {seen or 'nothing'}")
 
     # --- storage: in memory here ----------------------------------------------------------
 
@@ -335,6 +396,7 @@ class MailStore:
     ) -> None:
         self._accounts: dict[str, Account] = {}
         self._new_mailbox = new_mailbox or (lambda name: Mailbox())
+        self._making = threading.Lock()  # two first logins at once make one account
         for name, password in (users or {}).items():
             self.add_account(name, password)
 
@@ -349,6 +411,16 @@ class MailStore:
         else:
             account.password = password
         return account
+
+    def first_login(self, name: str, password: str) -> Account:
+        """The account ``name``, made with ``password`` if there is none: for ``any_login``.
+
+        Raises:
+            ValueError: the name cannot be an account's (or, on disk, a Maildir's).
+        """
+        with self._making:
+            account = self._accounts.get(name)
+            return account if account is not None else self.add_account(name, password)
 
     def remove_account(self, name: str) -> None:
         del self._accounts[name]

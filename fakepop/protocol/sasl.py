@@ -61,6 +61,12 @@ class Accounts(Protocol):
     def token_owner(self, token: str) -> Account | None:
         """The account holding ``token``, for OAUTHBEARER without a user name."""
 
+    def admit(self, name: str, password: str | None) -> Account | None:
+        """With ``any_login``, the account ``name`` names, made if need be; else None.
+
+        ``password`` is the one a new account gets, when the mechanism carries it.
+        """
+
 
 def check_password(account: Account | None, password: str) -> bool:
     """Compare in constant time; a missing account fails the same way as a wrong password."""
@@ -140,10 +146,12 @@ class Plain(Exchange):
         if len(parts) != 3 or None in parts:
             return Failure("Malformed PLAIN response: expected authzid NUL authcid NUL password")
         authzid, authcid, password = (p or "" for p in parts)
-        account = self.accounts.resolve(authcid)
-        if not check_password(account, password):
-            return Failure()
-        assert account is not None
+        account = self.accounts.admit(authcid, password)
+        if account is None:
+            account = self.accounts.resolve(authcid)
+            if not check_password(account, password):
+                return Failure()
+            assert account is not None
         return self._act_as(account, authzid)
 
 
@@ -170,6 +178,9 @@ class Login(Exchange):
         if self.user is None:
             self.user = text
             return Challenge(b"Password:")
+        admitted = self.accounts.admit(self.user, text)
+        if admitted is not None:
+            return Success(admitted)
         account = self.accounts.resolve(self.user)
         return Success(account) if account and check_password(account, text) else Failure()
 
@@ -189,6 +200,9 @@ class CramMD5(Exchange):
 
     def respond(self, data: bytes) -> Step:
         user, _, digest = (_text(data) or "").rpartition(" ")
+        admitted = self.accounts.admit(user, None) if user else None
+        if admitted is not None:
+            return Success(admitted)
         account = self.accounts.resolve(user)
         if account is None:
             return Failure()
@@ -352,6 +366,9 @@ class XOAuth2(_Bearer):
         account = self.accounts.resolve(fields.get("user", ""))
         if token is None:
             return {"status": "400", "schemes": "Bearer", "scope": GOOGLE_SCOPE}
+        admitted = self.accounts.admit(fields["user"], None) if fields.get("user") else None
+        if admitted is not None:
+            return admitted
         if account is None or not check_token(account, token, self.accounts.now()):
             return {"status": "401", "schemes": "Bearer", "scope": GOOGLE_SCOPE}
         return account
@@ -373,6 +390,9 @@ class OAuthBearer(_Bearer):
         error = {"status": "invalid_token", "scope": GOOGLE_SCOPE}
         if token is None:
             return {"status": "invalid_request", "scope": GOOGLE_SCOPE}
+        admitted = self.accounts.admit(user, None) if user else None
+        if admitted is not None:
+            return admitted
         now = self.accounts.now()
         account = self.accounts.resolve(user) if user else self.accounts.token_owner(token)
         if not check_token(account, token, now):

@@ -330,6 +330,7 @@ class Session:
                 )
             self.account.mailbox.release(self)
             self.account = None
+        self.transcript.end()
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -613,11 +614,15 @@ class Session:
             whole = b"".join([line for i, line in enumerate(lines) if i not in self._deleted])
         return listing(text, whole, self._live_count)
 
-    def _login(self, name: str, verify: Callable[[Account], bool], method: str) -> list[Action]:
+    def _login(
+        self, name: str, password: str | None, verify: Callable[[Account], bool], method: str
+    ) -> list[Action]:
         self._user = None
-        account = self.resolve(name)
-        if account is None or not verify(account):
-            return self._auth_failed("Invalid user name or password")
+        account = self.admit(name, password)
+        if account is None:
+            account = self.resolve(name)
+            if account is None or not verify(account):
+                return self._auth_failed("Invalid user name or password")
         return self._enter(account, method)
 
     def _enter(self, account: Account, method: str) -> list[Action]:
@@ -669,6 +674,23 @@ class Session:
 
     def token_owner(self, token: str) -> Account | None:
         return self.store.token_owner(token)
+
+    def admit(self, name: str, password: str | None) -> Account | None:
+        """With ``any_login``, the account ``name`` names, made on its first login; else None.
+
+        A name that cannot be an account (a Maildir cannot hold "a/b") is noted in the
+        transcript and gets None, so the login fails as a wrong password's does.
+        """
+        if not self.settings.any_login:
+            return None
+        account = self.resolve(name)
+        if account is not None:
+            return account
+        try:
+            return self.store.first_login(name, password or "")
+        except ValueError as e:
+            self.transcript.add("*", f"any_login made no account: {e}")
+            return None
 
     def _mechanisms(self) -> list[str]:
         """The SASL mechanisms on offer now: plaintext ones wait for TLS where it is required."""
@@ -773,7 +795,10 @@ class Session:
         self._check_utf8(password, "passwords")
         given = password.encode("utf-8")
         return self._login(
-            self._user, lambda a: hmac.compare_digest(a.password.encode("utf-8"), given), "USER"
+            self._user,
+            password,
+            lambda a: hmac.compare_digest(a.password.encode("utf-8"), given),
+            "USER",
         )
 
     @command(
@@ -793,6 +818,7 @@ class Session:
         given = digest.lower().encode("ascii")
         return self._login(
             name,
+            None,
             lambda a: hmac.compare_digest(apop_digest(timestamp, a.password).encode(), given),
             "APOP",
         )

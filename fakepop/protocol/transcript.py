@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Literal, NamedTuple, Protocol
 
 Direction = Literal["C", "S", "*"]  # from the client, from the server, a note on the connection
@@ -13,6 +14,24 @@ Direction = Literal["C", "S", "*"]  # from the client, from the server, a note o
 # Lines kept of one session in a bounded transcript: the first half, then the latest. A
 # client that sends CAPA for ever would otherwise grow it by 400 times what it sends.
 SESSION_LINES = 500
+
+
+WAIT_TIMEOUT = 5.0  # seconds wait_for gives the client under test by default
+
+
+class Condition(Protocol):
+    """What of ``threading.Condition`` a transcript uses: the core imports no threads."""
+
+    def __enter__(self) -> bool: ...
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+    def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool: ...
+    def notify_all(self) -> None: ...
 
 
 class Entry(NamedTuple):  # a tuple: made several times a command, and cheapest to make
@@ -55,7 +74,8 @@ class SessionTranscript:
     faults: list[str] = field(default_factory=list)  # the rules that fired, described
     bytes_sent: int = 0  # set when the session ends
     how: str | None = None  # how it ended ("quit", "idle timeout", ...); None while it runs
-    # whose observers to tell
+    ended: bool = False  # the connection is closed
+    # whose observers to tell and waiters to wake
     hub: Transcript | None = field(default=None, repr=False, compare=False)
 
     def logged_in(self, user: str, method: str) -> None:
@@ -90,12 +110,21 @@ class SessionTranscript:
         self.faults.append(description)
         self.add("*", f"fault: {description}")
 
-    def end(self, how: str, bytes_sent: int) -> None:
-        """Note how the session ended and what it sent, and tell the observers."""
-        self.how, self.bytes_sent = how, bytes_sent
-        if self.hub is not None:
-            for observer in self.hub.observers:
-                observer.ended(self)
+    def end(self, how: str | None = None, bytes_sent: int = 0) -> None:
+        """The connection is closed: note it and wake ``Transcript.wait_for``.
+
+        The core says so first (``Session.connection_lost``, no ``how``); a server
+        then says how the session ended and what it sent, for the observers.
+        """
+        if how is not None:
+            self.how, self.bytes_sent = how, bytes_sent
+            if self.hub is not None:
+                for observer in self.hub.observers:
+                    observer.ended(self)
+        if not self.ended:
+            self.ended = True
+            if self.hub is not None:
+                self.hub._notify()
 
     def violate(self, text: str) -> None:
         """Note something the client did that the RFCs forbid; strict mode reports these."""
@@ -124,12 +153,16 @@ class Transcript:
         limit: the sessions kept, the oldest forgotten first, each of at most
             ``SESSION_LINES`` lines; 0 keeps none. None (the default) keeps every
             line of every session, as a test wants.
+        changed: notified as sessions end, for ``wait_for`` across threads (the
+            server passes a ``threading.Condition``); without it ``wait_for``
+            looks once, as nothing else can end a session meanwhile.
     """
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int | None = None, *, changed: Condition | None = None) -> None:
         if limit is not None and limit < 0:
             raise ValueError("transcript_limit must be 0 or more (0 keeps none), or None for all")
         self.limit = limit
+        self._changed = changed
         self.sessions: list[SessionTranscript] = []
         self._ids = itertools.count(1)  # next() is atomic, so connection threads get distinct ids
         # A tuple replaced whole, never changed, so a session thread iterates it safely.
@@ -166,6 +199,11 @@ class Transcript:
             # A slice, not an index: reset() may empty the list meanwhile.
             del self.sessions[: len(self.sessions) - limit]
         return session
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            with self._changed:
+                self._changed.notify_all()
 
     def __iter__(self) -> Iterator[SessionTranscript]:
         return iter(list(self.sessions))
@@ -224,6 +262,59 @@ class Transcript:
         unquit = [s.session_id for s in self if not s.quit]
         if unquit:
             raise AssertionError(f"sessions {unquit} ended without a completed QUIT")
+
+    def wait_for(
+        self,
+        *,
+        user: str | None = None,
+        quit: bool | None = None,
+        timeout: float = WAIT_TIMEOUT,
+    ) -> SessionTranscript:
+        """The first session to have ended that matches; waits for one as long as ``timeout``.
+
+        For a client that runs in the background: the test waits for its session
+        to end, then asserts on it. Sessions that ended before the call count
+        (``reset()`` forgets them).
+
+        Args:
+            user: one logged in to this account.
+            quit: True, one that ended with QUIT answered +OK; False, one that did not.
+            timeout: seconds to wait.
+
+        Raises:
+            TimeoutError: no such session ended in time; the message lists those
+                that did, and those still open.
+        """
+        __tracebackhide__ = True
+        if timeout < 0:
+            raise ValueError(f"timeout must be 0 or more seconds, not {timeout}")
+
+        def found() -> SessionTranscript | None:
+            return next(
+                (s for s in self if s.ended and user in (None, s.user) and quit in (None, s.quit)),
+                None,
+            )
+
+        if self._changed is None:
+            session = found()
+        else:
+            with self._changed:
+                self._changed.wait_for(lambda: found() is not None, timeout)
+                session = found()
+        if session is not None:
+            return session
+        how = {None: "", True: "with QUIT", False: "without QUIT"}[quit]
+        wanted = " ".join([f"of {user}" if user else "", how]).strip()
+        ended = [
+            f"{s.session_id} ({s.user or 'no login'}, {'QUIT' if s.quit else 'no QUIT'})"
+            for s in self
+            if s.ended
+        ]
+        still_open = [s.session_id for s in self if not s.ended]
+        raise TimeoutError(
+            f"waited {timeout:g} s for a session {wanted + ' ' if wanted else ''}to end;"
+            f" ended: {', '.join(ended) or 'none'}; still open: {still_open or 'none'}"
+        )
 
     def __str__(self) -> str:
         return self.text()

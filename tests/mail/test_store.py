@@ -348,3 +348,14 @@ def test_a_store_error_while_a_message_is_sent_ends_the_session_and_is_raised_by
         with pytest.raises(OSError, match="Input/output error"):
             server.stop()  # which waits for the session's thread to record the error
         assert server.violations == []
+
+
+def test_waits_see_what_was_recorded_before_the_call() -> None:
+    box = Mailbox()
+    box.record_retrieval(1, "a")
+    box.wait_for_retrieval("a", timeout=0)
+    box.wait_for_retrieval(timeout=0)  # any retrieval
+    with pytest.raises(TimeoutError, match=r"for a deletion; deleted so far: nothing"):
+        box.wait_for_deletion(timeout=0)
+    with pytest.raises(ValueError, match="timeout"):
+        box.wait_for_deletion("a", timeout=-1)

@@ -59,3 +59,15 @@ def test_a_bounded_session_keeps_a_bounded_list_of_violations() -> None:
         session.violate(f"bare LF {n}")
     assert session.violations == [f"bare LF {n}" for n in range(10)]
     assert len(session.entries) == 11
+
+
+def test_wait_for_without_threads_looks_once() -> None:
+    transcript = Transcript()
+    session = transcript.new_session()
+    session.logged_in("alice", "USER")
+    with pytest.raises(TimeoutError, match=r"ended: none; still open: \[1\]"):
+        transcript.wait_for(user="alice")
+    session.end()
+    assert transcript.wait_for(user="alice") is session
+    with pytest.raises(TimeoutError, match=r"a session of bob to end; ended: 1 \(alice, no QUIT\)"):
+        transcript.wait_for(user="bob", timeout=0)
