@@ -9,6 +9,7 @@ runs everything and a missing install step fails it.
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from typing import NoReturn
 
 import pytest
@@ -18,8 +19,7 @@ REQUIRE = "FAKEPOP_REQUIRE_CLIENTS"
 
 
 class Unavailable(Skipped):
-    """A skip for want of a tool; tests/interop/conftest.py reports each at this file, not at
-    the test, so ``-ra`` folds every skip for one client into one line."""
+    """A skip for want of a tool, reported by ``pytest_runtest_makereport``."""
 
 
 def required() -> bool:
@@ -37,3 +37,17 @@ def unavailable(reason: str, detail: str = "") -> NoReturn:
         message = f"{reason}; {REQUIRE}=1 requires it"
         pytest.fail(f"{message}\n{detail}" if detail else message, pytrace=False)
     raise Unavailable(reason)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Report a skip for a missing tool where it is raised, here, and by its reason alone:
+    pytest folds skips by place and reason, so the summary has one line per tool, not one per
+    test. The conftest.py of each folder that uses ``unavailable`` imports this hook."""
+    report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, Unavailable):
+        raised = call.excinfo.traceback[-1]
+        report.longrepr = (str(raised.path), raised.lineno + 1, str(call.excinfo.value.msg))
+    return report
