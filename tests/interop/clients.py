@@ -3,7 +3,8 @@ and what the interop tests share: the transcript as clients saw it, TOP's expect
 the mail mpop and getmail delivered to a Maildir.
 
 A missing client (or a runtime it needs) skips its tests, saying which Debian package to
-install; with FAKEPOP_REQUIRE_CLIENTS=1 (which `.ci/run` sets) it fails them instead.
+install; with FAKEPOP_REQUIRE_CLIENTS=1 (which `.ci/run` sets) it fails them instead: see
+``missing`` and ``program`` in tests/required.py.
 """
 
 from __future__ import annotations
@@ -12,55 +13,21 @@ import os
 import pwd
 import re
 import shlex
-import shutil
 import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
 
-from required import unavailable
+from required import CLIENTS
+from required import missing as missing  # re-exported for the test files
+from required import program as program
 
 from fakepop import POP3Server
 
 USER, PASSWORD = "alice", "secret"  # the account the clients log in to unless told otherwise
 TIMEOUT = 60.0  # seconds for one client process; each takes well under one when all is well
-# The Debian packages each client needs, by the name its tests give it.
-CLIENTS = {
-    "curl": "curl",
-    "fetchmail": "fetchmail",
-    "openssl": "openssl",
-    "mpop": "mpop",
-    "getmail": "getmail6",
-    "setpriv": "util-linux",  # getmail runs as nobody through it when the tests run as root
-    "Perl's Net::POP3": "perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl",
-    "Ruby's Net::POP3": "ruby",
-    "Jakarta Mail": "default-jdk-headless libjakarta-mail-java",
-    "PHP's imap": "php-cli php-imap",
-    "s-nail": "s-nail",
-    "Emacs's pop3.el": "emacs-nox",
-    "NeoMutt": "neomutt",
-    "movemail": "mailutils",
-}
-# All of them, as .ci/run installs them.
+# All the Debian packages of the clients, as .ci/run installs them.
 PACKAGES = " ".join(dict.fromkeys(" ".join(CLIENTS.values()).split()))
-
-
-def missing(client: str, what: str, detail: str = "") -> NoReturn:
-    """Skip the test (fail it under FAKEPOP_REQUIRE_CLIENTS=1) because ``client`` cannot run.
-
-    The reason depends on ``client`` and ``what`` alone, so ``-ra`` folds a client's skips into
-    one line; ``detail``, what a probe printed, only goes into a failure.
-    """
-    unavailable(f"{client} cannot run: {what} (Debian: apt-get install {CLIENTS[client]})", detail)
-
-
-def program(name: str, client: str | None = None) -> str:
-    """Where ``name`` is; when it is missing, ``client`` (``name`` by default) is missing."""
-    path = shutil.which(name)
-    if path is None:
-        missing(client or name, f"{name} is not on PATH")
-    return path
 
 
 def environment(home: Path | None = None) -> dict[str, str]:
