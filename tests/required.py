@@ -83,5 +83,6 @@ def pytest_runtest_makereport(
     if call.excinfo is not None and call.excinfo.errisinstance(pytest.skip.Exception):
         here = [entry for entry in call.excinfo.traceback if str(entry.path) == __file__]
         if here:
-            report.longrepr = (__file__, here[-1].lineno + 1, str(call.excinfo.value))
+            # As pytest words a skip in a test's body ("Skipped: ..."), so both fold together.
+            report.longrepr = (__file__, here[-1].lineno + 1, call.excinfo.exconly(tryshort=True))
     return report
