@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from required import program
 from serving import environment, run, serve
 from waiting import wait_until
 
@@ -190,6 +191,7 @@ def test_session_log_is_told_until_it_unsubscribes() -> None:
     assert {r["session"] for r in records} == {1}
 
 
+@pytest.mark.interop  # runs curl
 def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
     # Only the ports come from the environment, so that nothing else on the machine is hit.
     with serve(env=environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0")) as served:
@@ -202,6 +204,7 @@ def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
         how_to = {line[2:12].strip(): line[12:] for line in served.how_to}
         assert how_to["CA"].startswith(info[3])
         curl = shlex.split(how_to["curl TLS"])
+        curl[0] = program(curl[0])
         fetched = subprocess.run(curl, capture_output=True, check=True, timeout=10).stdout
         assert fetched == DEMO[0]
         printed = subprocess.run(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from required import program
 from serving import Served, serve
 
 from fakepop import POP3Server, PortInUse
@@ -85,7 +86,7 @@ def curl(
     """One request with curl: the status, the headers (lower-case names) and the body."""
     auth = ["-H", f"Authorization: Bearer {token}"] if token else []
     result = subprocess.run(
-        ["curl", "-sS", "-i", "--noproxy", "*", "-X", method, *auth, *args, url],
+        [program("curl"), "-sS", "-i", "--noproxy", "*", "-X", method, *auth, *args, url],
         capture_output=True,
         check=True,
         timeout=10,
@@ -99,6 +100,7 @@ def curl(
     return int(status_line.split()[1]), headers, body
 
 
+@pytest.mark.interop  # runs curl
 def test_health_is_open_and_the_rest_needs_the_token(served: Served, url: str) -> None:
     assert ControlClient(url).health()["status"] == "ok"
     for token in (None, "wrong"):
@@ -246,6 +248,7 @@ def test_reset_puts_back_what_it_started_with(served: Served, client: ControlCli
     assert client.transcript() == {"last": 0, "sessions": []}
 
 
+@pytest.mark.interop  # runs curl
 @pytest.mark.parametrize(
     ("method", "path", "data", "status", "says"),
     [
@@ -303,12 +306,13 @@ def test_errors_are_json_with_the_right_status(
         assert headers["allow"] in ("GET, POST", "POST")
 
 
+@pytest.mark.interop  # runs curl
 def test_a_ci_script_with_curl_only(served: Served, url: str, tmp_path: Path) -> None:
     """What a test in another language does: get the CA, deliver mail, fetch it over TLS."""
     ca = tmp_path / "ca.pem"
     subprocess.run(
         [
-            "curl",
+            program("curl"),
             "-fsS",
             "--noproxy",
             "*",
@@ -335,7 +339,7 @@ def test_a_ci_script_with_curl_only(served: Served, url: str, tmp_path: Path) ->
     try:
         pop3s_url = f"pop3s://localhost:{served.info['pop3s']['port']}/{len(DEMO_UIDS) + 1}"
         fetched = subprocess.run(
-            ["curl", "-fsS", "--cacert", str(ca), "-u", "alice:secret", pop3s_url],
+            [program("curl"), "-fsS", "--cacert", str(ca), "-u", "alice:secret", pop3s_url],
             capture_output=True,
             check=True,
             timeout=10,
@@ -645,6 +649,7 @@ def test_a_host_a_rebinding_page_could_send_is_refused(open_api: ControlServer, 
     assert call(open_api, "GET", "/accounts", None, {"Host": host})[0] == 403
 
 
+@pytest.mark.interop  # runs curl
 def test_with_a_token_any_host_name_is_answered(url: str) -> None:
     # Behind a token, a page cannot act, whatever name it uses; the API may be on a CI host.
     assert curl("GET", f"{url}/accounts", "-H", "Host: ci-box.example.com:8110")[0] == 200

@@ -2,7 +2,9 @@
 and what the interop tests share: the transcript as clients saw it, TOP's expected bytes, and
 the mail mpop and getmail delivered to a Maildir.
 
-They are not skipped when missing: install them (`.ci/run` does, with apt-get).
+A missing client (or a runtime it needs) skips its tests, saying which Debian package to
+install; with FAKEPOP_REQUIRE_CLIENTS=1 (which `.ci/run` sets) it fails them instead: see
+``missing`` and ``program`` in tests/required.py.
 """
 
 from __future__ import annotations
@@ -11,35 +13,21 @@ import os
 import pwd
 import re
 import shlex
-import shutil
 import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import pytest
+from required import CLIENTS
+from required import missing as missing  # re-exported for the test files
+from required import program as program
 
 from fakepop import POP3Server
 
 USER, PASSWORD = "alice", "secret"  # the account the clients log in to unless told otherwise
 TIMEOUT = 60.0  # seconds for one client process; each takes well under one when all is well
-# The Debian packages of every client the interop tests run.
-PACKAGES = (
-    "curl fetchmail openssl mpop getmail6"
-    " perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl"
-    " ruby default-jdk-headless libjakarta-mail-java"
-    " php-cli php-imap s-nail"
-    " emacs-nox neomutt mailutils"
-)
-INSTALL = f"install it (Debian: apt-get install {PACKAGES}), as .ci/run does"
-
-
-def program(name: str) -> str:
-    """Where ``name`` is; a missing client fails the test, saying how to install it."""
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is not on PATH: {INSTALL}", pytrace=False)
-    return path
+# All the Debian packages of the clients, as .ci/run installs them.
+PACKAGES = " ".join(dict.fromkeys(" ".join(CLIENTS.values()).split()))
 
 
 def environment(home: Path | None = None) -> dict[str, str]:

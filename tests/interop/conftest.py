@@ -1,4 +1,5 @@
-"""What the interop tests share: the corpus, and a server holding it with TLS ready.
+"""What the interop tests share: the corpus, a server holding it with TLS ready, and one line
+in the skip summary per missing client.
 
 A test file that wants other mail defines its own ``messages``; this ``server`` serves it.
 """
@@ -9,6 +10,7 @@ import pytest
 from clients import PASSWORD, USER
 from corpus import corpus
 from pop3 import ServerFactory
+from required import pytest_runtest_makereport  # noqa: F401  # the hook, for this folder
 
 from fakepop import POP3Server
 

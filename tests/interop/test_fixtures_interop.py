@@ -25,6 +25,8 @@ from fakepop.mail.generate import generate_messages
 from fakepop.mail.manifest import load_manifest
 from fakepop.mail.wire import to_crlf
 
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
+
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 MANIFEST = load_manifest(FIXTURES / "fakepop.toml")
 ACCOUNTS = ["alice", "bob"]  # the ones with mail

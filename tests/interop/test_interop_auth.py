@@ -1,6 +1,6 @@
 """Authentication with real clients as processes: curl 7.88 and fetchmail 6.4.
 
-They are not skipped when missing: install them (`.ci/run` does, with apt-get).
+They are skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 
 What they speak, as these tests pin it: curl does PLAIN, LOGIN, CRAM-MD5, XOAUTH2 and
 OAUTHBEARER (no SCRAM); fetchmail 6.4 does CRAM-MD5 and USER/PASS (and APOP as a
@@ -20,6 +20,8 @@ from pop3 import ServerFactory, filled
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 MESSAGE = b"From: a@example.com\nSubject: bare LF\n\n.starts with a dot\n..two dots\nend"
 WIRE = to_crlf(MESSAGE)

@@ -3,7 +3,8 @@
 curl un-stuffs what it retrieves and keeps CRLF, so what it writes for
 ``pop3://host:port/N`` is the wire form of message N, byte for byte. Several
 URLs in one curl run share one connection and one session, which keeps this
-file fast. curl is not skipped when missing: install it.
+file fast. curl is
+skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 # How each login method is had: curl prefers SASL, then APOP when the greeting has a
 # timestamp, then USER; it cannot be told which, so the server offers only the one wanted.

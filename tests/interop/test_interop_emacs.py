@@ -23,7 +23,7 @@ compared byte for byte. What pop3.el does, as these tests pin it:
   in clear is refused by the Network Security Manager in batch mode (there is nobody to ask)
   unless ``nsm-trust-local-network`` lets a server on this machine through.
 
-Emacs is not skipped when missing: install it (Debian: ``apt-get install emacs-nox``).
+Emacs is skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 DRIVER = Path(__file__).parent / "emacs_pop3.el"
 
@@ -168,7 +170,7 @@ class Pop3El:
     user's: -Q); each run gets a directory of its own for its results."""
 
     def __init__(self, home: Path) -> None:
-        self.path = program("emacs")
+        self.path = program("emacs", "Emacs's pop3.el")
         self.home = home
         self.runs = 0
 

@@ -27,6 +27,8 @@ from pop3 import ServerFactory
 
 from fakepop import POP3Server
 
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
+
 M1 = b"From: a@fakepop.test\r\nSubject: one\r\n\r\nHello\r\n"
 M2 = b"From: b@fakepop.test\r\nSubject: dots\r\n\r\n.x\r\n..\r\nend\r\n"
 M3 = b"From: c@fakepop.test\r\nSubject: three\r\n\r\n" + b"line of text\r\n" * 20

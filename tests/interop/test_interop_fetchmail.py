@@ -15,8 +15,8 @@ the rc file, so those two are the only ones undone before comparing. With
 ``set invisible`` and ``no stripcr`` the MDA gets the wire form exactly.
 
 In keep mode fetchmail retrieves with RETR; when it deletes, with
-``TOP n 99999999``, so both are checked. fetchmail is not skipped when missing:
-install it.
+``TOP n 99999999``, so both are checked. fetchmail is
+skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 
 @pytest.fixture

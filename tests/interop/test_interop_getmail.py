@@ -13,7 +13,8 @@ getmail documents, undone exactly here:
 
 getmail reparses each message with the email package and writes it out again; for the corpus
 that changes no byte. Its Maildir and Mboxrd destinations refuse to deliver as root, so as root
-getmail runs as nobody. It is not skipped when missing: install it.
+getmail runs as nobody. It is
+skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 
 getmail delivers each message in a child process, and 6.18 loses the child's exit when it comes
 before the parent is ready to hear of it (it installs its SIGCHLD handler after fork(), and
@@ -52,6 +53,8 @@ from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 RETURN_PATH = b"Return-Path: <unknown>\n"  # no Return-Path or Sender in the message
 GETMAIL_FAILED = 127  # getmail's exit status when a retriever failed

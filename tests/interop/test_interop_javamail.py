@@ -22,7 +22,7 @@ What the provider does, as these tests pin it:
 - ``Folder.close(true)`` sends DELE for messages flagged DELETED, then QUIT; only in a
   READ_WRITE folder.
 
-Java is not skipped when missing: install it (see ``INSTALL``).
+Without Java (a JDK: the driver is launched from source) or Jakarta Mail these tests are skipped.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import os
 import select
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -39,21 +38,19 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from clients import PASSWORD, USER, environment
+from clients import PASSWORD, USER, environment, missing, program
 from corpus import corpus
 from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
+
 DRIVER = Path(__file__).parent / "JakartaMailDriver.java"
 # Both named: the mail jar's manifest looks for activation as jakarta.activation.jar, which
 # Debian does not ship under that name.
 JARS = ("/usr/share/java/jakarta-mail.jar", "/usr/share/java/jakarta-activation.jar")
-INSTALL = (
-    "install them (Debian: apt-get install default-jdk-headless libjakarta-mail-java; "
-    "a JDK, not only a JRE, since the driver is launched from source)"
-)
 TIMEOUT = 60.0  # seconds for the JVM to start, or for one scenario; far more than either takes
 
 # For the scenarios that are not about the corpus: a dot line and bare LFs to be made CRLF.
@@ -175,8 +172,7 @@ class JakartaMail:
         if not data:
             self.process.wait(timeout=TIMEOUT)
             pytest.fail(
-                f"the JVM exited ({self.process.returncode}):\n{self.stderr()}\n"
-                f"If Java or Jakarta Mail is missing, {INSTALL}.",
+                f"the JVM exited ({self.process.returncode}):\n{self.stderr()}",
                 pytrace=False,
             )
         self.pending += data
@@ -187,12 +183,12 @@ class JakartaMail:
 
 @pytest.fixture(scope="module")
 def jakarta_mail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JakartaMail]:
-    java = shutil.which("java")
-    if java is None:
-        pytest.fail(f"java is not on PATH: {INSTALL}", pytrace=False)
-    missing = [jar for jar in JARS if not Path(jar).is_file()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: {INSTALL}", pytrace=False)
+    java = program("java", "Jakarta Mail")
+    # The driver is launched from source, which takes a JDK's compiler, not only a JRE.
+    program("javac", "Jakarta Mail")
+    absent = [jar for jar in JARS if not Path(jar).is_file()]
+    if absent:
+        missing("Jakarta Mail", f"{', '.join(absent)} missing")
     driver = JakartaMail(java, tmp_path_factory.mktemp("jakarta-mail"))
     yield driver
     driver.close()

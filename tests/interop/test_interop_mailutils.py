@@ -24,8 +24,8 @@ check fakepop's STLS and implicit TLS as a transport; ``test_tls_is_not_verified
 The 5 MiB message is left out of the byte-for-byte runs: movemail spends some 4 s of system
 time on it, and after other messages mangles it (drops some 1.2 KB of its body about 6.8 KB
 in, a mailutils 3.15 bug: fakepop's bytes on the wire were checked right through a recording
-proxy, and alone the message comes through whole). It is not skipped when missing: install
-it.
+proxy, and alone the message comes through whole). It is
+skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 EX_OK, EX_FAILURE = 0, 1  # movemail exits 1 on any error
 

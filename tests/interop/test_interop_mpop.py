@@ -39,6 +39,8 @@ from pop3 import ServerFactory
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
+
 # sysexits.h, which mpop exits with.
 EX_OK, EX_UNAVAILABLE, EX_NOPERM = 0, 69, 77
 

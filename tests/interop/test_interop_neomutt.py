@@ -19,7 +19,7 @@ What NeoMutt does, as these tests pin it:
 - It logs in with the methods ``pop_authenticators`` names (``user``, ``apop``; by default
   SASL first, with the strongest mechanism CAPA offers, then APOP, then USER).
 
-NeoMutt is not skipped when missing: install it (Debian: ``apt-get install neomutt``).
+NeoMutt is skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 TIMEOUT = 10.0  # seconds; a run takes well under one
 
@@ -66,7 +68,7 @@ class NeoMutt:
     spool mbox ``home/spool``."""
 
     def __init__(self, home: Path) -> None:
-        self.path = program("neomutt")
+        self.path = program("neomutt", "NeoMutt")
         self.home = home
         self.spool = home / "spool"
         self.spool.write_bytes(b"")

@@ -27,7 +27,7 @@ is compared byte for byte. What c-client does, as these tests pin it:
   certificate is checked, name included, against OpenSSL's default paths, which
   ``SSL_CERT_FILE`` points at the server's CA: no ``/novalidate-cert`` anywhere.
 
-PHP is not skipped when missing: install it (see ``INSTALL``).
+Without php or its imap extension these tests are skipped.
 """
 
 from __future__ import annotations
@@ -39,14 +39,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clients import CERTIFICATE_FAULTS, PASSWORD, USER, ScriptRun, environment, program, run, sent
+from clients import (
+    CERTIFICATE_FAULTS,
+    PASSWORD,
+    USER,
+    ScriptRun,
+    environment,
+    missing,
+    program,
+    run,
+    sent,
+)
 from corpus import corpus
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
+
 SCRIPT = Path(__file__).parent / "c_client.php"
-INSTALL = "install it (Debian: apt-get install php-cli php-imap), as .ci/run does"
 # No php.ini, so no site setting interferes: only the extension under test.
 PHP = ("-n", "-d", "extension=imap", "-d", "error_reporting=-1", "-d", "display_errors=stderr")
 
@@ -99,12 +110,12 @@ SMALL = [
 @pytest.fixture(scope="module")
 def php(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The php program, once it has shown it has the imap extension."""
-    path = program("php")
+    path = program("php", "PHP's imap")
     home = tmp_path_factory.mktemp("php")
     probe = run([path, *PHP, "-r", "echo imap_8bit('ok');"], environment(home))
     if probe.stdout != b"ok":
         detail = (probe.stdout + probe.stderr).decode("utf-8", "replace")
-        pytest.fail(f"php cannot load the imap extension: {detail}\n{INSTALL}", pytrace=False)
+        missing("PHP's imap", "php cannot load the imap extension", detail)
     return path
 
 

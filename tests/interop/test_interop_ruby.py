@@ -12,26 +12,26 @@ What Net::POP3 does, as these tests pin it:
 - It has implicit TLS only (``enable_ssl``, parameters for ``SSLContext#set_params``); it
   has no STLS: net-pop 0.1.1's source never sends the command, nor any way to ask for it.
 
-Ruby is not skipped when missing: install it (Debian: ``apt-get install ruby``).
+Ruby is skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clients import PASSWORD, USER, ScriptRun, environment, run
+from clients import PASSWORD, USER, ScriptRun, environment, missing, program, run
 from corpus import corpus
 from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
+
 SCRIPT = Path(__file__).parent / "net_pop3.rb"
-INSTALL = "install it (Debian: apt-get install ruby; Net::POP3 is the net-pop gem in libruby3.1)"
 
 # Not in the corpus, as fetchmail rewrites them; Net::POP3 takes them as they come.
 ODD = [
@@ -59,12 +59,10 @@ CERTIFICATE_ERRORS = {
 @pytest.fixture(scope="module")
 def ruby() -> str:
     """The ruby program, once it has shown it can load Net::POP3."""
-    path = shutil.which("ruby")
-    if path is None:
-        pytest.fail(f"ruby is not on PATH: {INSTALL}", pytrace=False)
+    path = program("ruby", "Ruby's Net::POP3")
     probe = run([path, "-rnet/pop", "-e", "print Net::POP3"], environment())
     if probe.stdout != b"Net::POP3":
-        pytest.fail(f"ruby cannot load net/pop: {probe.stderr.decode()}\n{INSTALL}", pytrace=False)
+        missing("Ruby's Net::POP3", "ruby cannot load net/pop", probe.stderr.decode())
     return path
 
 

@@ -18,7 +18,7 @@ s-nail does, as these tests pin it:
 - TLS: ``pop3s://`` or ``pop3-use-starttls`` (STLS straight after the greeting), checking
   the certificate and its name against ``tls-ca-file`` alone (``tls-ca-no-defaults``).
 
-s-nail is not skipped when missing: install it (Debian: ``apt-get install s-nail``).
+s-nail is skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 TOKEN = "alice-token"
 

@@ -1,6 +1,6 @@
 """TLS with real clients as processes: curl, fetchmail and openssl s_client.
 
-They are not skipped when missing: install them (`.ci/run` does, with apt-get).
+They are skipped when missing (failed with FAKEPOP_REQUIRE_CLIENTS=1).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pop3 import ServerFactory, filled
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
+
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
 MESSAGES = [
     b"From: a@example.com\r\nSubject: one\r\n\r\nFirst body.\r\n",

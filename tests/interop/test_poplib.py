@@ -14,6 +14,8 @@ from pop3 import ServerFactory
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
 
+pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
+
 MESSAGES = [
     b"From: a@example.com\r\nSubject: one\r\n\r\nFirst body.\r\n",
     b"From: b@example.com\nSubject: bare LF\n\n.starts with a dot\n..two dots\n.\nend\n",
