@@ -116,6 +116,7 @@ def test_health_is_open_and_the_rest_needs_the_token(served: Served, url: str) -
     assert json.loads(body)["accounts"][0]["name"] == "alice"
 
 
+@pytest.mark.interop  # runs curl
 def test_the_index_lists_the_routes_and_the_openapi_document_is_served(
     served: Served, url: str
 ) -> None:
