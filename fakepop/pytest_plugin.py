@@ -222,13 +222,14 @@ def _fill(server: POP3Server, own: dict[str, Any]) -> None:
     mailbox = server.mailbox(next(iter(server.users)))
     add_mail(mailbox, own.get("messages", ()))
     if own.get("generate"):
-        from fakepop.mail.generate import generate_messages
+        from fakepop.mail.generate import FakerMissing, generate_messages
 
-        count = own["generate"]
-        add_mail(
-            mailbox,
-            generate_messages(count, seed=own.get("seed", 0), locale=own.get("locale", "en_US")),
-        )
+        seed, locale = own.get("seed", 0), own.get("locale", "en_US")
+        try:
+            made = generate_messages(own["generate"], seed=seed, locale=locale)
+        except FakerMissing as e:
+            pytest.fail(f"@pytest.mark.fakepop(generate=...): {e}", pytrace=False)
+        add_mail(mailbox, made)
 
 
 @pytest.fixture
