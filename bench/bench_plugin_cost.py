@@ -4,7 +4,7 @@
 
 Makes virtual environments with pip (pytest alone; pytest and fakepop; pytest and
 fakepop[generate]), then times ``pytest --collect-only -q`` on an empty test file in
-each, in a fresh process every run: every installed pytest plugin is loaded, fakepop's
+each, in a fresh process every run, taking turns: every installed pytest plugin is loaded, fakepop's
 and its dependencies' alike. Prints the medians and the differences. Goal (not asserted
 anywhere): fakepop adds at most 50 ms.
 """
@@ -34,19 +34,15 @@ def make_venv(path: Path, requirements: list[str]) -> Path:
     return python
 
 
-def collect_times(python: Path, workdir: Path, runs: int) -> list[float]:
-    """Seconds for ``pytest --collect-only -q`` on an empty test file, per run."""
-    (workdir / "test_empty.py").write_text("")
+def collect_time(python: Path, workdir: Path) -> float:
+    """Seconds for ``pytest --collect-only -q`` on the empty test file in workdir."""
     command = [str(python), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
-    subprocess.run(command, cwd=workdir, capture_output=True, check=False)  # warm the disk cache
-    times = []
-    for _ in range(runs):
-        begin = time.perf_counter()
-        done = subprocess.run(command, cwd=workdir, capture_output=True, check=False)
-        times.append(time.perf_counter() - begin)
-        if done.returncode != 5:  # 5: no tests collected, as expected of an empty file
-            raise RuntimeError(f"pytest failed in {python}:\n{done.stdout.decode()}")
-    return times
+    begin = time.perf_counter()
+    done = subprocess.run(command, cwd=workdir, capture_output=True, check=False)
+    seconds = time.perf_counter() - begin
+    if done.returncode != 5:  # 5: no tests collected, as expected of an empty file
+        raise RuntimeError(f"pytest failed in {python}:\n{done.stdout.decode()}")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,13 +68,19 @@ def main(argv: list[str] | None = None) -> int:
                 make_venv(venv, requirements)
         work = base / "work"
         work.mkdir(exist_ok=True)
-        medians = {}
-        for name, python in pythons.items():
-            medians[name] = statistics.median(collect_times(python, work, args.runs))
+        (work / "test_empty.py").write_text("")
+        times: dict[str, list[float]] = {name: [] for name in pythons}
+        for run in range(args.runs + 1):  # the first round warms the disk cache
+            # Round-robin, so that a busy spell on the machine falls on every environment.
+            for name, python in pythons.items():
+                seconds = collect_time(python, work)
+                if run:
+                    times[name].append(seconds)
+        medians = {name: statistics.median(values) for name, values in times.items()}
     alone = medians["pytest alone"]
     print(f"pytest --collect-only -q, empty test file, median of {args.runs}:")
     for name, median in medians.items():
-        added = "" if name == "pytest alone" else f"  (+{(median - alone) * 1000:.0f} ms)"
+        added = "" if name == "pytest alone" else f"  ({(median - alone) * 1000:+.0f} ms)"
         print(f"  {name:28} {median * 1000:6.0f} ms{added}")
     return 0
 
