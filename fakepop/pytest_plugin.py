@@ -9,7 +9,6 @@ in strict mode a client that breaks the RFCs fails its test at teardown.
 from __future__ import annotations
 
 import argparse
-import ssl
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,8 @@ from fakepop.settings import FIELDS, Field, Settings, Switch, TLSOptions, check
 # The server, TLS and mail modules are imported by the fixtures that use them: the plugin
 # is loaded by every pytest run wherever fakepop is installed, and should cost it nothing.
 if TYPE_CHECKING:
+    import ssl
+
     from fakepop.mail.store import Mailbox
     from fakepop.server import POP3Server
     from fakepop.tls import Authority
