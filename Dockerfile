@@ -18,7 +18,7 @@ COPY pyproject.toml README.md /src/
 COPY fakepop /src/fakepop
 COPY fixtures /src/fixtures
 RUN python -m venv /opt/fakepop \
-    && /opt/fakepop/bin/pip install --no-compile /src \
+    && /opt/fakepop/bin/pip install --no-compile '/src[generate]' \
     && rm -rf /src \
     && useradd --uid 10001 --user-group --home-dir /var/lib/fakepop --create-home \
         --shell /usr/sbin/nologin fakepop \

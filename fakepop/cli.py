@@ -24,7 +24,7 @@ from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, u
 from fakepop.control import ControlServer
 from fakepop.log import LOG_FORMATS, SessionLog
 from fakepop.mail.fill import MailItem, add_mail
-from fakepop.mail.generate import iter_messages
+from fakepop.mail.generate import FakerMissing, iter_messages
 from fakepop.mail.loaders import fixtures_dir, load_eml_dir, mboxrd_entry
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
@@ -163,6 +163,8 @@ def generate(args: argparse.Namespace) -> int:
         return _fail(f"{out} is a directory; --format mbox writes a file")
     try:
         messages = iter_messages(args.count, seed=args.seed, locale=args.locale)
+    except FakerMissing as e:
+        return _fail(str(e))
     except ValueError as e:
         return _fail(str(e), 2)
     try:
@@ -256,7 +258,7 @@ def populate(server: POP3Server, config: ServeConfig) -> None:
     if config.generate:
         try:
             made = list(iter_messages(config.generate, seed=config.seed, locale=config.locale))
-        except ValueError as e:
+        except (ValueError, FakerMissing) as e:
             raise SetupError(f"--generate: {e}") from e
         for name in list(server.users):
             _add_mail(server, name, made, f"mail for {name!r}")

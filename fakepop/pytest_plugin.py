@@ -9,7 +9,6 @@ in strict mode a client that breaks the RFCs fails its test at teardown.
 from __future__ import annotations
 
 import argparse
-import ssl
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +19,8 @@ from fakepop.settings import FIELDS, Field, Settings, Switch, TLSOptions, check
 # The server, TLS and mail modules are imported by the fixtures that use them: the plugin
 # is loaded by every pytest run wherever fakepop is installed, and should cost it nothing.
 if TYPE_CHECKING:
+    import ssl
+
     from fakepop.mail.store import Mailbox
     from fakepop.server import POP3Server
     from fakepop.tls import Authority
@@ -222,13 +223,14 @@ def _fill(server: POP3Server, own: dict[str, Any]) -> None:
     mailbox = server.mailbox(next(iter(server.users)))
     add_mail(mailbox, own.get("messages", ()))
     if own.get("generate"):
-        from fakepop.mail.generate import generate_messages
+        from fakepop.mail.generate import FakerMissing, generate_messages
 
-        count = own["generate"]
-        add_mail(
-            mailbox,
-            generate_messages(count, seed=own.get("seed", 0), locale=own.get("locale", "en_US")),
-        )
+        seed, locale = own.get("seed", 0), own.get("locale", "en_US")
+        try:
+            made = generate_messages(own["generate"], seed=seed, locale=locale)
+        except FakerMissing as e:
+            pytest.fail(f"@pytest.mark.fakepop(generate=...): {e}", pytrace=False)
+        add_mail(mailbox, made)
 
 
 @pytest.fixture

@@ -42,6 +42,11 @@ Determinism: every choice comes from ``random.Random`` instances seeded with
 by the ``email`` package, which would take them from the global ``random``
 module, the clock and the host name. The bytes can change with the Faker
 version, whose word lists and name tables change between releases.
+
+Faker is the extra ``fakepop[generate]``: without it, making mail raises
+``FakerMissing``, which says what to install. Faker registers a pytest plugin
+that imports it, so as a plain dependency it would slow every pytest run in the
+environment, whether or not fakepop is used.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "KINDS",
     "MAX_LINE_LENGTH",
+    "FakerMissing",
     "Size",
     "default_size",
     "generate_messages",
@@ -217,6 +223,7 @@ def generate_messages(
             the To line of every message; by default a Faker person.
 
     Raises:
+        FakerMissing: Faker is not installed.
         ValueError: an argument is out of range, or a kind or locale is unknown.
     """
     return list(
@@ -246,6 +253,7 @@ def iter_messages(
 
     The arguments are checked before the first message is asked for.
     """
+    _require_faker()
     if isinstance(count, bool) or not isinstance(count, int) or count < 0:
         raise ValueError(f"count must be a whole number of messages, 0 or more, not {count!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -277,6 +285,23 @@ def default_size(rng: random.Random) -> int:
 
 
 # --- argument checks ---------------------------------------------------------------------------
+
+
+class FakerMissing(ImportError):
+    """Making mail needs Faker, which is the extra ``fakepop[generate]``."""
+
+
+def _require_faker() -> None:
+    try:
+        import faker  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != "faker":  # Faker is there but broken: its own error says more
+            raise
+        raise FakerMissing(
+            "generating mail needs Faker, which is not installed: "
+            "pip install 'fakepop[generate]' (or pip install faker)",
+            name="faker",
+        ) from None
 
 
 def _check_locale(locale: str) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fakepop.mail.generate import generate_messages
+from fakepop.mail.generate import FakerMissing, generate_messages
 from fakepop.mail.loaders import load, read_file
 from fakepop.mail.message import LoadedMessage, check_uid
 
@@ -94,7 +94,7 @@ def _source(file: Path, source: Any, where: str) -> list[LoadedMessage]:
         _expect(locale, str, f"{where}.locale")
         try:
             made = generate_messages(count, seed=seed, locale=locale)
-        except ValueError as e:
+        except (ValueError, FakerMissing) as e:
             raise ManifestError(f"{where}: {e}") from None
         return [LoadedMessage(raw) for raw in made]
     relative = source["path"]
