@@ -277,17 +277,19 @@ def test_header_from_retr_when_top_is_disabled(
     assert commands == [*LOGIN, *per_message, "QUIT"]
 
 
-def test_read_write_expunge_deletes_at_close(jakarta_mail: JakartaMail) -> None:
+def test_read_write_expunge_deletes_at_close(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """The ingest loop: read each message, flag it DELETED, close(true): DELE, then QUIT."""
     messages = corpus()[:7]  # the dot lines and line-end cases, not the big one
-    with POP3Server(users={USER: PASSWORD}) as server:
-        mailbox = server.mailbox(USER)
-        uids = mailbox.extend(messages)
-        result = jakarta_mail(
-            server, mode="READ_WRITE", read="raw", delete="true", expunge="true"
-        ).succeeded(server)
-        assert [result["RAW", n] for n in range(1, 8)] == [to_crlf(m) for m in messages]
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    mailbox = server.mailbox(USER)
+    uids = mailbox.extend(messages)
+    result = jakarta_mail(
+        server, mode="READ_WRITE", read="raw", delete="true", expunge="true"
+    ).succeeded(server)
+    assert [result["RAW", n] for n in range(1, 8)] == [to_crlf(m) for m in messages]
+    (commands,) = said(server)
     deletions = [f"DELE {n}" for n in range(1, 8)]
     assert commands == [*LOGIN, *(f"RETR {n}" for n in range(1, 8)), *deletions, "QUIT"]
     assert mailbox.messages == []
@@ -299,14 +301,14 @@ def test_read_write_expunge_deletes_at_close(jakarta_mail: JakartaMail) -> None:
     ("mode", "expunge"), [("READ_ONLY", "true"), ("READ_WRITE", "false")], ids=["ro", "rw"]
 )
 def test_nothing_is_deleted_without_expunge_in_read_write(
-    jakarta_mail: JakartaMail, mode: str, expunge: str
+    jakarta_mail: JakartaMail, mode: str, expunge: str, pop3_server_factory: ServerFactory
 ) -> None:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        mailbox = server.mailbox(USER)
-        uids = mailbox.extend(SMALL)
-        result = jakarta_mail(server, mode=mode, delete="true", expunge=expunge)
-        assert result.succeeded(server)["COUNT", 0] == b"3"
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    mailbox = server.mailbox(USER)
+    uids = mailbox.extend(SMALL)
+    result = jakarta_mail(server, mode=mode, delete="true", expunge=expunge)
+    assert result.succeeded(server)["COUNT", 0] == b"3"
+    (commands,) = said(server)
     assert commands == [*LOGIN, "QUIT"]  # no DELE, and no RSET either
     assert [m.uid for m in mailbox.messages] == uids
     mailbox.assert_deleted()  # none
@@ -338,16 +340,16 @@ def test_pop3s_with_pipelining(
     assert commands[1:] == [*LOGIN, *per_message, "QUIT"]
 
 
-def test_stls(jakarta_mail: JakartaMail) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        uids = server.mailbox(USER).extend(SMALL)
-        result = jakarta_mail(
-            server, STLS_PROPERTIES, host="localhost", ca=server.ca_pem, read="uid,raw"
-        ).succeeded(server)
-        for n, (raw, uid) in enumerate(zip(SMALL, uids, strict=True), 1):
-            assert result["UID", n] == uid.encode()
-            assert result["RAW", n] == to_crlf(raw)
-        server.stop()
+def test_stls(jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    uids = server.mailbox(USER).extend(SMALL)
+    result = jakarta_mail(
+        server, STLS_PROPERTIES, host="localhost", ca=server.ca_pem, read="uid,raw"
+    ).succeeded(server)
+    for n, (raw, uid) in enumerate(zip(SMALL, uids, strict=True), 1):
+        assert result["UID", n] == uid.encode()
+        assert result["RAW", n] == to_crlf(raw)
+    server.stop()
     (session,) = server.transcript
     lines = session.lines()
     said_ = [line for line in lines if not line.startswith("S: ")]
@@ -364,15 +366,17 @@ def sasl_mechanisms(capabilities: list[str]) -> list[str]:
     return line.split()[1:]
 
 
-def test_stls_then_plain_where_tls_is_required(jakarta_mail: JakartaMail) -> None:
+def test_stls_then_plain_where_tls_is_required(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """PLAIN is offered only under TLS: Jakarta Mail must pick it from the CAPA it asks for
     again after STLS, which must list it, and no longer STLS."""
-    with POP3Server(users={USER: PASSWORD}, tls=True, require_tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        properties = {**STLS_PROPERTIES, "mail.pop3.auth.mechanisms": "PLAIN"}
-        result = jakarta_mail(server, properties, host="localhost", ca=server.ca_pem, read="raw")
-        assert result.succeeded(server)["RAW", 2] == to_crlf(SMALL[1])
-        server.stop()
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, require_tls=True)
+    server.mailbox(USER).extend(SMALL)
+    properties = {**STLS_PROPERTIES, "mail.pop3.auth.mechanisms": "PLAIN"}
+    result = jakarta_mail(server, properties, host="localhost", ca=server.ca_pem, read="raw")
+    assert result.succeeded(server)["RAW", 2] == to_crlf(SMALL[1])
+    server.stop()
     (session,) = server.transcript
     lines = session.lines()
     before, after = (
@@ -441,26 +445,28 @@ LOGINS: dict[str, tuple[dict[str, Any], dict[str, str], str]] = {
 
 
 @pytest.mark.parametrize("login", LOGINS)
-def test_login(jakarta_mail: JakartaMail, login: str) -> None:
+def test_login(jakarta_mail: JakartaMail, login: str, pop3_server_factory: ServerFactory) -> None:
     options, properties, method = LOGINS[login]
-    with POP3Server(users={USER: PASSWORD}, **options) as server:
-        server.mailbox(USER).extend(SMALL)
-        password = server.add_token(USER) if login == "XOAUTH2" else PASSWORD
-        result = jakarta_mail(server, properties, password=password, read="raw")
-        assert result.succeeded(server)["RAW", 3] == to_crlf(SMALL[2])
-        server.stop()
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False, **options)
+    server.mailbox(USER).extend(SMALL)
+    password = server.add_token(USER) if login == "XOAUTH2" else PASSWORD
+    result = jakarta_mail(server, properties, password=password, read="raw")
+    assert result.succeeded(server)["RAW", 3] == to_crlf(SMALL[2])
+    server.stop()
     (session,) = server.transcript
     assert (session.login, session.user) == (method, USER)
     assert session.quit
 
 
-def test_default_login_on_a_sasl_only_server(jakarta_mail: JakartaMail) -> None:
+def test_default_login_on_a_sasl_only_server(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """By default Jakarta Mail sends USER though CAPA offers only SASL, and stops at -ERR:
     an application must name the mechanism (``mail.pop3.auth.mechanisms``)."""
     options: dict[str, Any] = {"sasl": ("PLAIN",), "user_login": False, "apop": False}
-    with POP3Server(users={USER: PASSWORD}, **options) as server:
-        result = jakarta_mail(server)
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False, **options)
+    result = jakarta_mail(server)
+    (commands,) = said(server)
     assert result.error == "jakarta.mail.AuthenticationFailedException: Unknown command: USER"
     assert commands == [
         "CAPA",
@@ -499,29 +505,33 @@ def test_fetch_profile_uid_and_envelope(
     assert commands == [*LOGIN, "UIDL", *envelopes, "QUIT"]
 
 
-def test_plain_with_an_authorization_identity(jakarta_mail: JakartaMail) -> None:
+def test_plain_with_an_authorization_identity(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """A shared mailbox: admin logs in with PLAIN and acts as alice."""
-    with POP3Server(users={USER: PASSWORD, "admin": "root"}) as server:
-        server.store["admin"].may_act_as.add(USER)
-        server.mailbox(USER).extend(SMALL)
-        properties = {"mail.pop3.auth.mechanisms": "PLAIN", "mail.pop3.sasl.authorizationid": USER}
-        result = jakarta_mail(server, properties, user="admin", password="root", read="raw")
-        assert result.succeeded(server)["RAW", 1] == to_crlf(SMALL[0])
-        server.stop()
+    server = pop3_server_factory(users={USER: PASSWORD, "admin": "root"}, tls=False)
+    server.store["admin"].may_act_as.add(USER)
+    server.mailbox(USER).extend(SMALL)
+    properties = {"mail.pop3.auth.mechanisms": "PLAIN", "mail.pop3.sasl.authorizationid": USER}
+    result = jakarta_mail(server, properties, user="admin", password="root", read="raw")
+    assert result.succeeded(server)["RAW", 1] == to_crlf(SMALL[0])
+    server.stop()
     (session,) = server.transcript
     assert (session.login, session.user) == ("AUTH PLAIN", USER)
 
 
-def test_xoauth2_with_a_bad_token(jakarta_mail: JakartaMail) -> None:
+def test_xoauth2_with_a_bad_token(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """fakepop answers a bad token as Gmail does: an error challenge ("+ " and base64 JSON),
     then -ERR [AUTH] once the client answers it. Jakarta Mail 2.0.0 takes the challenge for
     success and sends STAT, which is that answer: it fails at STAT, served nothing."""
     options: dict[str, Any] = {"sasl": ("XOAUTH2",), "user_login": False, "apop": False}
-    with POP3Server(users={USER: PASSWORD}, **options) as server:
-        server.add_token(USER)
-        properties = {"mail.pop3.auth.mechanisms": "XOAUTH2"}
-        result = jakarta_mail(server, properties, password="not-the-token", read="raw")
-        server.stop()
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False, **options)
+    server.add_token(USER)
+    properties = {"mail.pop3.auth.mechanisms": "XOAUTH2"}
+    result = jakarta_mail(server, properties, password="not-the-token", read="raw")
+    server.stop()
     assert result.error == (
         "jakarta.mail.MessagingException: Open failed\n"
         "java.io.IOException: STAT command failed: [AUTH] Invalid or expired token"
@@ -540,15 +550,17 @@ def test_xoauth2_with_a_bad_token(jakarta_mail: JakartaMail) -> None:
     ]
 
 
-def test_a_locked_maildrop_fails_the_login(jakarta_mail: JakartaMail) -> None:
+def test_a_locked_maildrop_fails_the_login(
+    jakarta_mail: JakartaMail, pop3_server_factory: ServerFactory
+) -> None:
     """Another session (a delivery agent, another poller) holds the maildrop: RFC 2449's
     [IN-USE] reaches the application in the exception's message."""
-    with POP3Server(users={USER: PASSWORD}) as server:
-        mailbox = server.mailbox(USER)
-        mailbox.extend(SMALL)
-        with mailbox.hold_lock():
-            result = jakarta_mail(server, mode="READ_WRITE", read="raw")
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    mailbox = server.mailbox(USER)
+    mailbox.extend(SMALL)
+    with mailbox.hold_lock():
+        result = jakarta_mail(server, mode="READ_WRITE", read="raw")
+    (commands,) = said(server)
     assert result.error == (
         "jakarta.mail.AuthenticationFailedException: [IN-USE] Mailbox is locked by another session"
     )

@@ -140,14 +140,16 @@ def test_each_mail_pop_unique_id_and_header(
     assert commands == [*expected, "QUIT"]
 
 
-def test_delete_is_committed_at_finish(net_pop3: NetPOP3) -> None:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        mailbox = server.mailbox(USER)
-        uids = mailbox.extend([*SMALL, *ODD])
-        run = succeeded(net_pop3(server, each=["pop", "delete"]), server)
-        for n, raw in enumerate([*SMALL, *ODD], 1):
-            assert run["MAIL", n] == to_crlf(raw)
-        (commands,) = said(server)
+def test_delete_is_committed_at_finish(
+    net_pop3: NetPOP3, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    mailbox = server.mailbox(USER)
+    uids = mailbox.extend([*SMALL, *ODD])
+    run = succeeded(net_pop3(server, each=["pop", "delete"]), server)
+    for n, raw in enumerate([*SMALL, *ODD], 1):
+        assert run["MAIL", n] == to_crlf(raw)
+    (commands,) = said(server)
     assert commands == [
         "USER alice",
         "PASS ****",
@@ -161,23 +163,23 @@ def test_delete_is_committed_at_finish(net_pop3: NetPOP3) -> None:
     server.transcript.assert_quit()
 
 
-def test_reset_undoes_the_deletions(net_pop3: NetPOP3) -> None:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        mailbox = server.mailbox(USER)
-        uids = mailbox.extend(SMALL)
-        succeeded(net_pop3(server, each=["delete"], reset=True), server)
-        (commands,) = said(server)
+def test_reset_undoes_the_deletions(net_pop3: NetPOP3, pop3_server_factory: ServerFactory) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    mailbox = server.mailbox(USER)
+    uids = mailbox.extend(SMALL)
+    succeeded(net_pop3(server, each=["delete"], reset=True), server)
+    (commands,) = said(server)
     assert commands[-4:] == ["DELE 1", "DELE 2", "RSET", "QUIT"]
     assert [m.uid for m in mailbox.messages] == uids
     mailbox.assert_deleted()  # none
 
 
-def test_apop(net_pop3: NetPOP3) -> None:
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).extend(SMALL)
-        run = succeeded(net_pop3(server, apop=True, each=["pop"]), server)
-        assert [run["MAIL", n] for n in (1, 2)] == [to_crlf(m) for m in SMALL]
-        (commands,) = said(server)
+def test_apop(net_pop3: NetPOP3, pop3_server_factory: ServerFactory) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).extend(SMALL)
+    run = succeeded(net_pop3(server, apop=True, each=["pop"]), server)
+    assert [run["MAIL", n] for n in (1, 2)] == [to_crlf(m) for m in SMALL]
+    (commands,) = said(server)
     assert commands[0] == "APOP alice ****"  # the digest of the greeting's timestamp
     assert "USER alice" not in commands
     server.transcript.assert_login("APOP", user=USER)
@@ -198,15 +200,17 @@ def test_wrong_password_is_refused(
     assert commands == (["APOP alice ****"] if apop else ["USER alice", "PASS ****"])
 
 
-def test_a_locked_maildrop_fails_the_login(net_pop3: NetPOP3) -> None:
+def test_a_locked_maildrop_fails_the_login(
+    net_pop3: NetPOP3, pop3_server_factory: ServerFactory
+) -> None:
     """Another session holds the maildrop: Net::POP3 raises its authentication error, with
     RFC 2449's [IN-USE] in the message, and closes without QUIT."""
-    with POP3Server(users={USER: PASSWORD}) as server:
-        mailbox = server.mailbox(USER)
-        mailbox.extend(SMALL)
-        with mailbox.hold_lock():
-            run = net_pop3(server, each=["pop", "delete"])
-        (commands,) = said(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    mailbox = server.mailbox(USER)
+    mailbox.extend(SMALL)
+    with mailbox.hold_lock():
+        run = net_pop3(server, each=["pop", "delete"])
+    (commands,) = said(server)
     assert run.returncode == 1
     refusal = "-ERR [IN-USE] Mailbox is locked by another session (Net::POPAuthenticationError)"
     assert refusal in run.stderr
@@ -214,17 +218,17 @@ def test_a_locked_maildrop_fails_the_login(net_pop3: NetPOP3) -> None:
     assert len(mailbox) == 2
 
 
-def test_implicit_tls(net_pop3: NetPOP3) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        uids = server.mailbox(USER).extend(SMALL)
-        assert server.tls_port is not None
-        plan = {"host": "localhost", "port": server.tls_port, "ca_file": str(server.ca_pem)}
-        run = succeeded(net_pop3(server, **plan, each=["pop", "uid", "header"]), server)
-        for n, (raw, uid) in enumerate(zip(SMALL, uids, strict=True), 1):
-            assert run["MAIL", n] == to_crlf(raw)
-            assert run["UID", n] == uid.encode()
-            assert run["HEADER", n] == top0(to_crlf(raw))
-        server.stop()
+def test_implicit_tls(net_pop3: NetPOP3, pop3_server_factory: ServerFactory) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    uids = server.mailbox(USER).extend(SMALL)
+    assert server.tls_port is not None
+    plan = {"host": "localhost", "port": server.tls_port, "ca_file": str(server.ca_pem)}
+    run = succeeded(net_pop3(server, **plan, each=["pop", "uid", "header"]), server)
+    for n, (raw, uid) in enumerate(zip(SMALL, uids, strict=True), 1):
+        assert run["MAIL", n] == to_crlf(raw)
+        assert run["UID", n] == uid.encode()
+        assert run["HEADER", n] == top0(to_crlf(raw))
+    server.stop()
     (session,) = server.transcript
     lines = session.lines()
     assert lines[0].startswith("*: TLS established: TLSv1.3 ")
@@ -234,13 +238,15 @@ def test_implicit_tls(net_pop3: NetPOP3) -> None:
 
 
 @pytest.mark.parametrize("fault", CERTIFICATE_ERRORS)
-def test_refuses_a_faulty_certificate(net_pop3: NetPOP3, fault: str) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True, certificate_fault=fault) as server:
-        server.mailbox(USER).extend(SMALL)
-        assert server.tls_port is not None
-        plan = {"host": "localhost", "port": server.tls_port, "ca_file": str(server.ca_pem)}
-        run = net_pop3(server, **plan, each=["pop"])
-        server.stop()
+def test_refuses_a_faulty_certificate(
+    net_pop3: NetPOP3, fault: str, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, certificate_fault=fault)
+    server.mailbox(USER).extend(SMALL)
+    assert server.tls_port is not None
+    plan = {"host": "localhost", "port": server.tls_port, "ca_file": str(server.ca_pem)}
+    run = net_pop3(server, **plan, each=["pop"])
+    server.stop()
     assert run.returncode == 1
     assert f"{CERTIFICATE_ERRORS[fault]} (OpenSSL::SSL::SSLError)" in run.stderr
     assert run.records == {}
