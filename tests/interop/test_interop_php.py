@@ -36,7 +36,7 @@ import json
 import re
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from clients import (
@@ -51,6 +51,7 @@ from clients import (
     sent,
 )
 from corpus import corpus
+from pop3 import ServerFactory
 
 from fakepop import POP3Server
 from fakepop.mail.wire import to_crlf
@@ -157,11 +158,21 @@ def c_client(php: str, tmp_path: Path) -> CClient:
     return CClient(php, tmp_path)
 
 
-def serve(transport: str, **options: Any) -> POP3Server:
-    """A TLS server for alice; for STLS, one that takes TLS 1.0, all c-client's STLS speaks."""
-    if transport != "tls":
-        return POP3Server(users={USER: PASSWORD}, tls=True, **options)
-    return POP3Server(users={USER: PASSWORD}, tls=True, tls_minimum=ssl.TLSVersion.TLSv1, **options)
+class Serve(Protocol):
+    def __call__(self, transport: str, **options: Any) -> POP3Server: ...
+
+
+@pytest.fixture
+def serve(pop3_server_factory: ServerFactory) -> Serve:
+    """Started TLS servers for alice; for STLS, ones that take TLS 1.0, all c-client's STLS
+    speaks. The plugin stops them after the test."""
+
+    def make(transport: str, **options: Any) -> POP3Server:
+        if transport == "tls":
+            options = {"tls_minimum": ssl.TLSVersion.TLSv1, **options}
+        return pop3_server_factory(users={USER: PASSWORD}, tls=True, **options)
+
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -214,37 +225,37 @@ def session_of(server: POP3Server) -> list[str]:
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_reads_the_corpus_byte_for_byte(
-    c_client: CClient, messages: list[bytes], transport: str
+    c_client: CClient, messages: list[bytes], transport: str, serve: Serve
 ) -> None:
     """The corpus and the odd messages: header, body, the body as part 1, the whole message,
     UID and overview of each; the MIME warning is c-client's about the corpus's UTF-8 message,
     which has a Content-Type and no MIME-Version."""
     each = ["header", "body", "text", "whole", "uid", "overview"]
-    with serve(transport) as server:
-        uids = server.mailbox(USER).extend(messages)
-        run = opened(c_client(server, transport, each=each, check=True), server)
-        assert run["COUNT", 0] == b"%d" % len(messages)
-        # c-client's name for the mailbox it opened: under implicit TLS it adds /notls.
-        flags = {"notls": "/notls", "ssl": "/notls/ssl", "tls": "/tls"}[transport]
-        assert re.fullmatch(
-            rb'\{localhost:\d+/pop3%s/user="alice"\}INBOX' % flags.encode(), run["MAILBOX", 0]
-        )
-        for n, raw in enumerate(messages, 1):
-            wire = to_crlf(raw)
-            header, body = as_read(wire)
-            assert run["HEADER", n] == header, f"the header of message {n} differs"
-            assert run["BODY", n] == run["TEXT", n] == body, f"the body of message {n} differs"
-            assert run["WHOLE", n] == header + body, f"message {n} differs"
-            assert run["UID", n] == b"%d" % n  # the message number, not UIDL's
-            overview = run.overview(n)
-            # The size is LIST's until RETR, then what c-client kept: less for a NUL.
-            assert (overview["msgno"], overview["uid"]) == (n, n)
-            assert overview["size"] == len(header + body)
-            assert (overview["size"] == len(wire)) == (b"\0" not in wire)
-            assert (overview["recent"], overview["deleted"]) == (1, 0)
-        assert run.texts("ERROR") == ["Warning: MIME header encountered in non-MIME message"]
-        assert [m.uid for m in server.mailbox(USER).messages] == uids  # nothing deleted
-        session = session_of(server)
+    server = serve(transport)
+    uids = server.mailbox(USER).extend(messages)
+    run = opened(c_client(server, transport, each=each, check=True), server)
+    assert run["COUNT", 0] == b"%d" % len(messages)
+    # c-client's name for the mailbox it opened: under implicit TLS it adds /notls.
+    flags = {"notls": "/notls", "ssl": "/notls/ssl", "tls": "/tls"}[transport]
+    assert re.fullmatch(
+        rb'\{localhost:\d+/pop3%s/user="alice"\}INBOX' % flags.encode(), run["MAILBOX", 0]
+    )
+    for n, raw in enumerate(messages, 1):
+        wire = to_crlf(raw)
+        header, body = as_read(wire)
+        assert run["HEADER", n] == header, f"the header of message {n} differs"
+        assert run["BODY", n] == run["TEXT", n] == body, f"the body of message {n} differs"
+        assert run["WHOLE", n] == header + body, f"message {n} differs"
+        assert run["UID", n] == b"%d" % n  # the message number, not UIDL's
+        overview = run.overview(n)
+        # The size is LIST's until RETR, then what c-client kept: less for a NUL.
+        assert (overview["msgno"], overview["uid"]) == (n, n)
+        assert overview["size"] == len(header + body)
+        assert (overview["size"] == len(wire)) == (b"\0" not in wire)
+        assert (overview["recent"], overview["deleted"]) == (1, 0)
+    assert run.texts("ERROR") == ["Warning: MIME header encountered in non-MIME message"]
+    assert [m.uid for m in server.mailbox(USER).messages] == uids  # nothing deleted
+    session = session_of(server)
     start = BEFORE_LOGIN[transport]
     assert session[: len(start)] == start
     per_message = [
@@ -256,25 +267,27 @@ def test_reads_the_corpus_byte_for_byte(
     assert server.violations == []
 
 
-def test_stls_is_tls_1_0(c_client: CClient) -> None:
+def test_stls_is_tls_1_0(c_client: CClient, serve: Serve) -> None:
     """c-client's STLS handshake is TLS 1.0: the server says so, and nothing else is offered."""
-    with serve("tls") as server:
-        server.mailbox(USER).extend(SMALL)
-        opened(c_client(server, "tls"), server)
-        server.stop()
+    server = serve("tls")
+    server.mailbox(USER).extend(SMALL)
+    opened(c_client(server, "tls"), server)
+    server.stop()
     (session,) = server.transcript
     (note,) = [line for line in session.lines() if line.startswith("*: TLS established: ")]
     assert note.startswith("*: TLS established: TLSv1 ("), note
 
 
 @pytest.mark.parametrize("transport", ["tls", ""], ids=["tls", "default"])
-def test_stls_fails_against_a_tls_1_2_server(c_client: CClient, transport: str) -> None:
+def test_stls_fails_against_a_tls_1_2_server(
+    c_client: CClient, transport: str, pop3_server_factory: ServerFactory
+) -> None:
     """fakepop's default TLS 1.2 minimum, like most servers': c-client's TLS 1.0 STLS fails.
     With no flag it tries STLS because CAPA offers it, so "/notls" or "/ssl" is needed."""
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        run = refused(c_client(server, transport), server)
-        server.stop()
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    run = refused(c_client(server, transport), server)
+    server.stop()
     assert run.texts("ERROR") == ["TLS/SSL failure for localhost: SSL negotiation failed"]
     (session,) = sent(server)
     assert session[:2] == ["CAPA", "STLS"]
@@ -284,21 +297,21 @@ def test_stls_fails_against_a_tls_1_2_server(c_client: CClient, transport: str) 
 
 @pytest.mark.parametrize("login", LOGINS)
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_login(c_client: CClient, transport: str, login: str) -> None:
+def test_login(c_client: CClient, transport: str, login: str, serve: Serve) -> None:
     """Each way c-client logs in, and what it says about it: PLAIN without TLS is a
     "SECURITY PROBLEM" to c-client, and a plaintext login where STLS was offered to fakepop."""
     disable, exchange = LOGINS[login]
-    with serve(transport) as server:
-        server.mailbox(USER).extend(SMALL)
-        plan: dict[str, Any] = {"each": ["header", "body"]}
-        if disable is not None:
-            plan["disable"] = disable
-        run = opened(c_client(server, transport, **plan), server)
-        for n, raw in enumerate(SMALL, 1):
-            assert run["HEADER", n] + run["BODY", n] == to_crlf(raw)
-        insecure = transport == "notls" and login == "PLAIN"
-        assert run.texts("ERROR") == ([INSECURE_PLAIN] if insecure else [])
-        session = session_of(server)
+    server = serve(transport)
+    server.mailbox(USER).extend(SMALL)
+    plan: dict[str, Any] = {"each": ["header", "body"]}
+    if disable is not None:
+        plan["disable"] = disable
+    run = opened(c_client(server, transport, **plan), server)
+    for n, raw in enumerate(SMALL, 1):
+        assert run["HEADER", n] + run["BODY", n] == to_crlf(raw)
+    insecure = transport == "notls" and login == "PLAIN"
+    assert run.texts("ERROR") == ([INSECURE_PLAIN] if insecure else [])
+    session = session_of(server)
     start = BEFORE_LOGIN[transport]
     assert session[len(start) : len(start) + len(exchange) + 1] == [*exchange, "CAPA"]
     assert session[-1] == "QUIT"
@@ -312,13 +325,13 @@ def test_login(c_client: CClient, transport: str, login: str) -> None:
         assert violations == []
 
 
-def test_wrong_password(c_client: CClient) -> None:
+def test_wrong_password(c_client: CClient, serve: Serve) -> None:
     """Three tries of CRAM-MD5, then three of PLAIN (LOGIN is skipped as PLAIN is offered),
     then QUIT; every refusal's text reaches imap_errors()."""
-    with serve("notls") as server:
-        server.mailbox(USER).extend(SMALL)
-        run = refused(c_client(server, "notls", password="wrong"), server)
-        session = session_of(server)
+    server = serve("notls")
+    server.mailbox(USER).extend(SMALL)
+    run = refused(c_client(server, "notls", password="wrong"), server)
+    session = session_of(server)
     failed = "[AUTH] Authentication failed"
     assert run.texts("ERROR") == [
         f"Retrying CRAM-MD5 authentication after {failed}",
@@ -336,24 +349,24 @@ def test_wrong_password(c_client: CClient) -> None:
     assert len(server.mailbox(USER)) == len(SMALL)
 
 
-def test_wrong_password_with_user_and_one_try(c_client: CClient) -> None:
+def test_wrong_password_with_user_and_one_try(c_client: CClient, serve: Serve) -> None:
     """No SASL and ``n_retries`` 1: USER and PASS once, then QUIT."""
-    with serve("ssl") as server:
-        server.mailbox(USER).extend(SMALL)
-        run = c_client(server, "ssl", password="wrong", retries=1, disable=LOGINS["USER"][0])
-        refused(run, server)
-        session = session_of(server)
+    server = serve("ssl")
+    server.mailbox(USER).extend(SMALL)
+    run = c_client(server, "ssl", password="wrong", retries=1, disable=LOGINS["USER"][0])
+    refused(run, server)
+    session = session_of(server)
     assert run.texts("ERROR") == ["[AUTH] Invalid user name or password", "Too many login failures"]
     assert session == ["TLS", "CAPA", "USER alice", "PASS ****", "QUIT"]
 
 
-def test_an_empty_password_cancels_the_exchange(c_client: CClient) -> None:
+def test_an_empty_password_cancels_the_exchange(c_client: CClient, serve: Serve) -> None:
     """With no password c-client's authenticators answer the challenge with "*"; RFC 5034,
     section 4: the server "MUST reject the AUTH command by sending an -ERR reply"."""
-    with serve("ssl") as server:
-        server.mailbox(USER).extend(SMALL)
-        run = refused(c_client(server, "ssl", password=""), server)
-        server.stop()
+    server = serve("ssl")
+    server.mailbox(USER).extend(SMALL)
+    run = refused(c_client(server, "ssl", password=""), server)
+    server.stop()
     assert run.texts("ERROR") == ["POP3 Authentication cancelled"] * 2
     (session,) = server.transcript
     lines = session.lines(mask=False)  # the transcript masks "*" too; there is no password
@@ -364,26 +377,26 @@ def test_an_empty_password_cancels_the_exchange(c_client: CClient) -> None:
     assert replies == ["S: -ERR Authentication cancelled"] * 2
 
 
-def test_a_locked_maildrop(c_client: CClient) -> None:
+def test_a_locked_maildrop(c_client: CClient, serve: Serve) -> None:
     """-ERR [IN-USE] (RFC 2449, section 8.1.2) to each mechanism; unlocked, the mail comes."""
-    with serve("ssl") as server:
-        mailbox = server.mailbox(USER)
-        mailbox.extend(SMALL)
-        with mailbox.hold_lock():
-            run = refused(c_client(server, "ssl", retries=1), server)
-        assert run.texts("ERROR") == [
-            "Can not authenticate to POP3 server: [IN-USE] Mailbox is locked by another session"
-        ]
-        run = opened(c_client(server, "ssl", each=["header", "body"]), server)
-        assert run["HEADER", 2] + run["BODY", 2] == to_crlf(SMALL[1])
-        first, _ = sent(server)
+    server = serve("ssl")
+    mailbox = server.mailbox(USER)
+    mailbox.extend(SMALL)
+    with mailbox.hold_lock():
+        run = refused(c_client(server, "ssl", retries=1), server)
+    assert run.texts("ERROR") == [
+        "Can not authenticate to POP3 server: [IN-USE] Mailbox is locked by another session"
+    ]
+    run = opened(c_client(server, "ssl", each=["header", "body"]), server)
+    assert run["HEADER", 2] + run["BODY", 2] == to_crlf(SMALL[1])
+    first, _ = sent(server)
     assert first[1:] == ["CAPA", "AUTH CRAM-MD5", "****", "AUTH PLAIN", "****", "QUIT"]
 
 
-def test_an_empty_maildrop(c_client: CClient) -> None:
-    with serve("ssl") as server:
-        run = opened(c_client(server, "ssl", each=["header"]), server)
-        session = session_of(server)
+def test_an_empty_maildrop(c_client: CClient, serve: Serve) -> None:
+    server = serve("ssl")
+    run = opened(c_client(server, "ssl", each=["header"]), server)
+    session = session_of(server)
     assert run["COUNT", 0] == b"0"
     assert run.texts("ERROR") == ["Mailbox is empty"]  # a warning, in imap_errors() too
     assert session[-4:] == ["CAPA", "STAT", "LIST", "QUIT"]
@@ -399,18 +412,18 @@ def test_an_empty_maildrop(c_client: CClient) -> None:
     ],
     ids=["expunge", "CL_EXPUNGE", "undelete", "not-expunged"],
 )
-def test_delete(c_client: CClient, plan: dict[str, Any], deleted: list[int]) -> None:
+def test_delete(c_client: CClient, plan: dict[str, Any], deleted: list[int], serve: Serve) -> None:
     """DELE by the original message number, though c-client renumbers as it expunges; the
     server deletes at QUIT."""
-    with serve("notls") as server:
-        mailbox = server.mailbox(USER)
-        uids = mailbox.extend([*SMALL, *ODD[:2]])
-        run = opened(c_client(server, "notls", each=["header", "body"], **plan), server)
-        for n, raw in enumerate([*SMALL, *ODD[:2]], 1):
-            assert run["HEADER", n] + run["BODY", n] == to_crlf(raw)
-        if plan.get("expunge"):
-            assert run["COUNT", 1] == b"%d" % (4 - len(deleted))
-        session = session_of(server)
+    server = serve("notls")
+    mailbox = server.mailbox(USER)
+    uids = mailbox.extend([*SMALL, *ODD[:2]])
+    run = opened(c_client(server, "notls", each=["header", "body"], **plan), server)
+    for n, raw in enumerate([*SMALL, *ODD[:2]], 1):
+        assert run["HEADER", n] + run["BODY", n] == to_crlf(raw)
+    if plan.get("expunge"):
+        assert run["COUNT", 1] == b"%d" % (4 - len(deleted))
+    session = session_of(server)
     assert [line for line in session if line.startswith("DELE")] == [f"DELE {n}" for n in deleted]
     assert session[-1] == "QUIT"
     assert [m.uid for m in mailbox.messages] == [
@@ -420,27 +433,29 @@ def test_delete(c_client: CClient, plan: dict[str, Any], deleted: list[int]) -> 
     server.transcript.assert_quit()
 
 
-def test_without_capa(c_client: CClient) -> None:
+def test_without_capa(c_client: CClient, serve: Serve) -> None:
     """A server without CAPA (RFC 1939 only): c-client asks for the mechanisms with a bare
     AUTH, sends no LIST, and reads headers with RETR, as it trusts TOP only where CAPA lists it."""
-    with serve("notls") as server:
-        server.faults.add(on="CAPA", action="error", code="SYS/PERM", times="always")
-        smalls = [*SMALL, *ODD]
-        server.mailbox(USER).extend(smalls)
-        run = opened(c_client(server, "notls", each=["header", "body", "overview"]), server)
-        for n, raw in enumerate(smalls, 1):
-            header, body = as_read(to_crlf(raw))
-            assert (run["HEADER", n], run["BODY", n]) == (header, body)
-            # Without LIST the size is what c-client stored of RETR's reply.
-            assert run.overview(n)["size"] == len(header + body)
-        session = session_of(server)
+    server = serve("notls")
+    server.faults.add(on="CAPA", action="error", code="SYS/PERM", times="always")
+    smalls = [*SMALL, *ODD]
+    server.mailbox(USER).extend(smalls)
+    run = opened(c_client(server, "notls", each=["header", "body", "overview"]), server)
+    for n, raw in enumerate(smalls, 1):
+        header, body = as_read(to_crlf(raw))
+        assert (run["HEADER", n], run["BODY", n]) == (header, body)
+        # Without LIST the size is what c-client stored of RETR's reply.
+        assert run.overview(n)["size"] == len(header + body)
+    session = session_of(server)
     retrs = [f"RETR {n}" for n in range(1, len(smalls) + 1)]
     assert session == ["CAPA", "AUTH", *LOGINS["CRAM-MD5"][1], "STAT", *retrs, "QUIT"]
 
 
 @pytest.mark.parametrize("fault", CERTIFICATE_FAULTS)
 @pytest.mark.parametrize("transport", ["ssl", "tls"])
-def test_refuses_a_faulty_certificate(c_client: CClient, fault: str, transport: str) -> None:
+def test_refuses_a_faulty_certificate(
+    c_client: CClient, fault: str, transport: str, serve: Serve
+) -> None:
     reasons = {
         "expired": "certificate has expired",
         "not-yet-valid": "certificate is not yet valid",
@@ -448,10 +463,10 @@ def test_refuses_a_faulty_certificate(c_client: CClient, fault: str, transport: 
         "untrusted-ca": "unable to get local issuer certificate",
         "self-signed": "self-signed certificate",
     }
-    with serve(transport, certificate_fault=fault) as server:
-        server.mailbox(USER).extend(SMALL)
-        run = refused(c_client(server, transport), server)
-        (session,) = sent(server)
+    server = serve(transport, certificate_fault=fault)
+    server.mailbox(USER).extend(SMALL)
+    run = refused(c_client(server, transport), server)
+    (session,) = sent(server)
     (error,) = run.texts("ERROR")
     assert re.fullmatch(rf"Certificate failure for localhost: {reasons[fault]}: /\S.*", error)
     assert session[:-1] == (["CAPA", "STLS"] if transport == "tls" else [])
