@@ -146,8 +146,10 @@ def test_add_delivers_nothing_when_tmp_is_unusable(tmp_path: Path) -> None:
     assert files(tmp_path) == set()
 
 
-def test_the_server_keeps_each_account_in_its_own_maildir(tmp_path: Path) -> None:
-    server = POP3Server(users={USER: PASSWORD, "bob": "pw"}, maildir=tmp_path)
+def test_the_server_keeps_each_account_in_its_own_maildir(
+    tmp_path: Path, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD, "bob": "pw"}, maildir=tmp_path, tls=False)
     box = server.mailbox(USER)
     assert isinstance(box, MaildirMailbox)
     assert box.path == tmp_path / USER
@@ -591,9 +593,11 @@ def test_poplib_top_is_byte_exact(
     client.quit()
 
 
-def test_retr_on_the_wire_is_the_stuffed_message_and_terminator(big_maildir: Path) -> None:
+def test_retr_on_the_wire_is_the_stuffed_message_and_terminator(
+    big_maildir: Path, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, maildir=big_maildir, tls=False)
     with (
-        POP3Server(users={USER: PASSWORD}, maildir=big_maildir) as server,
         socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock,
         sock.makefile("rb") as reader,
     ):
@@ -888,26 +892,26 @@ IN_USE = rb"^-ERR \[IN-USE\]"
 
 
 def test_two_servers_on_one_maildir_never_hold_it_at_once(
-    server: POP3Server, login: Login, tmp_path: Path
+    server: POP3Server, login: Login, tmp_path: Path, pop3_server_factory: ServerFactory
 ) -> None:
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as other:
-        client = login(server)
-        assert re.match(IN_USE, refused(other))
-        client.dele(1)
-        client.quit()
-        client = login(other)
-        assert client.stat()[0] == 4
-        assert re.match(IN_USE, refused(server))
-        client.quit()
+    other = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    client = login(server)
+    assert re.match(IN_USE, refused(other))
+    client.dele(1)
+    client.quit()
+    client = login(other)
+    assert client.stat()[0] == 4
+    assert re.match(IN_USE, refused(server))
+    client.quit()
 
 
 def test_hold_lock_holds_the_maildrop_for_every_server(
-    server: POP3Server, login: Login, tmp_path: Path
+    server: POP3Server, login: Login, tmp_path: Path, pop3_server_factory: ServerFactory
 ) -> None:
-    with POP3Server(users={USER: PASSWORD}, maildir=tmp_path) as other:
-        with other.mailbox(USER).hold_lock():
-            assert re.match(IN_USE, refused(server))
-        login(server).quit()
+    other = pop3_server_factory(users={USER: PASSWORD}, maildir=tmp_path, tls=False)
+    with other.mailbox(USER).hold_lock():
+        assert re.match(IN_USE, refused(server))
+    login(server).quit()
 
 
 HOLDER = """
