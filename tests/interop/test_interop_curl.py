@@ -89,25 +89,27 @@ def test_top_every_message(
 
 
 @pytest.mark.parametrize("login", LOGINS)
-def test_login(curl: Curl, login: str, messages: list[bytes]) -> None:
+def test_login(
+    curl: Curl, login: str, messages: list[bytes], pop3_server_factory: ServerFactory
+) -> None:
     options, verb = LOGINS[login]
-    with POP3Server(users={USER: PASSWORD}, **options) as server:
-        server.mailbox(USER).add(messages[0])
-        got = succeeded(curl([url(server, "1")]), server)
-        assert got == to_crlf(messages[0])
-        (commands,) = client_commands(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False, **options)
+    server.mailbox(USER).add(messages[0])
+    got = succeeded(curl([url(server, "1")]), server)
+    assert got == to_crlf(messages[0])
+    (commands,) = client_commands(server)
     assert verb in commands
     assert ({"AUTH", "APOP", "USER"} - {verb}) & set(commands) == set()
 
 
 @pytest.mark.parametrize("login", LOGINS)
-def test_wrong_password_fails(curl: Curl, login: str) -> None:
+def test_wrong_password_fails(curl: Curl, login: str, pop3_server_factory: ServerFactory) -> None:
     options, verb = LOGINS[login]
-    with POP3Server(users={USER: PASSWORD}, **options) as server:
-        result = curl([url(server)], user=f"{USER}:wrong")
-        assert result.returncode == 67, (result, str(server.transcript))  # CURLE_LOGIN_DENIED
-        assert result.stdout == b""
-        (commands,) = client_commands(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False, **options)
+    result = curl([url(server)], user=f"{USER}:wrong")
+    assert result.returncode == 67, (result, str(server.transcript))  # CURLE_LOGIN_DENIED
+    assert result.stdout == b""
+    (commands,) = client_commands(server)
     assert verb in commands
     assert "LIST" not in commands
 

@@ -371,18 +371,18 @@ def test_commands_one_by_one(pop3_el: Pop3El, small: POP3Server) -> None:
     ]  # fmt: skip
 
 
-def test_last(pop3_el: Pop3El) -> None:
+def test_last(pop3_el: Pop3El, pop3_server_factory: ServerFactory) -> None:
     """pop3-last sends RFC 1081's LAST, which RFC 1939 dropped: fakepop refuses it unless
     ``last=True``, and pop3.el signals the -ERR; with it, the highest message retrieved."""
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        result = pop3_el(server, steps=steps("last"))
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    server.mailbox(USER).extend(SMALL)
+    result = pop3_el(server, steps=steps("last"))
     assert result.returncode == 1
     assert result.results["error"] == "-ERR Unknown command: LAST"
-    with POP3Server(users={USER: PASSWORD}, tls=True, last=True) as server:
-        server.mailbox(USER).extend(SMALL)
-        plan = steps("last", ("retr", 2), "last", "rset", "last", "quit")
-        result = succeeded(pop3_el(server, steps=plan), server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True, last=True)
+    server.mailbox(USER).extend(SMALL)
+    plan = steps("last", ("retr", 2), "last", "rset", "last", "quit")
+    result = succeeded(pop3_el(server, steps=plan), server)
     assert [result.results[f"{n} last"] for n in (1, 3, 5)] == [0, 2, 0]
     assert_form(result.retrieved(2), SMALL[1])
 

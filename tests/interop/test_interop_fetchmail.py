@@ -129,27 +129,31 @@ LOGINS: dict[str, tuple[dict[str, Any], str]] = {
 
 
 @pytest.mark.parametrize("login", LOGINS)
-def test_login(fetchmail: Fetchmail, messages: list[bytes], login: str) -> None:
+def test_login(
+    fetchmail: Fetchmail, messages: list[bytes], login: str, pop3_server_factory: ServerFactory
+) -> None:
     options, verb = LOGINS[login]
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).add(messages[1])
-        result = fetchmail(server, keep=False, **options)
-        assert result.returncode == 0, output(result, server)
-        assert fetchmail.delivered() == [to_crlf(messages[1])]
-        (commands,) = client_commands(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).add(messages[1])
+    result = fetchmail(server, keep=False, **options)
+    assert result.returncode == 0, output(result, server)
+    assert fetchmail.delivered() == [to_crlf(messages[1])]
+    (commands,) = client_commands(server)
     assert verb in commands
     assert ({"AUTH", "APOP", "USER"} - {verb}) & set(commands) == set()
 
 
 @pytest.mark.parametrize("login", LOGINS)
-def test_wrong_password_fails(fetchmail: Fetchmail, messages: list[bytes], login: str) -> None:
+def test_wrong_password_fails(
+    fetchmail: Fetchmail, messages: list[bytes], login: str, pop3_server_factory: ServerFactory
+) -> None:
     options, verb = LOGINS[login]
-    with POP3Server(users={USER: PASSWORD}) as server:
-        server.mailbox(USER).add(messages[1])
-        result = fetchmail(server, keep=False, password="wrong", **options)
-        assert result.returncode == 3, output(result, server)  # 3: authentication failed
-        assert fetchmail.delivered() == []
-        assert len(server.mailbox(USER).messages) == 1
-        (commands,) = client_commands(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=False)
+    server.mailbox(USER).add(messages[1])
+    result = fetchmail(server, keep=False, password="wrong", **options)
+    assert result.returncode == 3, output(result, server)  # 3: authentication failed
+    assert fetchmail.delivered() == []
+    assert len(server.mailbox(USER).messages) == 1
+    (commands,) = client_commands(server)
     assert verb in commands
     assert "STAT" not in commands

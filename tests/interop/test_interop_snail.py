@@ -177,18 +177,18 @@ def test_built_with_pop3_and_tls(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("transport", ["pop3", "pop3s", "stls"])
 def test_copies_the_corpus_byte_for_byte(
-    snail: SNail, messages: list[bytes], transport: str
+    snail: SNail, messages: list[bytes], transport: str, pop3_server_factory: ServerFactory
 ) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        uids = server.mailbox(USER).extend(messages)
-        result = snail(server, transport, [*snail.copy_each(len(messages)), "quit"])
-        succeeded(result, server)
-        copies = snail.copies()
-        assert len(copies) == len(messages)
-        for n, (raw, got) in enumerate(zip(messages, copies, strict=True), 1):
-            assert got == as_copied(to_crlf(raw)), f"message {n} differs"
-        assert [m.uid for m in server.mailbox(USER).messages] == uids  # copy deletes nothing
-        session = session_of(server)
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    uids = server.mailbox(USER).extend(messages)
+    result = snail(server, transport, [*snail.copy_each(len(messages)), "quit"])
+    succeeded(result, server)
+    copies = snail.copies()
+    assert len(copies) == len(messages)
+    for n, (raw, got) in enumerate(zip(messages, copies, strict=True), 1):
+        assert got == as_copied(to_crlf(raw)), f"message {n} differs"
+    assert [m.uid for m in server.mailbox(USER).messages] == uids  # copy deletes nothing
+    session = session_of(server)
     # The sender and date of the "From " line come from the message's From: and Date:.
     first = (snail.saved / "0001").read_bytes()
     assert first.startswith(b"From corpus@fakepop.test Fri Nov 27 09:00:00 2026\n")
@@ -287,13 +287,15 @@ def test_wrong_token_error_challenge(snail: SNail, small: POP3Server) -> None:
     ],
     ids=["all", "some", "exit"],
 )
-def test_delete(snail: SNail, commands: list[str], deleted: list[int]) -> None:
-    with POP3Server(users={USER: PASSWORD}, tls=True) as server:
-        mailbox = server.mailbox(USER)
-        uids = mailbox.extend([*SMALL, *ODD])
-        result = snail(server, "pop3s", commands)
-        succeeded(result, server)
-        session = session_of(server)
+def test_delete(
+    snail: SNail, commands: list[str], deleted: list[int], pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(users={USER: PASSWORD}, tls=True)
+    mailbox = server.mailbox(USER)
+    uids = mailbox.extend([*SMALL, *ODD])
+    result = snail(server, "pop3s", commands)
+    succeeded(result, server)
+    session = session_of(server)
     ending = [*(f"DELE {n}" for n in deleted), "QUIT"] if commands[-1] == "quit" else []
     assert session == ["TLS", "APOP alice ****", *opening(6), *ending]
     kept = [uid for n, uid in enumerate(uids, 1) if n not in deleted]
