@@ -221,18 +221,21 @@ def test_every_field_reaches_the_pytest_plugin(
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_field_reaches_the_control_api(name: str, samples: dict[str, tuple[str, Any]]) -> None:
+@pytest.mark.fakepop(tls=True)
+def test_a_field_reaches_the_control_api(
+    name: str, samples: dict[str, tuple[str, Any]], pop3_server: POP3Server
+) -> None:
     _, value = samples[name]
     item = FIELDS[name]
-    with POP3Server(tls=True) as server, ControlServer(server) as control:
+    with ControlServer(pop3_server) as control:
         client = ControlClient(control.url)
         before = client.settings()
-        assert before == to_json(server.settings, server.tls)
+        assert before == to_json(pop3_server.settings, pop3_server.tls)
         assert set(before) == set(FIELDS)
         change = {name: item.kind.to_data(value)}
         if item.runtime:
             assert client.change_settings(**change) == {**before, **change}
-            assert kept(server.settings, server.tls, name) == value
+            assert kept(pop3_server.settings, pop3_server.tls, name) == value
         else:
             with pytest.raises(ControlError) as fixed:
                 client.change_settings(**change)
@@ -242,25 +245,26 @@ def test_a_field_reaches_the_control_api(name: str, samples: dict[str, tuple[str
             assert client.settings() == before
 
 
-def test_the_live_settings_name_the_ports_bound() -> None:
-    with POP3Server(tls=True) as server, ControlServer(server) as control:
+@pytest.mark.fakepop(tls=True)
+def test_the_live_settings_name_the_ports_bound(pop3_server: POP3Server) -> None:
+    with ControlServer(pop3_server) as control:
         live = ControlClient(control.url).settings()
-        assert server.port != 0
-        assert server.tls_port not in (0, None)
-        assert (live["port"], live["tls_port"]) == (server.port, server.tls_port)
+        assert pop3_server.port != 0
+        assert pop3_server.tls_port not in (0, None)
+        assert (live["port"], live["tls_port"]) == (pop3_server.port, pop3_server.tls_port)
 
 
-def test_a_session_started_after_a_patch_sees_it() -> None:
+@pytest.mark.fakepop(users={"alice": "s"}, tls=False)
+def test_a_session_started_after_a_patch_sees_it(pop3_server: POP3Server) -> None:
     with (
-        POP3Server({"alice": "s"}) as server,
-        ControlServer(server) as control,
-        socket.create_connection((server.host, server.port), timeout=5) as earlier,
+        ControlServer(pop3_server) as control,
+        socket.create_connection((pop3_server.host, pop3_server.port), timeout=5) as earlier,
         earlier.makefile("rb") as earlier_replies,
     ):
         earlier_replies.readline()  # the greeting: this session began with the old settings
         ControlClient(control.url).change_settings(max_bad_commands=2, idle_timeout=0.2)
         with (
-            socket.create_connection((server.host, server.port), timeout=5) as sock,
+            socket.create_connection((pop3_server.host, pop3_server.port), timeout=5) as sock,
             sock.makefile("rb") as replies,
         ):
             replies.readline()
@@ -269,7 +273,7 @@ def test_a_session_started_after_a_patch_sees_it() -> None:
             assert replies.readline().startswith(b"-ERR")
             assert replies.readline() == b""  # closed after the second
         with (
-            socket.create_connection((server.host, server.port), timeout=5) as sock,
+            socket.create_connection((pop3_server.host, pop3_server.port), timeout=5) as sock,
             sock.makefile("rb") as replies,
         ):
             started = time.monotonic()
@@ -336,10 +340,12 @@ def test_tls_options_apply_only_with_tls() -> None:
     assert server.tls_port == 0
 
 
-def test_languages_are_reachable_and_offered() -> None:
+@pytest.mark.fakepop(
+    users={"alice": "s"}, tls=False, languages=[("de", "Deutsch"), ("en", "English")]
+)
+def test_languages_are_reachable_and_offered(pop3_server: POP3Server) -> None:
     with (
-        POP3Server({"alice": "s"}, languages=[("de", "Deutsch"), ("en", "English")]) as server,
-        socket.create_connection((server.host, server.port), timeout=5) as sock,
+        socket.create_connection((pop3_server.host, pop3_server.port), timeout=5) as sock,
         sock.makefile("rb") as replies,
     ):
         replies.readline()  # the greeting
@@ -357,19 +363,19 @@ def test_the_lists_this_module_names_are_the_registries() -> None:
     assert tuple(fault.value for fault in CertificateFault) == CERTIFICATE_FAULTS
 
 
-def test_only_run_time_fields_change_while_running() -> None:
-    with POP3Server({"alice": "s"}, tls=True) as server:
-        changed = server.change_settings(max_connections=5, apop=False, login_delay=3)
-        assert server.settings is changed
-        assert (changed.max_connections, changed.apop, changed.login_delay) == (5, False, 3)
-        with pytest.raises(FixedSettingError, match="port, tls_port cannot change") as info:
-            server.change_settings(port=1, tls_port=2, apop=True)
-        assert info.value.names == ("port", "tls_port")
-        assert server.settings.apop is False  # nothing changed
-        with pytest.raises(TypeError, match="unknown setting 'apopp'"):
-            server.change_settings(apopp=True)
-        with pytest.raises(ValueError, match="max_line_length must be at least 255"):
-            server.change_settings(max_line_length=10)
+@pytest.mark.fakepop(users={"alice": "s"}, tls=True)
+def test_only_run_time_fields_change_while_running(pop3_server: POP3Server) -> None:
+    changed = pop3_server.change_settings(max_connections=5, apop=False, login_delay=3)
+    assert pop3_server.settings is changed
+    assert (changed.max_connections, changed.apop, changed.login_delay) == (5, False, 3)
+    with pytest.raises(FixedSettingError, match="port, tls_port cannot change") as info:
+        pop3_server.change_settings(port=1, tls_port=2, apop=True)
+    assert info.value.names == ("port", "tls_port")
+    assert pop3_server.settings.apop is False  # nothing changed
+    with pytest.raises(TypeError, match="unknown setting 'apopp'"):
+        pop3_server.change_settings(apopp=True)
+    with pytest.raises(ValueError, match="max_line_length must be at least 255"):
+        pop3_server.change_settings(max_line_length=10)
     with pytest.raises(ValueError, match="require_tls needs TLS"):
         POP3Server().change_settings(require_tls=True)
     assert set(RUNTIME) == {name for name, item in FIELDS.items() if item.runtime}
