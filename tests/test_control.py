@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pop3 import ServerFactory
 from required import program
 from serving import Served, serve
 
@@ -420,8 +421,9 @@ def test_a_public_address_needs_a_token_or_an_explicit_yes() -> None:
     ControlServer(server, "0.0.0.0", insecure=True)
 
 
-def test_in_process_control_server_and_its_default_reset() -> None:
-    with POP3Server({"alice": "secret"}) as server, ControlServer(server) as control:
+@pytest.mark.fakepop(users={"alice": "secret"}, tls=False)
+def test_in_process_control_server_and_its_default_reset(pop3_server: POP3Server) -> None:
+    with ControlServer(pop3_server) as control:
         client = ControlClient(control.url)
         client.wait_healthy(5)
         client.add_message("alice", RAW)
@@ -444,8 +446,9 @@ def _keys_match(value: Any, hint: Any) -> None:
             _keys_match(item, inner)
 
 
+@pytest.mark.fakepop(users={"alice": "secret"}, tls=True)
 def test_the_client_has_a_method_for_every_route_and_its_answers_have_their_types(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, pop3_server: POP3Server
 ) -> None:
     called: set[tuple[str, str]] = set()
     request = ControlClient._request
@@ -457,16 +460,15 @@ def test_the_client_has_a_method_for_every_route_and_its_answers_have_their_type
         return request(self, method, path, *args)
 
     monkeypatch.setattr(ControlClient, "_request", recording)
-    with (
-        POP3Server({"alice": "secret"}, tls=True) as server,
-        ControlServer(server) as control,
-    ):
+    with ControlServer(pop3_server) as control:
         client = ControlClient(control.url)
         client.add_account("bob", "pw")
         uid = client.add_message("alice", RAW)
         doomed = client.add_message("alice", RAW)
         client.add_fault(on="RETR", action="error", times=1)
-        with contextlib.closing(poplib.POP3(server.host, server.port, timeout=5)) as session:
+        with contextlib.closing(
+            poplib.POP3(pop3_server.host, pop3_server.port, timeout=5)
+        ) as session:
             session.user("alice")
             session.pass_("secret")
             with pytest.raises(poplib.error_proto, match="SYS/TEMP"):
@@ -502,23 +504,23 @@ def test_the_client_has_a_method_for_every_route_and_its_answers_have_their_type
         _keys_match(answer, typing.get_type_hints(getattr(ControlClient, name))["return"])
 
 
-def test_a_port_in_use_is_a_port_in_use_error_naming_it() -> None:
-    with POP3Server() as taken:
-        for listener in (POP3Server(port=taken.port), ControlServer(taken, port=taken.port)):
-            with pytest.raises(PortInUse) as in_use:
-                listener.start()
-            assert (in_use.value.host, in_use.value.port) == ("127.0.0.1", taken.port)
-            assert in_use.value.errno == errno.EADDRINUSE
+def test_a_port_in_use_is_a_port_in_use_error_naming_it(pop3_server: POP3Server) -> None:
+    taken = pop3_server.port
+    for listener in (POP3Server(port=taken), ControlServer(pop3_server, port=taken)):
+        with pytest.raises(PortInUse) as in_use:
+            listener.start()
+        assert (in_use.value.host, in_use.value.port) == ("127.0.0.1", taken)
+        assert in_use.value.errno == errno.EADDRINUSE
 
 
 # --- what a web page, or a malformed request, cannot do --------------------------------------
 
 
 @pytest.fixture
-def open_api() -> Iterator[ControlServer]:
+def open_api(pop3_server_factory: ServerFactory) -> Iterator[ControlServer]:
     """An API with no token, as ``fakepop serve --control-port`` starts it by default."""
-    with POP3Server({"alice": "secret"}) as server, ControlServer(server) as control:
-        server.mailbox("alice").add(RAW)
+    server = pop3_server_factory(users={"alice": "secret"}, tls=False, messages=[RAW])
+    with ControlServer(server) as control:
         yield control
 
 
@@ -668,8 +670,11 @@ def test_the_api_s_own_origin_and_json_with_a_charset_are_answered(
     assert call(open_api, "POST", "/accounts", body, headers)[0] == 403
 
 
-def test_an_over_long_account_name_with_maildirs_is_a_400(tmp_path: Path) -> None:
-    with POP3Server(maildir=tmp_path) as server, ControlServer(server) as control:
+def test_an_over_long_account_name_with_maildirs_is_a_400(
+    tmp_path: Path, pop3_server_factory: ServerFactory
+) -> None:
+    server = pop3_server_factory(tls=False, maildir=tmp_path)
+    with ControlServer(server) as control:
         client = ControlClient(control.url)
         with pytest.raises(ControlError) as refused:
             client.add_account("a" * 256, "pw")
@@ -678,12 +683,12 @@ def test_an_over_long_account_name_with_maildirs_is_a_400(tmp_path: Path) -> Non
         assert client.add_account("a" * 255, "pw")["name"] == "a" * 255
 
 
-def test_a_maildrop_another_server_holds_is_a_409_and_keeps_its_mail(tmp_path: Path) -> None:
-    with (
-        POP3Server({"alice": "secret"}, maildir=tmp_path) as holder,
-        POP3Server({"alice": "secret"}, maildir=tmp_path) as server,
-        ControlServer(server) as control,
-    ):
+def test_a_maildrop_another_server_holds_is_a_409_and_keeps_its_mail(
+    tmp_path: Path, pop3_server_factory: ServerFactory
+) -> None:
+    holder = pop3_server_factory(users={"alice": "secret"}, tls=False, maildir=tmp_path)
+    server = pop3_server_factory(users={"alice": "secret"}, tls=False, maildir=tmp_path)
+    with ControlServer(server) as control:
         uid = server.mailbox("alice").add(RAW)
         client = ControlClient(control.url)
         with holder.mailbox("alice").hold_lock():

@@ -342,9 +342,12 @@ def test_the_ca_file_handed_to_clients_holds_no_key(tls_server: POP3Server) -> N
 
 
 @pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "a\\b", "x\ny", "x\0y", ""])
-def test_the_control_api_keeps_accounts_inside_the_maildir_root(tmp_path: Path, name: str) -> None:
+def test_the_control_api_keeps_accounts_inside_the_maildir_root(
+    tmp_path: Path, name: str, pop3_server_factory: ServerFactory
+) -> None:
     root = tmp_path / "mail"
-    with POP3Server(maildir=root) as server, ControlServer(server) as control:
+    server = pop3_server_factory(users={}, tls=False, maildir=root)  # no account: no Maildir yet
+    with ControlServer(server) as control:
         request = urllib.request.Request(
             f"{control.url}/accounts",
             data=json.dumps({"name": name, "password": "pw"}).encode(),
@@ -360,9 +363,12 @@ def test_the_control_api_keeps_accounts_inside_the_maildir_root(tmp_path: Path, 
 
 
 @pytest.mark.parametrize("uid", ["../../evil", "a/b", "new:2,S"])
-def test_the_control_api_keeps_uids_out_of_file_paths(tmp_path: Path, uid: str) -> None:
+def test_the_control_api_keeps_uids_out_of_file_paths(
+    tmp_path: Path, uid: str, pop3_server_factory: ServerFactory
+) -> None:
     root = tmp_path / "mail"
-    with POP3Server({"alice": "pw"}, maildir=root) as server, ControlServer(server) as control:
+    server = pop3_server_factory(users={"alice": "pw"}, tls=False, maildir=root)
+    with ControlServer(server) as control:
         quoted = urllib.parse.quote(uid, safe="")
         request = urllib.request.Request(
             f"{control.url}/accounts/alice/messages?uid={quoted}",
