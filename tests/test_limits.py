@@ -48,14 +48,6 @@ class Client(LineClient):
 Connect = Callable[..., Client]
 
 
-def start(**options: Any) -> POP3Server:
-    """A server like ``make_server``'s that the test stops itself, to look at what follows."""
-    server = POP3Server(users={"alice": "secret"}, **options)
-    server.start()
-    server.mailbox("alice").extend([MAIL, MAIL])
-    return server
-
-
 @pytest.fixture
 def make_server(pop3_server_factory: ServerFactory) -> ServerFactory:
     """Servers where alice holds two messages; without TLS unless asked."""
@@ -121,32 +113,34 @@ def test_a_mebibyte_line_without_crlf_gets_one_err_and_memory_stays_bounded(
     ],
 )
 def test_pipelined_retrs_are_answered_one_at_a_time(
-    connect: Connect, tmp_path: Path, store: str, size: int, count: int
+    connect: Connect,
+    make_server: ServerFactory,
+    tmp_path: Path,
+    store: str,
+    size: int,
+    count: int,
 ) -> None:
     # A client may send a burst of commands in one write; the server must not build every
     # reply before sending the first, or a burst of RETRs would cost memory by the gigabyte.
     mail = b"Subject: big\r\n\r\n" + b"x" * (size - 20) + b"\r\n"
-    server = start(maildir=tmp_path) if store == "maildir" else start()
+    server = make_server(maildir=tmp_path) if store == "maildir" else make_server()
+    server.mailbox("alice").add(mail)
+    client = connect(server)
+    client.command("USER alice")
+    assert client.command("PASS secret").startswith(b"+OK alice's maildrop has 3 messages")
+    burst = b"RETR 3\r\n" * count + b"QUIT\r\n"
+    reply = b"+OK %d octets\r\n%s.\r\n" % (len(mail), mail)
+    expected = len(reply) * count + len(b"+OK fakepop signing off (0 deleted, 3 left)\r\n")
+    tracemalloc.start()
     try:
-        server.mailbox("alice").add(mail)
-        client = connect(server)
-        client.command("USER alice")
-        assert client.command("PASS secret").startswith(b"+OK alice's maildrop has 3 messages")
-        burst = b"RETR 3\r\n" * count + b"QUIT\r\n"
-        reply = b"+OK %d octets\r\n%s.\r\n" % (len(mail), mail)
-        expected = len(reply) * count + len(b"+OK fakepop signing off (0 deleted, 3 left)\r\n")
-        tracemalloc.start()
-        try:
-            baseline, _ = tracemalloc.get_traced_memory()
-            client.send(burst)
-            received = 0
-            while data := client.sock.recv(65536):
-                received += len(data)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
+        baseline, _ = tracemalloc.get_traced_memory()
+        client.send(burst)
+        received = 0
+        while data := client.sock.recv(65536):
+            received += len(data)
+        _, peak = tracemalloc.get_traced_memory()
     finally:
-        server.stop()
+        tracemalloc.stop()
     assert received == expected
     # One reply at a time, and the transcript's lines: under 2 MiB. All at once: 16 or 32 MiB.
     assert peak - baseline < 2 * MEBIBYTE, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
@@ -510,50 +504,46 @@ def test_every_limit_can_be_set_for_fakepop_serve(tmp_path: Path) -> None:
 
 
 def test_maildir_top_with_a_huge_line_count_sends_the_whole_message(
-    connect: Connect, tmp_path: Path
+    connect: Connect, make_server: ServerFactory, tmp_path: Path
 ) -> None:
-    server = start(maildir=tmp_path)
-    try:
-        client = connect(server)
-        client.login()
-        client.send(b"TOP 1 100000000000000000000\r\n")
-        assert client.line() == b"+OK top of message follows\r\n"
-        assert [client.line() for _ in range(4)] == [*MAIL.splitlines(keepends=True), b".\r\n"]
-        assert client.command("QUIT") == SIGN_OFF
-    finally:
-        server.stop()  # raises the session's error, if it had one
-    server.check()
+    server = make_server(maildir=tmp_path)
+    client = connect(server)
+    client.login()
+    client.send(b"TOP 1 100000000000000000000\r\n")
+    assert client.line() == b"+OK top of message follows\r\n"
+    assert [client.line() for _ in range(4)] == [*MAIL.splitlines(keepends=True), b".\r\n"]
+    assert client.command("QUIT") == SIGN_OFF
+    # An error in the session's thread fails the test at teardown, when the plugin stops it.
 
 
-def test_maildir_top_of_one_very_long_line_streams_it(connect: Connect, tmp_path: Path) -> None:
+def test_maildir_top_of_one_very_long_line_streams_it(
+    connect: Connect, make_server: ServerFactory, tmp_path: Path
+) -> None:
     # TOP once gathered a line whole, copying it again at each 64 KiB read: quadratic time,
     # and the line held in memory. Now the line passes through in the pieces it is read in.
-    server = start(maildir=tmp_path)
+    server = make_server(maildir=tmp_path)
+    long = b"Subject: long\r\n\r\n" + b"x" * (16 * MEBIBYTE) + b"\r\nsecond\r\n"
+    server.mailbox("alice").add(long)
+    client = connect(server)
+    client.command("USER alice")
+    assert client.command("PASS secret").startswith(b"+OK alice's maildrop has 3 messages")
+    tracemalloc.start()
     try:
-        long = b"Subject: long\r\n\r\n" + b"x" * (16 * MEBIBYTE) + b"\r\nsecond\r\n"
-        server.mailbox("alice").add(long)
-        client = connect(server)
-        client.command("USER alice")
-        assert client.command("PASS secret").startswith(b"+OK alice's maildrop has 3 messages")
-        tracemalloc.start()
-        try:
-            baseline, _ = tracemalloc.get_traced_memory()
-            client.send(b"TOP 3 1\r\n")
-            assert client.line() == b"+OK top of message follows\r\n"
-            expected = len(long) - len(b"second\r\n") + len(b".\r\n")
-            received = len(client.pending)
-            while received < expected:
-                data = client.sock.recv(1 << 20)
-                assert data
-                received += len(data)
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-        assert received == expected
-        # A few 64 KiB reads in flight and the socket's buffers; the line whole would be 16 MiB.
-        assert peak - baseline < 4 * MEBIBYTE, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
+        baseline, _ = tracemalloc.get_traced_memory()
+        client.send(b"TOP 3 1\r\n")
+        assert client.line() == b"+OK top of message follows\r\n"
+        expected = len(long) - len(b"second\r\n") + len(b".\r\n")
+        received = len(client.pending)
+        while received < expected:
+            data = client.sock.recv(1 << 20)
+            assert data
+            received += len(data)
+        _, peak = tracemalloc.get_traced_memory()
     finally:
-        server.stop()
+        tracemalloc.stop()
+    assert received == expected
+    # A few 64 KiB reads in flight and the socket's buffers; the line whole would be 16 MiB.
+    assert peak - baseline < 4 * MEBIBYTE, f"{(peak - baseline) / MEBIBYTE:.2f} MiB"
 
 
 # --- what a long-running server remembers ------------------------------------------------------

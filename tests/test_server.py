@@ -124,19 +124,18 @@ def test_idle_client_is_logged_out_and_nothing_is_deleted(pop3_server: POP3Serve
     assert len(pop3_server.mailbox("alice")) == 1
 
 
-def test_ipv6_loopback() -> None:
+def test_ipv6_loopback(pop3_server_factory: ServerFactory) -> None:
     if not socket.has_ipv6:
         pytest.skip("this Python has no IPv6")
     try:
-        server = POP3Server(users={"alice": "secret"}, host="::1").start()
+        server = pop3_server_factory(users={"alice": "secret"}, tls=False, host="::1")
     except OSError as e:
         pytest.skip(f"no IPv6 loopback here: {e}")
-    with server:
-        assert server.url == f"pop://[::1]:{server.port}"
-        client = poplib.POP3("::1", server.port, timeout=5)
-        client.user("alice")
-        assert client.pass_("secret").startswith(b"+OK")
-        client.quit()
+    assert server.url == f"pop://[::1]:{server.port}"
+    client = poplib.POP3("::1", server.port, timeout=5)
+    client.user("alice")
+    assert client.pass_("secret").startswith(b"+OK")
+    client.quit()
 
 
 def test_restart_on_the_same_port_rebinds_at_once(server: POP3Server) -> None:

@@ -146,10 +146,8 @@ def test_add_delivers_nothing_when_tmp_is_unusable(tmp_path: Path) -> None:
     assert files(tmp_path) == set()
 
 
-def test_the_server_keeps_each_account_in_its_own_maildir(
-    tmp_path: Path, pop3_server_factory: ServerFactory
-) -> None:
-    server = pop3_server_factory(users={USER: PASSWORD, "bob": "pw"}, maildir=tmp_path, tls=False)
+def test_the_server_keeps_each_account_in_its_own_maildir(tmp_path: Path) -> None:
+    server = POP3Server(users={USER: PASSWORD, "bob": "pw"}, maildir=tmp_path)
     box = server.mailbox(USER)
     assert isinstance(box, MaildirMailbox)
     assert box.path == tmp_path / USER
