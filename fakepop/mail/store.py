@@ -140,6 +140,45 @@ class Mailbox:
             self._remove(doomed)
             self._shared = Snapshot()
 
+    def checkpoint(self) -> Snapshot:
+        """The messages there now, for ``restore`` to put back.
+
+        In memory these are the message objects themselves, which never change; a
+        maildrop kept elsewhere (a Maildir) is read into memory, as its files may go.
+        """
+        with self._mutex:
+            messages = self._snapshot()
+        if self._in_memory:
+            return Snapshot(messages)
+        return Snapshot(Message(m.read(), uid=m.uid) for m in messages)
+
+    def restore(self, saved: Snapshot) -> None:
+        """Make the messages those of ``saved`` (from ``checkpoint``): same UIDs, same bytes.
+
+        What sessions retrieved and deleted is forgotten, and logins refused by
+        ``refuse_logins`` are let in again. In memory this costs next to nothing
+        whatever the size; a Maildir is emptied and its files written again.
+        """
+        with self._mutex:
+            if self._in_memory:
+                self._messages = list(saved)
+                self._uids = {m.uid for m in saved}
+                self._shared = saved  # its sizes and listings are kept: nothing to recount
+            else:
+                self._clear()
+                for message in saved:
+                    self._append(message.read(), message.uid)
+                self._shared = Snapshot()
+            self._refusal = None
+        with self._recorded:
+            self.deleted.clear()
+            self.retrieved.clear()
+
+    @property
+    def _in_memory(self) -> bool:
+        """Whether the messages are this object's own list, not kept elsewhere by a subclass."""
+        return type(self)._snapshot is Mailbox._snapshot
+
     @property
     def messages(self) -> list[StoredMessage]:
         """The messages there now."""
@@ -380,6 +419,20 @@ class Account:
     last_login: float | None = None
 
 
+@dataclass(frozen=True)
+class SavedAccount:
+    """An account as ``MailStore.checkpoint`` found it."""
+
+    account: Account
+    password: str
+    expire: int | None
+    login_delay: int | None
+    tokens: dict[str, float | None]
+    may_act_as: frozenset[str]
+    last_login: float | None
+    messages: Snapshot
+
+
 class MailStore:
     """All accounts of one server.
 
@@ -424,6 +477,44 @@ class MailStore:
 
     def remove_account(self, name: str) -> None:
         del self._accounts[name]
+
+    def checkpoint(self) -> tuple[SavedAccount, ...]:
+        """Every account as it is now, its mail included, for ``restore`` to put back."""
+        return tuple(
+            SavedAccount(
+                account,
+                account.password,
+                account.expire,
+                account.login_delay,
+                dict(account.tokens),
+                frozenset(account.may_act_as),
+                account.last_login,
+                account.mailbox.checkpoint(),
+            )
+            for account in self
+        )
+
+    def restore(self, saved: Iterable[SavedAccount]) -> None:
+        """Put back the accounts of ``checkpoint``, and only those, as they were then.
+
+        An account made since (or made again) is dropped, its maildrop emptied first,
+        so a Maildir on disk is put back too.
+        """
+        with self._making:
+            kept = {s.account.name: s for s in saved}
+            for account in self._accounts.values():
+                was = kept.get(account.name)
+                if was is None or was.account is not account:
+                    account.mailbox.clear()
+            self._accounts = {}
+            for name, s in kept.items():
+                account = s.account
+                account.password, account.expire = s.password, s.expire
+                account.login_delay, account.last_login = s.login_delay, s.last_login
+                account.tokens = dict(s.tokens)
+                account.may_act_as = set(s.may_act_as)
+                account.mailbox.restore(s.messages)
+                self._accounts[name] = account
 
     def get(self, name: str) -> Account | None:
         return self._accounts.get(name)
