@@ -114,6 +114,7 @@ def test_restore_puts_a_maildir_back_on_disk(tmp_path: Path) -> None:
         server.checkpoint()
         before = served(server)
         files = sorted(p.name for p in (tmp_path / "alice").glob("*/*"))
+        inodes = {p.name: p.stat().st_ino for p in (tmp_path / "alice").glob("*/*")}
         client = login(server)
         client.dele(2)
         client.quit()
@@ -124,7 +125,12 @@ def test_restore_puts_a_maildir_back_on_disk(tmp_path: Path) -> None:
         server.restore()
 
         assert served(server) == before  # same UIDs, same bytes, same order
-        assert len(list((tmp_path / "alice").glob("*/*"))) == len(files)
+        after = {p.name: p.stat().st_ino for p in (tmp_path / "alice").glob("*/*")}
+        assert sorted(after) == files  # the same file names, so the same order and UIDs
+        second = files[1]
+        assert {n: i for n, i in after.items() if n != second} == {
+            n: i for n, i in inodes.items() if n != second
+        }  # only the deleted file was written again
         assert list((tmp_path / "bob").glob("*/*")) == []  # bob's mail is gone from disk
         client = login(server)
         assert client.stat()[0] == 3

@@ -144,40 +144,24 @@ class Mailbox:
         """The messages there now, for ``restore`` to put back.
 
         In memory these are the message objects themselves, which never change; a
-        maildrop kept elsewhere (a Maildir) is read into memory, as its files may go.
+        maildrop kept elsewhere (a Maildir) keeps what it needs to write them again.
         """
         with self._mutex:
-            messages = self._snapshot()
-        if self._in_memory:
-            return Snapshot(messages)
-        return Snapshot(Message(m.read(), uid=m.uid) for m in messages)
+            return self._keep()
 
     def restore(self, saved: Snapshot) -> None:
         """Make the messages those of ``saved`` (from ``checkpoint``): same UIDs, same bytes.
 
         What sessions retrieved and deleted is forgotten, and logins refused by
         ``refuse_logins`` are let in again. In memory this costs next to nothing
-        whatever the size; a Maildir is emptied and its files written again.
+        whatever the size; a Maildir writes again only the files that went.
         """
         with self._mutex:
-            if self._in_memory:
-                self._messages = list(saved)
-                self._uids = {m.uid for m in saved}
-                self._shared = saved  # its sizes and listings are kept: nothing to recount
-            else:
-                self._clear()
-                for message in saved:
-                    self._append(message.read(), message.uid)
-                self._shared = Snapshot()
+            self._put_back(saved)
             self._refusal = None
         with self._recorded:
             self.deleted.clear()
             self.retrieved.clear()
-
-    @property
-    def _in_memory(self) -> bool:
-        """Whether the messages are this object's own list, not kept elsewhere by a subclass."""
-        return type(self)._snapshot is Mailbox._snapshot
 
     @property
     def messages(self) -> list[StoredMessage]:
@@ -385,6 +369,16 @@ class Mailbox:
     def _clear(self) -> None:
         self._messages.clear()
         self._uids.clear()
+
+    def _keep(self) -> Snapshot:
+        """What ``checkpoint`` returns; the mutex is held."""
+        return Snapshot(self._snapshot())
+
+    def _put_back(self, saved: Snapshot) -> None:
+        """Make the stored messages those ``_keep`` returned; the mutex is held."""
+        self._messages = list(saved)
+        self._uids = {m.uid for m in saved}
+        self._shared = saved  # its sizes and listings are kept: nothing to recount
 
 
 @dataclass
