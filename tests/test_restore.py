@@ -8,8 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from serving import serve
 
-from fakepop import POP3Server
+from fakepop import ControlClient, MaildirMailbox, POP3Server
 
 MAIL = [b"Subject: one\r\n\r\nfirst\r\n", b"Subject: two\r\n\r\nsecond\r\n", b".\r\n\r\n.x\r\n"]
 
@@ -141,3 +142,41 @@ def test_restore_without_a_checkpoint_says_what_to_do() -> None:
     server = POP3Server({"alice": "secret"})
     with pytest.raises(RuntimeError, match=r"call server\.checkpoint\(\) first"):
         server.restore()
+
+
+def test_serve_reset_puts_back_the_maildir_it_started_with_and_closes_sessions(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store"
+    before = MaildirMailbox(store / "alice")
+    before.extend(MAIL)  # there before fakepop serve started, not named by its flags
+    with serve(
+        "--json", "--port", "0", "--no-tls", "--control-port", "0",
+        "--user", "alice:secret", "--maildir", str(store),
+    ) as running:  # fmt: skip
+        control = ControlClient(running.info["control"]["url"])
+        started = control.messages("alice")
+        port = running.info["pop3"]["port"]
+        client = poplib.POP3("127.0.0.1", port, timeout=10)
+        client.user("alice")
+        client.pass_("secret")
+        for n in (1, 2, 3):
+            client.dele(n)
+        client.quit()
+        left_open = poplib.POP3("127.0.0.1", port, timeout=10)
+        left_open.user("alice")
+        left_open.pass_("secret")
+        assert control.messages("alice") == []
+
+        control.reset()
+
+        assert control.messages("alice") == started
+        with pytest.raises((poplib.error_proto, OSError, EOFError)):
+            left_open.stat()  # closed by the reset
+        left_open.close()
+        client = poplib.POP3("127.0.0.1", port, timeout=10)
+        client.user("alice")
+        client.pass_("secret")  # the maildrop is not held by the closed session
+        assert client.stat()[0] == 3
+        client.quit()
+        assert running.stop()[0] == 0
