@@ -2,7 +2,8 @@
 
 Installing fakepop registers it (the ``pytest11`` entry point). Fixtures:
 ``pop3_server``, ``pop3_mailbox``, ``pop3_ssl_context``, ``pop3_server_factory``
-and ``pop3_authority``. A failing test's report gets a "POP3 transcript" section;
+and ``pop3_authority``; ``pop3_server_fixture`` makes one of a server shared by a
+module or a session. A failing test's report gets a "POP3 transcript" section;
 in strict mode a client that breaks the RFCs fails its test at teardown.
 """
 
@@ -279,7 +280,7 @@ def pop3_server_fixture(*, scope: Scope = "module", **options: Any) -> Any:
     tokens, messages (same UIDs, same bytes; nothing retrieved or deleted), fault rules
     and settings, closes any session still open and empties the transcript: each test's
     report shows its own sessions, and strict mode checks each test's own. With
-    ``maildir=`` the Maildirs are written again after each test.
+    ``maildir=`` the files a test took away are written again, under their own names.
 
     Raises:
         ValueError: a scope that is not one of ``SCOPES``.
@@ -327,8 +328,8 @@ def _shared_in(item: pytest.Item) -> list[_Shared]:
     if not shared:
         return []
     values = getattr(item, "funcargs", {}).values()
-    found = {id(v): shared[id(v)] for v in values if id(v) in shared}
-    return [s for s in found.values() if any(s.server is v for v in values)]
+    found = {id(v): shared[id(v)] for v in values if id(v) in shared and shared[id(v)].server is v}
+    return list(found.values())
 
 
 @pytest.hookimpl(wrapper=True)

@@ -500,7 +500,7 @@ class MailStore:
                 was = kept.get(account.name)
                 if was is None or was.account is not account:
                     account.mailbox.clear()
-            self._accounts = {}
+            accounts = {}
             for name, s in kept.items():
                 account = s.account
                 account.password, account.expire = s.password, s.expire
@@ -508,7 +508,8 @@ class MailStore:
                 account.tokens = dict(s.tokens)
                 account.may_act_as = set(s.may_act_as)
                 account.mailbox.restore(s.messages)
-                self._accounts[name] = account
+                accounts[name] = account
+            self._accounts = accounts  # at once: a login meanwhile sees the old or the new
 
     def get(self, name: str) -> Account | None:
         return self._accounts.get(name)
