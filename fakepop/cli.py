@@ -404,6 +404,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         server, ca_path = build_server(config)
         populate(server, config)
+        server.checkpoint()  # what POST /reset puts back
         control = None
         if config.control_port is not None:
             control = ControlServer(
@@ -412,7 +413,7 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 config.control_port,
                 token=config.control_token,
                 insecure=config.control_insecure,
-                reset=lambda: _reset(server, config),
+                reset=server.restore,
             )
     except SetupError as e:
         return _fail(str(e), 2)
@@ -459,12 +460,6 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print("fakepop: internal error in a session:", file=sys.stderr)
         traceback.print_exc()
     return 1 if failed else 0
-
-
-def _reset(server: POP3Server, config: ServeConfig) -> None:
-    """What POST /reset does: back to the accounts, mail and faults the server started with."""
-    server.reset()
-    populate(server, config)
 
 
 def _report(server: POP3Server) -> bool:

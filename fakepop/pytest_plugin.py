@@ -2,7 +2,8 @@
 
 Installing fakepop registers it (the ``pytest11`` entry point). Fixtures:
 ``pop3_server``, ``pop3_mailbox``, ``pop3_ssl_context``, ``pop3_server_factory``
-and ``pop3_authority``. A failing test's report gets a "POP3 transcript" section;
+and ``pop3_authority``; ``pop3_server_fixture`` makes one of a server shared by a
+module or a session. A failing test's report gets a "POP3 transcript" section;
 in strict mode a client that breaks the RFCs fails its test at teardown.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pytest
 
@@ -160,8 +162,6 @@ def pop3_server_factory(
     Takes POP3Server's keyword arguments and the marker's own: ``messages``,
     ``fixtures``, ``generate`` (with ``seed``, ``locale``), ``strict``.
     """
-    from fakepop.server import POP3Server
-
     defaults = _defaults(request.config)
     servers: list[POP3Server] = []
     request.node.stash[SERVERS] = servers
@@ -169,24 +169,7 @@ def pop3_server_factory(
     strict: list[POP3Server] = []
 
     def make(**options: Any) -> POP3Server:
-        # A whole Settings (or TLSOptions) given replaces the options' values of its fields.
-        given = [
-            owner
-            for owner, key in ((Settings, "settings"), (TLSOptions, "tls"))
-            if isinstance(options.get(key), owner)
-        ]
-        base = {
-            k: v for k, v in defaults.items() if k not in FIELDS or FIELDS[k].owner not in given
-        }
-        settings = {**base, **options}
-        own = {key: settings.pop(key) for key in _OWN if key in settings}
-        if settings.get("tls"):
-            settings.setdefault("authority", pop3_authority)
-        server = POP3Server(**settings)
-        if not server.users and "users" not in options and "fixtures" not in own:
-            server.users[DEFAULT_USER] = DEFAULT_PASSWORD
-        _fill(server, own)
-        server.start()
+        server, own = _start(defaults, pop3_authority, options)
         servers.append(server)
         if own.get("strict"):
             strict.append(server)
@@ -210,6 +193,32 @@ def pop3_server_factory(
             "the POP3 client broke the RFCs (fakepop strict mode):\n  " + "\n  ".join(found),
             pytrace=False,
         )
+
+
+def _start(
+    defaults: dict[str, Any], authority: Authority, options: dict[str, Any]
+) -> tuple[POP3Server, dict[str, Any]]:
+    """A started server made from the run's defaults and ``options``, and the plugin's own
+    options among them (``strict``, ``transcript``, ...)."""
+    from fakepop.server import POP3Server
+
+    # A whole Settings (or TLSOptions) given replaces the options' values of its fields.
+    given = [
+        owner
+        for owner, key in ((Settings, "settings"), (TLSOptions, "tls"))
+        if isinstance(options.get(key), owner)
+    ]
+    base = {k: v for k, v in defaults.items() if k not in FIELDS or FIELDS[k].owner not in given}
+    settings = {**base, **options}
+    own = {key: settings.pop(key) for key in _OWN if key in settings}
+    if settings.get("tls"):
+        settings.setdefault("authority", authority)
+    server = POP3Server(**settings)
+    if not server.users and "users" not in options and "fixtures" not in own:
+        server.users[DEFAULT_USER] = DEFAULT_PASSWORD
+    _fill(server, own)
+    server.start()
+    return server, own
 
 
 def _fill(server: POP3Server, own: dict[str, Any]) -> None:
@@ -249,6 +258,127 @@ def pop3_server(
     return pop3_server_factory(**options)
 
 
+Scope = Literal["class", "module", "package", "session"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+
+def pop3_server_fixture(*, scope: Scope = "module", **options: Any) -> Any:
+    """Make a fixture: one server for a whole module (or class, package, session), put
+    back as it started after every test that uses it.
+
+    For a maildrop too large to make for every test::
+
+        big = pop3_server_fixture(scope="module", generate=5000, seed=1)
+
+        def test_fetch(big):
+            client = poplib.POP3(big.host, big.port)
+
+    The fixture takes the name it is assigned to, in a test module or a ``conftest.py``.
+    ``options`` are the marker's (``users=``, ``messages=``, ``generate=``, ``faults=``,
+    ``strict=``, any setting...); the server is made, filled and started once. After
+    each test that used it, ``POP3Server.restore()`` puts back the accounts, passwords,
+    tokens, messages (same UIDs, same bytes; nothing retrieved or deleted), fault rules
+    and settings, closes any session still open and empties the transcript: each test's
+    report shows its own sessions, and strict mode checks each test's own. With
+    ``maildir=`` the files a test took away are written again, under their own names.
+
+    Raises:
+        ValueError: a scope that is not one of ``SCOPES``.
+    """
+    if scope not in SCOPES:
+        raise ValueError(
+            f"pop3_server_fixture(scope={scope!r}): the scope must be one of"
+            f" {', '.join(SCOPES)}; for one test, use pop3_server and @pytest.mark.fakepop"
+        )
+
+    @pytest.fixture(scope=scope)
+    def shared_server(
+        request: pytest.FixtureRequest, pop3_authority: Authority
+    ) -> Iterator[POP3Server]:
+        defaults = _defaults(request.config)
+        server, own = _start(defaults, pop3_authority, dict(options))
+        shared = request.config.stash.setdefault(SHARED, {})
+        shared[id(server)] = _Shared(server, bool(own.get("strict")), own.get("transcript", True))
+        try:
+            server.checkpoint()
+            yield server
+        finally:
+            del shared[id(server)]
+            server.stop()
+
+    return shared_server
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """A server of ``pop3_server_fixture``, and what the marker said of its tests' reports."""
+
+    server: POP3Server
+    strict: bool
+    transcript: bool
+
+
+SHARED = pytest.StashKey[dict[int, _Shared]]()  # by id(server), while its fixture lives
+KEPT = pytest.StashKey[list[str]]()  # a test's transcripts of shared servers, now put back
+
+
+def _shared_in(item: pytest.Item) -> list[_Shared]:
+    """The shared servers ``item`` uses, through any of its fixtures."""
+    shared = item.config.stash.get(SHARED, {})
+    if not shared:
+        return []
+    values = getattr(item, "funcargs", {}).values()
+    found = {id(v): shared[id(v)] for v in values if id(v) in shared and shared[id(v)].server is v}
+    return list(found.values())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    yield
+    shared = _shared_in(item)
+    if shared:
+        item.stash.setdefault(SERVERS, []).extend(s.server for s in shared)
+        item.stash.setdefault(SHOW_TRANSCRIPT, all(s.transcript for s in shared))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    shared = _shared_in(item)
+    try:
+        yield
+    finally:
+        if shared:
+            _put_back(item, shared)
+
+
+def _put_back(item: pytest.Item, shared: list[_Shared]) -> None:
+    """After a test: check the shared servers it used as pop3_server's teardown does, then
+    put them back for the next test."""
+    __tracebackhide__ = True
+    found: list[str] = []
+    errors: list[Exception] = []
+    kept = item.stash.setdefault(KEPT, [])
+    for one in shared:
+        server = one.server
+        if one.strict:
+            found += [f"session {n}: {text}" for n, text in server.violations]
+        try:
+            if server.running:  # else its fixture ended with the test: nothing to put back
+                if len(server.transcript):
+                    kept.append(server.transcript.text())  # for the teardown's report
+                server.restore()
+            server.check()
+        except Exception as e:
+            errors.append(e)
+    if errors:
+        raise errors[0] if len(errors) == 1 else ExceptionGroup("fakepop server errors", errors)
+    if found:
+        pytest.fail(
+            "the POP3 client broke the RFCs (fakepop strict mode):\n  " + "\n  ".join(found),
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def pop3_mailbox(pop3_server: POP3Server) -> Mailbox:
     """The maildrop of ``pop3_server``'s first account (``user`` unless the marker says)."""
@@ -268,7 +398,9 @@ def pytest_runtest_makereport(
     report = yield
     servers = item.stash.get(SERVERS, [])
     if report.failed and servers and item.stash.get(SHOW_TRANSCRIPT, True):
-        text = "\n".join(server.transcript.text() for server in servers if len(server.transcript))
+        texts = [server.transcript.text() for server in servers if len(server.transcript)]
+        # A shared server is put back before its test's teardown is reported: its text was kept.
+        text = "\n".join(texts + item.stash.get(KEPT, []))
         if text:
             report.sections.append(("POP3 transcript", text))
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import errno
 import itertools
@@ -23,12 +24,20 @@ from fakepop.mail.fill import add_mail
 from fakepop.mail.loaders import read_file
 from fakepop.mail.maildir import maildir_per_account
 from fakepop.mail.manifest import load_manifest
-from fakepop.mail.store import Mailbox, MailStore
+from fakepop.mail.store import Mailbox, MailStore, SavedAccount
 from fakepop.protocol.actions import Action, Close, Pause, Stall, StartTLS, Throttle, status
 from fakepop.protocol.fault_plan import FaultPlan, Rule
 from fakepop.protocol.session import Session
 from fakepop.protocol.transcript import Transcript
-from fakepop.settings import FIELDS, FixedSettingError, Settings, TLSOptions, apply, unknown_names
+from fakepop.settings import (
+    FIELDS,
+    RUNTIME,
+    FixedSettingError,
+    Settings,
+    TLSOptions,
+    apply,
+    unknown_names,
+)
 from fakepop.tls import (
     DEFAULT_NAMES,
     Authority,
@@ -100,6 +109,15 @@ class _Listening:
     wake_read: socket.socket  # readable when stop() wants the accept loop to end
     wake_write: socket.socket
     thread: threading.Thread
+
+
+@dataclass(frozen=True)
+class _Checkpoint:
+    """What ``POP3Server.restore`` puts back."""
+
+    accounts: tuple[SavedAccount, ...]
+    settings: Settings
+    faults: list[Rule]
 
 
 # POP3Server's own keywords, besides the fields it takes as overrides.
@@ -198,6 +216,7 @@ class POP3Server:
         self._errors: list[BaseException] = []
         self._stopping = threading.Event()
         self._short = False  # out of descriptors or threads, and the error already kept
+        self._saved: _Checkpoint | None = None
 
     # --- public API -----------------------------------------------------------------------
 
@@ -310,6 +329,50 @@ class POP3Server:
             account.mailbox.clear()
             self.store.remove_account(account.name)
         self.faults.clear()
+        self.transcript.reset()
+
+    def checkpoint(self) -> None:
+        """Remember the server as it is now, for ``restore`` to put back.
+
+        What is kept: the accounts with their passwords, tokens and every message
+        (in memory, the messages themselves, not a copy; a Maildir is read), the
+        fault rules with their counts, and the settings.
+        """
+        self._saved = _Checkpoint(
+            self.store.checkpoint(), self.settings, copy.deepcopy(self.faults.rules)
+        )
+
+    def restore(self) -> None:
+        """Put the server back as ``checkpoint`` found it, for the next test.
+
+        Sessions still open are closed first (their clients see the connection
+        drop, and nothing they did is committed). Then the accounts, passwords,
+        tokens and messages (same UIDs, same bytes; what was retrieved and deleted
+        forgotten) are those of the checkpoint, and so are the fault rules and the
+        settings that may change at run time; the transcript is emptied and
+        sessions are numbered from 1 again. A maildrop in memory is put back at
+        no cost whatever its size; a Maildir is written again. Errors of the
+        closed sessions stay for ``check()``.
+
+        Raises:
+            RuntimeError: ``checkpoint()`` was never called.
+        """
+        saved = self._saved
+        if saved is None:
+            raise RuntimeError("nothing to restore: call server.checkpoint() first")
+        with self._lock:
+            connections = list(self._connections.values())
+        for connection in connections:
+            connection.abort()
+        for connection in connections:
+            connection.thread.join()
+        self.store.restore(saved.accounts)
+        self.faults.clear()
+        for rule in copy.deepcopy(saved.faults):
+            self.faults.add(rule)
+        # The settings that may change at run time; the others (the ports bound) stay.
+        kept = {name: getattr(saved.settings, name) for name in RUNTIME}
+        self.settings = dataclasses.replace(self.settings, **kept)
         self.transcript.reset()
 
     def start(self) -> POP3Server:
@@ -557,7 +620,7 @@ class _Connection:
         session: the protocol core for this client, made for this connection.
         tls_context: the server's, for implicit TLS and STLS; None without TLS.
         implicit_tls: run the handshake before the greeting.
-        stopping: set when the server stops: it cuts pauses and trickles short.
+        stopping: set when the server stops, for the transcript to say so.
         finished: called once the connection is closed, with the error that ended
             it (a bug, or the store's), for the server's ``check()``.
     """
@@ -587,11 +650,13 @@ class _Connection:
         # abort() must shut down whichever socket owns it, or a handshake is not woken.
         self._swap = threading.Lock()
         self._aborted = False
+        self._cut = threading.Event()  # set by abort(): pauses and trickles end at once
         self.sent = 0  # octets sent, for the transcript's end of session
         self.how = "client closed"  # how the session ended, for the same
 
     def abort(self) -> None:
         """Wake the thread from any read, write or handshake by shutting the socket down."""
+        self._cut.set()
         with self._swap:
             self._aborted = True
             with contextlib.suppress(OSError):
@@ -739,7 +804,7 @@ class _Connection:
             elif isinstance(action, Pause):
                 self._write(pending, rate)
                 pending.clear()
-                self.stopping.wait(action.seconds)  # stop() cuts the pause short
+                self._cut.wait(action.seconds)  # stop() and restore() cut the pause short
             else:
                 for piece in itertools.chain((action.status,), action.body):
                     if len(piece) >= COALESCE_LIMIT:
@@ -767,7 +832,7 @@ class _Connection:
         step = max(1, int(rate / 20))  # twenty slices a second
         for offset in range(0, len(view), step):
             self._send_all(view[offset : offset + step])
-            if self.stopping.wait(step / rate):
+            if self._cut.wait(step / rate):
                 return
 
     def _send_all(self, data: bytes | bytearray | memoryview) -> None:

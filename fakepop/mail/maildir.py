@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid
-from fakepop.mail.store import Mailbox, MaildropError, MessageGone
+from fakepop.mail.store import Mailbox, MaildropError, MessageGone, Snapshot
 from fakepop.mail.wire import crlf_chunks, dot_stuff, stuff_chunks, to_crlf, top_lines
 
 READ_SIZE = 1 << 16
@@ -202,6 +202,16 @@ class MaildirMessage:
 
     def top_chunks(self, lines: int) -> Iterator[bytes]:
         return stuff_chunks(top_lines(crlf_chunks(_read(self.path, self.inode)), lines))
+
+
+class _KeptFile(Message):
+    """A Maildir message as ``checkpoint`` keeps it: its bytes and where its file was."""
+
+    __slots__ = ("place",)
+
+    def __init__(self, message: MaildirMessage, root: Path) -> None:
+        super().__init__(message.read(), message.uid)
+        self.place = os.path.relpath(message.path, root)  # "new/<name>" or "cur/<name>"
 
 
 class MaildirMailbox(Mailbox):
@@ -467,6 +477,28 @@ class MaildirMailbox(Mailbox):
 
     def _clear(self) -> None:
         self._remove(self._scan())
+
+    def _keep(self) -> Snapshot:
+        return Snapshot(_KeptFile(m, self.path) for m in self._scan())
+
+    def _put_back(self, saved: Snapshot) -> None:
+        """Delete the files that came since, and write again, under their own names (so the
+        order and UIDs are the same), those that went: a test that deleted a few messages
+        costs a few writes."""
+        now = {unique_name(os.path.basename(m.path)): m for m in self._scan()}
+        kept = {
+            unique_name(os.path.basename(k.place)): k for k in saved if isinstance(k, _KeptFile)
+        }
+        extra = [m for key, m in now.items() if key not in kept]
+        if extra:
+            self._remove(extra)
+        for key, file in kept.items():
+            if key not in now:
+                temporary = self.path / "tmp" / os.path.basename(file.place)
+                temporary.write_bytes(file.wire)
+                os.rename(temporary, self.path / file.place)
+        self._known = None  # the UIDs there: listed again at the next add
+        self._shared = Snapshot()
 
     def _sweep_tmp(self) -> None:
         """Delete what a killed fakepop process left half-written in tmp/.

@@ -140,6 +140,29 @@ class Mailbox:
             self._remove(doomed)
             self._shared = Snapshot()
 
+    def checkpoint(self) -> Snapshot:
+        """The messages there now, for ``restore`` to put back.
+
+        In memory these are the message objects themselves, which never change; a
+        maildrop kept elsewhere (a Maildir) keeps what it needs to write them again.
+        """
+        with self._mutex:
+            return self._keep()
+
+    def restore(self, saved: Snapshot) -> None:
+        """Make the messages those of ``saved`` (from ``checkpoint``): same UIDs, same bytes.
+
+        What sessions retrieved and deleted is forgotten, and logins refused by
+        ``refuse_logins`` are let in again. In memory this costs next to nothing
+        whatever the size; a Maildir writes again only the files that went.
+        """
+        with self._mutex:
+            self._put_back(saved)
+            self._refusal = None
+        with self._recorded:
+            self.deleted.clear()
+            self.retrieved.clear()
+
     @property
     def messages(self) -> list[StoredMessage]:
         """The messages there now."""
@@ -347,6 +370,16 @@ class Mailbox:
         self._messages.clear()
         self._uids.clear()
 
+    def _keep(self) -> Snapshot:
+        """What ``checkpoint`` returns; the mutex is held."""
+        return Snapshot(self._snapshot())
+
+    def _put_back(self, saved: Snapshot) -> None:
+        """Make the stored messages those ``_keep`` returned; the mutex is held."""
+        self._messages = list(saved)
+        self._uids = {m.uid for m in saved}
+        self._shared = saved  # its sizes and listings are kept: nothing to recount
+
 
 @dataclass
 class _Refusal:
@@ -378,6 +411,20 @@ class Account:
     tokens: dict[str, float | None] = field(default_factory=dict)  # OAuth token -> expiry
     may_act_as: set[str] = field(default_factory=set)  # SASL authorization identities allowed
     last_login: float | None = None
+
+
+@dataclass(frozen=True)
+class SavedAccount:
+    """An account as ``MailStore.checkpoint`` found it."""
+
+    account: Account
+    password: str
+    expire: int | None
+    login_delay: int | None
+    tokens: dict[str, float | None]
+    may_act_as: frozenset[str]
+    last_login: float | None
+    messages: Snapshot
 
 
 class MailStore:
@@ -424,6 +471,45 @@ class MailStore:
 
     def remove_account(self, name: str) -> None:
         del self._accounts[name]
+
+    def checkpoint(self) -> tuple[SavedAccount, ...]:
+        """Every account as it is now, its mail included, for ``restore`` to put back."""
+        return tuple(
+            SavedAccount(
+                account,
+                account.password,
+                account.expire,
+                account.login_delay,
+                dict(account.tokens),
+                frozenset(account.may_act_as),
+                account.last_login,
+                account.mailbox.checkpoint(),
+            )
+            for account in self
+        )
+
+    def restore(self, saved: Iterable[SavedAccount]) -> None:
+        """Put back the accounts of ``checkpoint``, and only those, as they were then.
+
+        An account made since (or made again) is dropped, its maildrop emptied first,
+        so a Maildir on disk is put back too.
+        """
+        with self._making:
+            kept = {s.account.name: s for s in saved}
+            for account in self._accounts.values():
+                was = kept.get(account.name)
+                if was is None or was.account is not account:
+                    account.mailbox.clear()
+            accounts = {}
+            for name, s in kept.items():
+                account = s.account
+                account.password, account.expire = s.password, s.expire
+                account.login_delay, account.last_login = s.login_delay, s.last_login
+                account.tokens = dict(s.tokens)
+                account.may_act_as = set(s.may_act_as)
+                account.mailbox.restore(s.messages)
+                accounts[name] = account
+            self._accounts = accounts  # at once: a login meanwhile sees the old or the new
 
     def get(self, name: str) -> Account | None:
         return self._accounts.get(name)

@@ -1,12 +1,12 @@
 """poplib and fetchmail fetch the sample mailboxes (fixtures/) and generated mail, byte for byte.
 
-The maildrops come from ``fixtures/fakepop.toml`` (in memory, and copied into a
-Maildir store), from ``fixtures/maildir`` served straight from disk, and from
-``generate_messages``. fetchmail runs as in test_interop_fetchmail.py: an MDA
-script stores each message in a numbered file; ``set invisible`` and ``no
-stripcr`` make what the MDA gets the wire form exactly. The server offers SASL
-and the rc file names no way to log in (``auth=None``), so fetchmail logs in
-with CRAM-MD5.
+The maildrops come from ``fixtures/fakepop.toml`` (in memory, in one server the tests of
+this module share, put back after each; and copied into a Maildir store), from
+``fixtures/maildir`` served straight from disk, and from ``generate_messages``. fetchmail
+runs as in test_interop_fetchmail.py: an MDA script stores each message in a numbered
+file; ``set invisible`` and ``no stripcr`` make what the MDA gets the wire form exactly.
+The server offers SASL and the rc file names no way to log in (``auth=None``), so
+fetchmail logs in with CRAM-MD5.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import poplib
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from fakepop import MaildirMailbox, POP3Server, load_maildir
 from fakepop.mail.generate import generate_messages
 from fakepop.mail.manifest import load_manifest
 from fakepop.mail.wire import to_crlf
+from fakepop.pytest_plugin import pop3_server_fixture
 
 pytestmark = pytest.mark.interop  # every test here runs a real POP3 client
 
@@ -41,11 +41,8 @@ def password(account: str) -> str:
     return MANIFEST[account].password
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[POP3Server]:
-    with POP3Server() as server:
-        server.load_manifest(FIXTURES)
-        yield server
+# One server for the module, put back after each test.
+server = pop3_server_fixture(scope="module", fixtures=FIXTURES, tls=False)
 
 
 def poplib_fetch(server: POP3Server, user: str, secret: str) -> tuple[list[bytes], list[str]]:
@@ -122,6 +119,16 @@ def test_fetchmail_keeps_the_manifest_byte_for_byte(
     assert result.returncode == 0, output(result, server)
     assert fetchmail.delivered() == wires(account)
     assert len(server.mailbox(account)) == len(wires(account))
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_fetchmail_deletes_the_manifest_and_the_next_test_has_it_again(
+    fetchmail: Fetchmail, server: POP3Server, run: int
+) -> None:
+    result = fetchmail(server, "alice", password("alice"), keep=False, auth=None)
+    assert result.returncode == 0, output(result, server)
+    assert fetchmail.delivered() == wires("alice")
+    assert len(server.mailbox("alice")) == 0
 
 
 def test_fetchmail_fetches_and_deletes_manifest_mail_from_a_maildir_store(
