@@ -25,7 +25,7 @@ from fakepop.control import ControlServer
 from fakepop.log import LOG_FORMATS, SessionLog
 from fakepop.mail.fill import MailItem, add_mail
 from fakepop.mail.generate import FakerMissing, iter_messages
-from fakepop.mail.loaders import fixtures_dir, load_eml_dir, mboxrd_entry
+from fakepop.mail.loaders import load_eml_dir, mboxrd_entry, sample
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
 from fakepop.protocol.fault_plan import FaultError
@@ -254,7 +254,7 @@ def populate(server: POP3Server, config: ServeConfig) -> None:
             )
         _add_mail(server, name, [path], f"--mailbox {name}={path}")
     if demo and not config.mailboxes and not config.generate:
-        _add_mail(server, DEMO_USER[0], load_eml_dir(fixtures_dir() / "demo"), "the demo mail")
+        _add_mail(server, DEMO_USER[0], load_eml_dir(sample("demo")), "the demo mail")
     if config.generate:
         try:
             made = list(iter_messages(config.generate, seed=config.seed, locale=config.locale))

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fakepop.mail.loaders import read_file
+from fakepop.mail.loaders import SAMPLE_PREFIX, read_file
 from fakepop.settings import (
     COMMAND_LINE,
     CONTROL,
@@ -243,7 +243,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--mailbox",
         parse_mailbox,
-        "mail for an account: an .eml directory, an .eml file, an mbox or a Maildir; repeatable",
+        "mail for an account: an .eml directory, an .eml file, an mbox, a Maildir, or a"
+        " sample (fakepop:many.mbox); repeatable",
         MAIL,
         "NAME=PATH",
         repeat=True,
@@ -261,7 +262,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("--locale", parse_text, "the Faker locale of --generate (en_US)", MAIL, "LOCALE"),
     Option(
-        "--manifest", parse_text, "accounts and mail from a fakepop.toml manifest", MAIL, "PATH"
+        "--manifest",
+        parse_text,
+        "accounts and mail from a fakepop.toml manifest (the samples': fakepop:fakepop.toml)",
+        MAIL,
+        "PATH",
     ),
     Option("--faults", parse_text, "fault rules from a TOML or JSON fault file", FAULTS, "FILE"),
     Option(
@@ -511,10 +516,17 @@ def _file_value(
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
     if key == "mailbox":
-        parsed = [(account, str(base / path)) for account, path in parsed]
-    elif key in ("cert_dir", "manifest"):
+        parsed = [(account, _beside(base, path)) for account, path in parsed]
+    elif key == "manifest":
+        parsed = _beside(base, parsed)
+    elif key == "cert_dir":
         parsed = str(base / parsed)
     values[key] = _rebase(parsed, base)
+
+
+def _beside(base: Path, path: str) -> str:
+    """A mail path of the file: relative to the file, unless it names a sample (fakepop:...)."""
+    return path if path.startswith(SAMPLE_PREFIX) else str(base / path)
 
 
 def _rebase(value: Any, base: Path) -> Any:
@@ -537,5 +549,5 @@ def _table(key: str, value: dict[str, Any], base: Path, where: str) -> Any:
         for path in paths if isinstance(paths, list) else [paths]:
             if not isinstance(path, str):
                 raise ConfigError(f"{where}.{name}: expected a path or a list of paths")
-            result.append((name, base / path))
+            result.append((name, Path(_beside(base, path))))
     return result

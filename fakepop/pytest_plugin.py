@@ -9,12 +9,14 @@ in strict mode a client that breaks the RFCs fails its test at teardown.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from fakepop.settings import FIELDS, Field, Settings, Switch, TLSOptions, check
+from fakepop.settings import FIELDS, Field, Settings, Switch, TLSOptions, check, unknown_names
 
 # The server, TLS and mail modules are imported by the fixtures that use them: the plugin
 # is loaded by every pytest run wherever fakepop is installed, and should cost it nothing.
@@ -158,7 +160,8 @@ def pop3_server_factory(
     """Make started servers with any options; each is stopped and checked at teardown.
 
     Takes POP3Server's keyword arguments and the marker's own: ``messages``,
-    ``fixtures``, ``generate`` (with ``seed``, ``locale``), ``strict``.
+    ``fixtures``, ``generate`` (with ``seed``, ``locale``), ``strict``. Relative
+    paths in ``messages`` and ``fixtures`` are read from the test file's directory.
     """
     from fakepop.server import POP3Server
 
@@ -169,6 +172,9 @@ def pop3_server_factory(
     strict: list[POP3Server] = []
 
     def make(**options: Any) -> POP3Server:
+        unknown = _unknown(options)
+        if unknown:
+            raise TypeError(unknown)
         # A whole Settings (or TLSOptions) given replaces the options' values of its fields.
         given = [
             owner
@@ -185,7 +191,7 @@ def pop3_server_factory(
         server = POP3Server(**settings)
         if not server.users and "users" not in options and "fixtures" not in own:
             server.users[DEFAULT_USER] = DEFAULT_PASSWORD
-        _fill(server, own)
+        _fill(server, own, request.path.parent)
         server.start()
         servers.append(server)
         if own.get("strict"):
@@ -212,16 +218,44 @@ def pop3_server_factory(
         )
 
 
-def _fill(server: POP3Server, own: dict[str, Any]) -> None:
-    """Give the server the mail the marker asks for."""
-    from fakepop.mail.fill import add_mail
+def _unknown(options: dict[str, Any]) -> str | None:
+    """What is wrong with ``options``' names, with the nearest valid one; None if nothing."""
+    from fakepop.server import _KEYWORDS
 
+    valid = [*FIELDS, *_KEYWORDS, *_OWN]
+    names = [name for name in options if name not in valid]
+    return unknown_names(names, valid, "unknown option") if names else None
+
+
+def _failing(key: str, call: Callable[[], object]) -> None:
+    """``call()``; a path that cannot be read fails the test with the message alone."""
+    try:
+        call()
+    except (OSError, ValueError) as e:  # ManifestError is one
+        error = f"@pytest.mark.fakepop({key}=...): {e}"
+    else:
+        return
+    pytest.fail(error, pytrace=False)
+
+
+def _fill(server: POP3Server, own: dict[str, Any], base: Path) -> None:
+    """Give the server the mail the marker asks for; relative paths are read from ``base``."""
+    from fakepop.mail.fill import add_mail
+    from fakepop.mail.loaders import mail_path
+
+    def located(item: Any) -> Any:
+        if isinstance(item, os.PathLike) or (isinstance(item, str) and "\n" not in item):
+            return mail_path(item, base)
+        return item  # a message
+
+    # A path the test got wrong fails it with the full path tried, not fakepop's traceback.
     if "fixtures" in own:
-        server.load_manifest(own["fixtures"])
+        _failing("fixtures", lambda: server.load_manifest(located(own["fixtures"])))
     if not server.users:
         return
     mailbox = server.mailbox(next(iter(server.users)))
-    add_mail(mailbox, own.get("messages", ()))
+    messages = own.get("messages", ())
+    _failing("messages", lambda: add_mail(mailbox, [located(item) for item in messages]))
     if own.get("generate"):
         from fakepop.mail.generate import FakerMissing, generate_messages
 
@@ -246,6 +280,9 @@ def pop3_server(
         if marker.args:
             raise pytest.UsageError("@pytest.mark.fakepop takes keyword arguments only")
         options.update(marker.kwargs)
+    unknown = _unknown(options)
+    if unknown:  # the test's own mistake: its message, not fakepop's traceback
+        pytest.fail(f"@pytest.mark.fakepop: {unknown}", pytrace=False)
     return pop3_server_factory(**options)
 
 
