@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fakepop.log import LOG_FORMATS, LogFormat
 from fakepop.mail.loaders import SAMPLE_PREFIX, read_file
 from fakepop.settings import (
     COMMAND_LINE,
@@ -452,9 +453,30 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+# Serve's output (-v, --log-format) rather than the server's behaviour: no key of the file, but
+# a variable, for a container set up by its environment alone.
+VERBOSE = ENV_PREFIX + "VERBOSE"
+LOG_FORMAT = ENV_PREFIX + "LOG_FORMAT"
+
+
+def output_from_environment(environ: Mapping[str, str]) -> tuple[int | None, LogFormat | None]:
+    """``FAKEPOP_VERBOSE`` (0, 1 or 2, as -v and -vv) and ``FAKEPOP_LOG_FORMAT``; None if unset.
+
+    Raises:
+        ConfigError: a value that is none of those allowed.
+    """
+    verbose = environ.get(VERBOSE, "").strip() or None
+    if verbose is not None and verbose not in ("0", "1", "2"):
+        raise ConfigError(f"{VERBOSE}: expected 0, 1 (as -v) or 2 (as -vv), got {verbose!r}")
+    log_format = environ.get(LOG_FORMAT, "").strip() or None
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise ConfigError(f"{LOG_FORMAT}: expected {' or '.join(LOG_FORMATS)}, got {log_format!r}")
+    return None if verbose is None else int(verbose), log_format
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``FAKEPOP_*`` variables that name no setting: most likely misspelt."""
-    known = {ENV_PREFIX + key.upper() for key in (*OPTION, *ALIASES)}
+    known = {ENV_PREFIX + key.upper() for key in (*OPTION, *ALIASES)} | {VERBOSE, LOG_FORMAT}
     return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
 
 

@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from fakepop.cli import main
 from fakepop.log import SessionLog
 from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir
 from fakepop.mail.maildir import JOURNAL
+from fakepop.mail.message import LoadedMessage
 from fakepop.mail.wire import to_crlf
 from fakepop.tls import CA_CERT, CA_KEY, Authority
 
@@ -285,6 +287,61 @@ def test_environment_variables_set_what_flags_set() -> None:
             assert {a["name"] for a in json.load(answer)["accounts"]} == {"alice", "bob"}
 
 
+def test_verbose_and_log_format_from_the_environment() -> None:
+    # A container is set up by its environment alone: -vv --log-format json as variables.
+    env = environment(FAKEPOP_VERBOSE="2", FAKEPOP_LOG_FORMAT="json")
+    with serve("--no-tls", "--port", "0", env=env) as served:
+        port = int(served.ready.rsplit(":", 1)[1])
+        with login("127.0.0.1", port) as client:
+            client.quit()
+        code, out, err = served.stop()
+    assert (code, out) == (0, "")
+    records = [json.loads(line) for line in err.splitlines()]
+    assert {r["event"] for r in records} == {"line", "session"}  # -vv: the lines too
+    # A flag beats its variable.
+    with serve("--no-tls", "--port", "0", "--log-format", "text", env=env) as served:
+        port = int(served.ready.rsplit(":", 1)[1])
+        with login("127.0.0.1", port) as client:
+            client.quit()
+        code, out, err = served.stop()
+    assert err.splitlines()[-1].split()[1] == "session"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("FAKEPOP_VERBOSE", "3", "FAKEPOP_VERBOSE: expected 0, 1 (as -v) or 2 (as -vv), got '3'"),
+        ("FAKEPOP_LOG_FORMAT", "xml", "FAKEPOP_LOG_FORMAT: expected text or json, got 'xml'"),
+    ],
+)
+def test_output_variables_that_cannot_be_used_exit_2(variable: str, value: str, says: str) -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "fakepop", "serve", "--port", "0", "--no-tls"],
+        env=environment(**{variable: value}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert process.returncode == 2
+    assert says in process.stderr
+    assert "ignoring" not in process.stderr
+
+
+def test_serve_takes_the_samples_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "fakepop.toml"
+    config.write_text('mailbox = ["bob=fakepop:demo"]\n')
+    args = ("--manifest", "fakepop:fakepop.toml", "--config", str(config), "--json")
+    with serve(*ANY_PORTS, "--no-tls", *args) as served:
+        port = served.info["pop3"]["port"]
+        with login("127.0.0.1", port, "alice", "alice-secret") as client:
+            assert client.stat()[0] == 11
+        with login("127.0.0.1", port, "bob", "bob-secret") as client:
+            assert client.stat()[0] == 4 + 200 + len(DEMO)
+    [result] = run(["serve", "--port", "0", "--mailbox", "user=fakepop:dmeo"])
+    assert result.returncode == 2
+    assert "no sample mailbox 'dmeo'; the samples: demo, eml," in result.stderr
+
+
 def test_a_config_file_says_all_that_and_more(tmp_path: Path) -> None:
     (tmp_path / "mail").mkdir()
     (tmp_path / "mail" / "one.eml").write_bytes(b"Subject: one\r\n\r\nOne\r\n")
@@ -405,6 +462,19 @@ def test_bad_flag_exits_2_with_usage() -> None:
     assert "expected NAME:PASSWORD" in result.stderr
 
 
+def test_a_mistyped_flag_names_the_nearest_before_the_usage() -> None:
+    typo, typo_with_value, unlike = run(
+        ["serve", "--idle-timout", "3"],
+        ["--tls-prot=1995"],
+        ["serve", "--zzzzzz"],
+    )
+    assert typo.returncode == typo_with_value.returncode == unlike.returncode == 2
+    assert typo.stderr.startswith("fakepop: did you mean --idle-timeout?\nusage: fakepop serve")
+    assert "unrecognized arguments: --idle-timout 3" in typo.stderr
+    assert typo_with_value.stderr.startswith("fakepop: did you mean --tls-port?\n")
+    assert unlike.stderr.startswith("usage: fakepop serve")
+
+
 def test_port_in_use_exits_1_saying_which() -> None:
     flags = ("--port", "--tls-port", "--control-port")
     with POP3Server() as server:
@@ -522,6 +592,50 @@ def test_generate_writes_what_generate_messages_makes(tmp_path: Path, form: str)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"wrote 7 messages to {out} ({form})\n"
     assert [to_crlf(m.raw) for m in load(out)] == [to_crlf(r) for r in generate_messages(7, seed=3)]
+
+
+def test_generate_to_standard_output() -> None:
+    def generate(*args: str) -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "fakepop", "generate", "--seed", "5", "--out", "-"]
+        return subprocess.run([*command, *args], env=environment(), capture_output=True, timeout=60)
+
+    one, mbox, eml, maildir = (
+        generate("--count", "1"),
+        generate("--count", "3"),
+        generate("--count", "3", "--format", "eml"),
+        generate("--count", "1", "--format", "maildir"),
+    )
+    assert (one.returncode, one.stderr) == (0, b"")
+    assert one.stdout == generate_messages(1, seed=5)[0]  # the message alone, as an .eml
+    assert (mbox.returncode, mbox.stderr) == (0, b"")
+    assert mbox.stdout.startswith(b"From ")
+    assert [to_crlf(m.raw) for m in load_mbox_bytes(mbox.stdout)] == [
+        to_crlf(raw) for raw in generate_messages(3, seed=5)
+    ]
+    for refused in (eml, maildir):
+        assert (refused.returncode, refused.stdout) == (2, b"")
+        assert b"--out - writes one message (--count 1) or an mbox" in refused.stderr
+
+
+def test_generate_to_a_pipe_closed_early_ends_quietly() -> None:
+    command = [sys.executable, "-m", "fakepop", "generate", "--count", "3000", "--out", "-"]
+    process = subprocess.Popen(
+        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout.readline().startswith(b"From ")
+    process.stdout.close()  # as `| head -1` does
+    err = process.stderr.read()
+    process.stderr.close()
+    assert (process.wait(60), err) == (0, b"")
+
+
+def load_mbox_bytes(data: bytes) -> list[LoadedMessage]:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "out.mbox"
+        path.write_bytes(data)
+        return load(path)
 
 
 @pytest.mark.parametrize(
