@@ -673,6 +673,48 @@ def test_a_mistyped_marker_key_names_the_nearest(pytester: pytest.Pytester) -> N
     result.stdout.no_fnmatch_line("*pytest_plugin.py*")
 
 
+def test_assertion_helpers_fail_at_the_tests_line(pytester: pytest.Pytester) -> None:
+    # __tracebackhide__: the report points at the line of the test that asked, and shows
+    # none of fakepop's own frames.
+    suite(
+        pytester,
+        """
+        from pophelp import login
+
+
+        def test_sent(pop3_server):
+            login(pop3_server).quit()
+            pop3_server.transcript.assert_sent("RETR")  # line 6
+
+
+        def test_login(pop3_server):
+            login(pop3_server).quit()
+            pop3_server.transcript.assert_login("APOP")  # line 11
+
+
+        def test_quit(pop3_server):
+            login(pop3_server).close()
+            pop3_server.transcript.wait_for(quit=False)
+            pop3_server.transcript.assert_quit()  # line 17
+
+
+        def test_deleted(pop3_server, pop3_mailbox):
+            pop3_mailbox.add(b"Subject: x\\r\\n\\r\\nx\\r\\n", uid="kept")
+            pop3_mailbox.assert_deleted("kept")  # line 22
+        """,
+    )
+    result = pytester.runpytest("--no-fakepop-transcript")
+    result.assert_outcomes(failed=4)
+    failures = [line for line in result.outlines if re.match(r"\S+\.py:\d+: \w+Error", line)]
+    assert failures == [
+        "test_suite.py:6: AssertionError",
+        "test_suite.py:11: AssertionError",
+        "test_suite.py:17: AssertionError",
+        "test_suite.py:22: AssertionError",
+    ]
+    result.stdout.no_fnmatch_line("*fakepop/*")
+
+
 # --- options: ini and command line -----------------------------------------------------------
 
 OPTIONS_SUITE = """
