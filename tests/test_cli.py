@@ -455,6 +455,22 @@ def test_the_transcript_keeps_the_latest_sessions(
         assert transcript_sessions(control) == kept
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_server_ended_any_way_leaves_no_ca_directory(tmp_path: Path, signum: int) -> None:
+    # Without --cert-dir the CA is written to a temporary directory: removed at exit, and
+    # by a watcher process when SIGKILL leaves no exit to run.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    with serve(*ANY_PORTS, "--json", env=environment(TMPDIR=str(private))) as served:
+        ca = Path(served.info["ca"])
+        assert ca.is_file()
+        assert ca.is_relative_to(private)
+        assert [p.name.startswith("fakepop-ca-") for p in private.iterdir()] == [True]
+        served.process.send_signal(signum)
+        served.process.wait(10)
+    wait_until(lambda: not any(private.iterdir()), f"{private} emptied after {signum!r}")
+
+
 def test_bad_flag_exits_2_with_usage() -> None:
     [result] = run(["serve", "--user", "nopassword"])
     assert result.returncode == 2
