@@ -193,22 +193,20 @@ def test_session_log_is_told_until_it_unsubscribes() -> None:
     assert {r["session"] for r in records} == {1}
 
 
-@pytest.mark.interop  # runs curl
 def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
     # Only the ports come from the environment, so that nothing else on the machine is hit.
-    with serve(env=environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0")) as served:
-        info = re.fullmatch(r"fakepop ready pop3=(\S+):(\d+) pop3s=\S+ ca=(\S+)", served.ready)
+    env = environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0", FAKEPOP_CONTROL_PORT="0")
+    with serve(env=env) as served:
+        info = re.fullmatch(
+            r"fakepop ready pop3=(\S+):(\d+) pop3s=\S+ control=(\S+) ca=(\S+)", served.ready
+        )
         assert info, served.ready
         with login(info[1], int(info[2])) as client:
             assert client.stat() == (len(DEMO), sum(map(len, DEMO)))
             assert [body(client.retr(n + 1)[1]) for n in range(len(DEMO))] == DEMO
         # Each line: two spaces, a label in ten columns, then what to paste.
         how_to = {line[2:12].strip(): line[12:] for line in served.how_to}
-        assert how_to["CA"].startswith(info[3])
-        curl = shlex.split(how_to["curl TLS"])
-        curl[0] = program(curl[0])
-        fetched = subprocess.run(curl, capture_output=True, check=True, timeout=10).stdout
-        assert fetched == DEMO[0]
+        assert how_to["CA"].startswith(info[4])
         printed = subprocess.run(
             [sys.executable, "-c", how_to["poplib"]],
             capture_output=True,
@@ -217,6 +215,19 @@ def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
             timeout=10,
         ).stdout
         assert printed.strip() == str((len(DEMO), sum(map(len, DEMO))))
+        assert how_to["control"] == f"curl {info[3]}/health"
+        with NO_PROXY.open(f"{info[3]}/health", timeout=5) as answer:
+            assert answer.status == 200
+
+
+@pytest.mark.interop  # runs curl
+def test_the_curl_line_printed_fetches_the_demo() -> None:
+    with serve(env=environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0")) as served:
+        how_to = {line[2:12].strip(): line[12:] for line in served.how_to}
+        curl = shlex.split(how_to["curl TLS"])
+        curl[0] = program(curl[0])
+        fetched = subprocess.run(curl, capture_output=True, check=True, timeout=10).stdout
+        assert fetched == DEMO[0]
 
 
 def test_flags_choose_accounts_mail_and_plain_pop3() -> None:
