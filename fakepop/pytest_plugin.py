@@ -96,7 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "fakepop(**options): configure pop3_server for this test: POP3Server's options"
         " (users=, tls=, faults=, settings=, and any field of fakepop.Settings or"
         " fakepop.TLSOptions: idle_timeout=, ...), and messages= (bytes, text, email"
-        " messages, or paths to load), fixtures= (a directory with fakepop.toml), generate=N"
+        " messages, or paths to load), fixtures= (a directory with fakepop.toml; paths are"
+        " read from the test file's directory, fakepop:NAME is a sample), generate=N"
         " with seed= and locale=, strict=, transcript=",
     )
     _defaults(config)  # a bad option stops the run here, not in every test that uses a server
