@@ -15,7 +15,14 @@ if TYPE_CHECKING:
     from fakepop.control import ControlClient, ControlError
     from fakepop.mail import Account, Mailbox, MailStore, Message
     from fakepop.mail.generate import generate_messages, iter_messages
-    from fakepop.mail.loaders import load, load_eml, load_eml_dir, load_maildir, load_mbox
+    from fakepop.mail.loaders import (
+        load,
+        load_eml,
+        load_eml_dir,
+        load_maildir,
+        load_mbox,
+        sample,
+    )
     from fakepop.mail.maildir import MaildirMailbox
     from fakepop.mail.message import LoadedMessage
     from fakepop.protocol import Session, Transcript
@@ -47,6 +54,7 @@ _WHERE = {
     "load_eml_dir": "fakepop.mail.loaders",
     "load_maildir": "fakepop.mail.loaders",
     "load_mbox": "fakepop.mail.loaders",
+    "sample": "fakepop.mail.loaders",
 }
 
 __all__ = [
@@ -74,6 +82,7 @@ __all__ = [
     "load_eml_dir",
     "load_maildir",
     "load_mbox",
+    "sample",
 ]
 
 

@@ -7,6 +7,7 @@ The settings of ``serve`` and their environment variables are in ``fakepop.confi
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import shlex
@@ -20,12 +21,20 @@ from types import FrameType
 from typing import Any
 
 from fakepop._version import __version__
-from fakepop.config import OPTION, OPTIONS, ConfigError, ServeConfig, resolve, unknown_variables
+from fakepop.config import (
+    OPTION,
+    OPTIONS,
+    ConfigError,
+    ServeConfig,
+    output_from_environment,
+    resolve,
+    unknown_variables,
+)
 from fakepop.control import ControlServer
 from fakepop.log import LOG_FORMATS, SessionLog
 from fakepop.mail.fill import MailItem, add_mail
 from fakepop.mail.generate import FakerMissing, iter_messages
-from fakepop.mail.loaders import fixtures_dir, load_eml_dir, mboxrd_entry
+from fakepop.mail.loaders import load_eml_dir, mboxrd_entry, sample
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
 from fakepop.protocol.fault_plan import FaultError
@@ -50,12 +59,13 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         help="serve mail until interrupted (the demo maildrop unless told otherwise)",
         description="Serve POP3 (with STLS) and POP3S until SIGINT or SIGTERM. With no"
         " accounts given it serves the demo maildrop to user / password.",
-        epilog="Every flag but -v, -q and --log-format can also be set by an environment"
-        " variable, FAKEPOP_ and the flag"
+        epilog="Every flag but -q can also be set by an environment"
+        " variable, FAKEPOP_ and the flag (-v: FAKEPOP_VERBOSE=1, -vv: 2)"
         " in capitals (--tls-port: FAKEPOP_TLS_PORT; switches take 1 or 0), or as a key of the"
         " --config file (tls_port = 1995; the server's settings in its [server] table too). A"
         " flag beats its variable, which beats the file; --user, --mailbox and the repeatable"
-        " settings (--tls-name, --sasl, ...) add up from all three.",
+        " settings (--tls-name, --sasl, ...) add up from all three. -v and --log-format have"
+        " no key in the file.",
     )
     groups = {section: serve.add_argument_group(section) for section in SECTIONS}
     for option in OPTIONS:
@@ -86,7 +96,7 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "-v",
         "--verbose",
         action="count",
-        default=0,
+        default=None,
         help="print a line per session to stderr as it ends; -vv also every line both ways"
         " (passwords masked)",
     )
@@ -96,7 +106,6 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     output.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        default="text",
         help="how -v writes: text, or one JSON object a line for log collectors (text)",
     )
     make = commands.add_parser(
@@ -108,10 +117,10 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     make.add_argument(
         "--format",
         choices=("eml", "mbox", "maildir"),
-        default="eml",
-        help="a directory of .eml files, an mbox file (mboxrd) or a Maildir (eml)",
+        help="a directory of .eml files, an mbox file (mboxrd) or a Maildir (eml); with"
+        " --out -, the message itself for --count 1, else an mbox",
     )
-    make.add_argument("--out", type=Path, required=True, help="where to write them")
+    make.add_argument("--out", required=True, help="where to write them; - for standard output")
     ca = commands.add_parser(
         "ca",
         help="write a CA (ca.pem, ca.key) for serve --cert-dir; keep the one found there",
@@ -119,6 +128,8 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         " clients can be told to trust ca.pem before the server starts.",
     )
     ca.add_argument("--out", type=Path, required=True, metavar="DIR", help="the directory")
+    for command in (serve, make, ca):
+        command.set_defaults(command_parser=command)  # for a mistyped flag's hint
     return parser, serve
 
 
@@ -153,13 +164,16 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def generate(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    if args.format != "mbox" and out.exists():
+    if args.out == "-":
+        return _generate_to_stdout(args)
+    out = Path(args.out)
+    form = args.format or "eml"
+    if form != "mbox" and out.exists():
         if not out.is_dir():
-            return _fail(f"{out} is a file; --format {args.format} writes a directory")
+            return _fail(f"{out} is a file; --format {form} writes a directory")
         if any(out.iterdir()):
             return _fail(f"{out} is not empty; give a new or empty directory")
-    if args.format == "mbox" and out.is_dir():
+    if form == "mbox" and out.is_dir():
         return _fail(f"{out} is a directory; --format mbox writes a file")
     try:
         messages = iter_messages(args.count, seed=args.seed, locale=args.locale)
@@ -168,12 +182,12 @@ def generate(args: argparse.Namespace) -> int:
     except ValueError as e:
         return _fail(str(e), 2)
     try:
-        if args.format == "eml":
+        if form == "eml":
             out.mkdir(parents=True, exist_ok=True)
             width = max(4, len(str(args.count)))
             for number, raw in enumerate(messages, 1):
                 (out / f"{number:0{width}}.eml").write_bytes(raw)
-        elif args.format == "mbox":
+        elif form == "mbox":
             with out.open("wb") as mbox:
                 for raw in messages:
                     mbox.write(mboxrd_entry(raw))
@@ -182,7 +196,32 @@ def generate(args: argparse.Namespace) -> int:
     except OSError as e:
         where = e.filename or out
         return _fail(f"cannot write {where}: {e.strerror or e}; give --out a place you can write")
-    print(f"wrote {args.count} messages to {out} ({args.format})")
+    print(f"wrote {args.count} messages to {out} ({form})")
+    return 0
+
+
+def _generate_to_stdout(args: argparse.Namespace) -> int:
+    """``--out -``: one message as it is, or an mbox; only the mail on stdout, for a pipe."""
+    single = args.count == 1 and args.format != "mbox"
+    if args.format == "maildir" or (args.format == "eml" and not single):
+        return _fail(
+            f"--out - writes one message (--count 1) or an mbox, not --format {args.format}:"
+            " give --format mbox, or a directory to --out",
+            2,
+        )
+    try:
+        messages = iter_messages(args.count, seed=args.seed, locale=args.locale)
+    except FakerMissing as e:
+        return _fail(str(e))
+    except ValueError as e:
+        return _fail(str(e), 2)
+    out = sys.stdout.buffer
+    try:
+        for raw in messages:
+            out.write(raw if single else mboxrd_entry(raw))
+        out.flush()
+    except BrokenPipeError:  # the reader had enough (| head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint
     return 0
 
 
@@ -254,7 +293,7 @@ def populate(server: POP3Server, config: ServeConfig) -> None:
             )
         _add_mail(server, name, [path], f"--mailbox {name}={path}")
     if demo and not config.mailboxes and not config.generate:
-        _add_mail(server, DEMO_USER[0], load_eml_dir(fixtures_dir() / "demo"), "the demo mail")
+        _add_mail(server, DEMO_USER[0], load_eml_dir(sample("demo")), "the demo mail")
     if config.generate:
         try:
             made = list(iter_messages(config.generate, seed=config.seed, locale=config.locale))
@@ -389,8 +428,12 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     flags = {key: value for key, value in vars(args).items() if key in OPTION}
     try:
         config = resolve(flags)
+        verbose, log_format = output_from_environment(os.environ)
     except ConfigError as e:
         parser.error(str(e))
+    # A flag beats its variable, as for every setting.
+    verbose = args.verbose if args.verbose is not None else verbose or 0
+    log_format = args.log_format or log_format or "text"
 
     # Handlers first: a SIGTERM while mail is loading still ends the process cleanly.
     stop = threading.Event()
@@ -436,9 +479,9 @@ def serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             server.stop()
             return _fail(f"cannot listen on {config.control_host}: {e.strerror or e}")
 
-    if args.verbose:
+    if verbose:
         server.transcript.subscribe(
-            SessionLog(sys.stderr, lines=args.verbose > 1, log_format=args.log_format)
+            SessionLog(sys.stderr, lines=verbose > 1, log_format=log_format)
         )
     info = ready_info(server, control, ca_path)
     if config.json:
@@ -473,12 +516,26 @@ def _report(server: POP3Server) -> bool:
     return False
 
 
+def _unrecognized(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """Exit 2 as argparse does, after naming the flag meant by the first mistyped one."""
+    flags = [flag for flag in parser._option_string_actions if flag.startswith("--")]
+    for word in words:
+        if word.startswith("--"):
+            near = difflib.get_close_matches(word.partition("=")[0], flags, n=1)
+            if near:
+                print(f"fakepop: did you mean {near[0]}?", file=sys.stderr)
+            break
+    parser.error(f"unrecognized arguments: {' '.join(words)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "serve")  # serving is what a bare ``fakepop`` does
     parser, serve_parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unrecognized(args.command_parser, unknown)
     if args.command == "generate":
         return generate(args)
     if args.command == "ca":

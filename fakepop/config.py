@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fakepop.mail.loaders import read_file
+from fakepop.log import LOG_FORMATS, LogFormat
+from fakepop.mail.loaders import SAMPLE_PREFIX, read_file
 from fakepop.settings import (
     COMMAND_LINE,
     CONTROL,
@@ -243,7 +244,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--mailbox",
         parse_mailbox,
-        "mail for an account: an .eml directory, an .eml file, an mbox or a Maildir; repeatable",
+        "mail for an account: an .eml directory, an .eml file, an mbox, a Maildir, or a"
+        " sample (fakepop:many.mbox); repeatable",
         MAIL,
         "NAME=PATH",
         repeat=True,
@@ -261,7 +263,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("--locale", parse_text, "the Faker locale of --generate (en_US)", MAIL, "LOCALE"),
     Option(
-        "--manifest", parse_text, "accounts and mail from a fakepop.toml manifest", MAIL, "PATH"
+        "--manifest",
+        parse_text,
+        "accounts and mail from a fakepop.toml manifest (the samples': fakepop:fakepop.toml)",
+        MAIL,
+        "PATH",
     ),
     Option("--faults", parse_text, "fault rules from a TOML or JSON fault file", FAULTS, "FILE"),
     Option(
@@ -447,9 +453,30 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+# Serve's output (-v, --log-format) rather than the server's behaviour: no key of the file, but
+# a variable, for a container set up by its environment alone.
+VERBOSE = ENV_PREFIX + "VERBOSE"
+LOG_FORMAT = ENV_PREFIX + "LOG_FORMAT"
+
+
+def output_from_environment(environ: Mapping[str, str]) -> tuple[int | None, LogFormat | None]:
+    """``FAKEPOP_VERBOSE`` (0, 1 or 2, as -v and -vv) and ``FAKEPOP_LOG_FORMAT``; None if unset.
+
+    Raises:
+        ConfigError: a value that is none of those allowed.
+    """
+    verbose = environ.get(VERBOSE, "").strip() or None
+    if verbose is not None and verbose not in ("0", "1", "2"):
+        raise ConfigError(f"{VERBOSE}: expected 0, 1 (as -v) or 2 (as -vv), got {verbose!r}")
+    log_format = environ.get(LOG_FORMAT, "").strip() or None
+    if log_format is not None and log_format not in LOG_FORMATS:
+        raise ConfigError(f"{LOG_FORMAT}: expected {' or '.join(LOG_FORMATS)}, got {log_format!r}")
+    return None if verbose is None else int(verbose), log_format
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``FAKEPOP_*`` variables that name no setting: most likely misspelt."""
-    known = {ENV_PREFIX + key.upper() for key in (*OPTION, *ALIASES)}
+    known = {ENV_PREFIX + key.upper() for key in (*OPTION, *ALIASES)} | {VERBOSE, LOG_FORMAT}
     return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
 
 
@@ -511,10 +538,17 @@ def _file_value(
     except ValueError as e:
         raise ConfigError(f"{where}: {e}") from None
     if key == "mailbox":
-        parsed = [(account, str(base / path)) for account, path in parsed]
-    elif key in ("cert_dir", "manifest"):
+        parsed = [(account, _beside(base, path)) for account, path in parsed]
+    elif key == "manifest":
+        parsed = _beside(base, parsed)
+    elif key == "cert_dir":
         parsed = str(base / parsed)
     values[key] = _rebase(parsed, base)
+
+
+def _beside(base: Path, path: str) -> str:
+    """A mail path of the file: relative to the file, unless it names a sample (fakepop:...)."""
+    return path if path.startswith(SAMPLE_PREFIX) else str(base / path)
 
 
 def _rebase(value: Any, base: Path) -> Any:
@@ -537,5 +571,5 @@ def _table(key: str, value: dict[str, Any], base: Path, where: str) -> Any:
         for path in paths if isinstance(paths, list) else [paths]:
             if not isinstance(path, str):
                 raise ConfigError(f"{where}.{name}: expected a path or a list of paths")
-            result.append((name, base / path))
+            result.append((name, Path(_beside(base, path))))
     return result

@@ -10,13 +10,16 @@ in strict mode a client that breaks the RFCs fails its test at teardown.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import pytest
 
-from fakepop.settings import FIELDS, Field, Settings, Switch, TLSOptions, check
+from fakepop.settings import FIELDS, Field, Settings, Switch, TLSOptions, check, unknown_names
 
 # The server, TLS and mail modules are imported by the fixtures that use them: the plugin
 # is loaded by every pytest run wherever fakepop is installed, and should cost it nothing.
@@ -96,7 +99,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "fakepop(**options): configure pop3_server for this test: POP3Server's options"
         " (users=, tls=, faults=, settings=, and any field of fakepop.Settings or"
         " fakepop.TLSOptions: idle_timeout=, ...), and messages= (bytes, text, email"
-        " messages, or paths to load), fixtures= (a directory with fakepop.toml), generate=N"
+        " messages, or paths to load), fixtures= (a directory with fakepop.toml; paths are"
+        " read from the test file's directory, fakepop:NAME is a sample), generate=N"
         " with seed= and locale=, strict=, transcript=",
     )
     _defaults(config)  # a bad option stops the run here, not in every test that uses a server
@@ -160,7 +164,8 @@ def pop3_server_factory(
     """Make started servers with any options; each is stopped and checked at teardown.
 
     Takes POP3Server's keyword arguments and the marker's own: ``messages``,
-    ``fixtures``, ``generate`` (with ``seed``, ``locale``), ``strict``.
+    ``fixtures``, ``generate`` (with ``seed``, ``locale``), ``strict``. Relative
+    paths in ``messages`` and ``fixtures`` are read from the test file's directory.
     """
     defaults = _defaults(request.config)
     servers: list[POP3Server] = []
@@ -169,7 +174,7 @@ def pop3_server_factory(
     strict: list[POP3Server] = []
 
     def make(**options: Any) -> POP3Server:
-        server, own = _start(defaults, pop3_authority, options)
+        server, own = _start(defaults, pop3_authority, options, request.path.parent)
         servers.append(server)
         if own.get("strict"):
             strict.append(server)
@@ -196,11 +201,16 @@ def pop3_server_factory(
 
 
 def _start(
-    defaults: dict[str, Any], authority: Authority, options: dict[str, Any]
+    defaults: dict[str, Any], authority: Authority, options: dict[str, Any], base: Path
 ) -> tuple[POP3Server, dict[str, Any]]:
     """A started server made from the run's defaults and ``options``, and the plugin's own
-    options among them (``strict``, ``transcript``, ...)."""
+    options among them (``strict``, ``transcript``, ...); relative paths are read from
+    ``base``."""
     from fakepop.server import POP3Server
+
+    unknown = _unknown(options)
+    if unknown:
+        raise TypeError(unknown)
 
     # A whole Settings (or TLSOptions) given replaces the options' values of its fields.
     given = [
@@ -208,29 +218,57 @@ def _start(
         for owner, key in ((Settings, "settings"), (TLSOptions, "tls"))
         if isinstance(options.get(key), owner)
     ]
-    base = {k: v for k, v in defaults.items() if k not in FIELDS or FIELDS[k].owner not in given}
-    settings = {**base, **options}
+    kept = {k: v for k, v in defaults.items() if k not in FIELDS or FIELDS[k].owner not in given}
+    settings = {**kept, **options}
     own = {key: settings.pop(key) for key in _OWN if key in settings}
     if settings.get("tls"):
         settings.setdefault("authority", authority)
     server = POP3Server(**settings)
     if not server.users and "users" not in options and "fixtures" not in own:
         server.users[DEFAULT_USER] = DEFAULT_PASSWORD
-    _fill(server, own)
+    _fill(server, own, base)
     server.start()
     return server, own
 
 
-def _fill(server: POP3Server, own: dict[str, Any]) -> None:
-    """Give the server the mail the marker asks for."""
-    from fakepop.mail.fill import add_mail
+def _unknown(options: dict[str, Any]) -> str | None:
+    """What is wrong with ``options``' names, with the nearest valid one; None if nothing."""
+    from fakepop.server import _KEYWORDS
 
+    valid = [*FIELDS, *_KEYWORDS, *_OWN]
+    names = [name for name in options if name not in valid]
+    return unknown_names(names, valid, "unknown option") if names else None
+
+
+def _failing(key: str, call: Callable[[], object]) -> None:
+    """``call()``; a path that cannot be read fails the test with the message alone."""
+    try:
+        call()
+    except (OSError, ValueError) as e:  # ManifestError is one
+        error = f"@pytest.mark.fakepop({key}=...): {e}"
+    else:
+        return
+    pytest.fail(error, pytrace=False)
+
+
+def _fill(server: POP3Server, own: dict[str, Any], base: Path) -> None:
+    """Give the server the mail the marker asks for; relative paths are read from ``base``."""
+    from fakepop.mail.fill import add_mail
+    from fakepop.mail.loaders import mail_path
+
+    def located(item: Any) -> Any:
+        if isinstance(item, os.PathLike) or (isinstance(item, str) and "\n" not in item):
+            return mail_path(item, base)
+        return item  # a message
+
+    # A path the test got wrong fails it with the full path tried, not fakepop's traceback.
     if "fixtures" in own:
-        server.load_manifest(own["fixtures"])
+        _failing("fixtures", lambda: server.load_manifest(located(own["fixtures"])))
     if not server.users:
         return
     mailbox = server.mailbox(next(iter(server.users)))
-    add_mail(mailbox, own.get("messages", ()))
+    messages = own.get("messages", ())
+    _failing("messages", lambda: add_mail(mailbox, [located(item) for item in messages]))
     if own.get("generate"):
         from fakepop.mail.generate import FakerMissing, generate_messages
 
@@ -255,6 +293,9 @@ def pop3_server(
         if marker.args:
             raise pytest.UsageError("@pytest.mark.fakepop takes keyword arguments only")
         options.update(marker.kwargs)
+    unknown = _unknown(options)
+    if unknown:  # the test's own mistake: its message, not fakepop's traceback
+        pytest.fail(f"@pytest.mark.fakepop: {unknown}", pytrace=False)
     return pop3_server_factory(**options)
 
 
@@ -280,11 +321,16 @@ def pop3_server_fixture(*, scope: Scope = "module", **options: Any) -> Any:
     tokens, messages (same UIDs, same bytes; nothing retrieved or deleted), fault rules
     and settings, closes any session still open and empties the transcript: each test's
     report shows its own sessions, and strict mode checks each test's own. With
-    ``maildir=`` the files a test took away are written again, under their own names.
+    ``maildir=`` the files a test took away are written again, under their own names. Relative
+    paths in ``messages`` and ``fixtures`` are read from the directory of the file that
+    calls this.
 
     Raises:
         ValueError: a scope that is not one of ``SCOPES``.
     """
+    # Relative paths are read from the directory of the file that makes the fixture.
+    where = sys._getframe(1).f_globals.get("__file__")
+    home = Path(where).parent if where else None
     if scope not in SCOPES:
         raise ValueError(
             f"pop3_server_fixture(scope={scope!r}): the scope must be one of"
@@ -296,7 +342,8 @@ def pop3_server_fixture(*, scope: Scope = "module", **options: Any) -> Any:
         request: pytest.FixtureRequest, pop3_authority: Authority
     ) -> Iterator[POP3Server]:
         defaults = _defaults(request.config)
-        server, own = _start(defaults, pop3_authority, dict(options))
+        base = home or request.path.parent
+        server, own = _start(defaults, pop3_authority, dict(options), base)
         shared = request.config.stash.setdefault(SHARED, {})
         shared[id(server)] = _Shared(server, bool(own.get("strict")), own.get("transcript", True))
         try:

@@ -8,6 +8,7 @@ clients must trust across runs is kept in a directory (``Authority.load_or_creat
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import enum
 import fcntl
@@ -16,6 +17,8 @@ import ipaddress
 import os
 import shutil
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import warnings
@@ -36,6 +39,16 @@ COMMON_NAME = "localhost"  # fetchmail 6.4 rejects a leaf whose subject has no c
 WRONG_HOST = "wrong-host.invalid"  # never resolves (RFC 2606), so never matches what a client dials
 CA_CERT = "ca.pem"  # in a CA's directory: the certificate, what clients are given
 CA_KEY = "ca.key"  # and its private key, readable by its owner only
+
+# The directory of the CA files of authorities kept nowhere else: one per process, removed at
+# exit, and by a watcher process when this one is killed (SIGKILL runs no atexit). The watcher
+# reads a pipe only this process writes to; its end, whatever ended the process, is its cue.
+_SCRATCH_PREFIX = "fakepop-ca-"
+_WATCHER = (
+    "import shutil, sys; sys.stdin.buffer.read(); shutil.rmtree(sys.argv[1], ignore_errors=True)"
+)
+_scratch: Path | None = None
+_scratch_lock = threading.Lock()
 
 KeyType = Literal["ecdsa", "rsa"]
 _TRUSTME_KEY = {"ecdsa": trustme.KeyType.ECDSA, "rsa": trustme.KeyType.RSA}
@@ -169,9 +182,8 @@ class Authority:
         """The CA certificate as a PEM file: give it to curl --cacert, fetchmail, openssl."""
         with self._lock:
             if self._ca_pem is None:
-                directory = Path(tempfile.mkdtemp(prefix="fakepop-ca-"))
-                atexit.register(shutil.rmtree, directory, ignore_errors=True)
-                self._ca_pem = directory / "ca.pem"
+                directory = Path(tempfile.mkdtemp(dir=_scratch_directory()))
+                self._ca_pem = directory / CA_CERT
                 self.ca.cert_pem.write_to_path(str(self._ca_pem))
             return self._ca_pem
 
@@ -259,6 +271,41 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 @functools.cache
+def _scratch_directory() -> Path:
+    """This process's directory for CA files, made on first use, gone when the process is."""
+    global _scratch
+    with _scratch_lock:
+        if _scratch is None:
+            _scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX))
+            atexit.register(_remove, _scratch, _watch(_scratch))
+        return _scratch
+
+
+def _watch(directory: Path) -> subprocess.Popen[bytes] | None:
+    """A process that removes ``directory`` once this one has ended, however it ended."""
+    if not sys.executable:  # embedded: there is no interpreter to start; atexit alone
+        return None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _WATCHER, str(directory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C at the terminal is for this process, not it
+        )
+    except OSError:
+        return None
+
+
+def _remove(directory: Path, watcher: subprocess.Popen[bytes] | None) -> None:
+    """At exit: let the watcher go, and remove the directory whether it did or not."""
+    if watcher is not None and watcher.stdin is not None:
+        watcher.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # it gets there on its own
+            watcher.wait(5)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 def default_authority() -> Authority:
     """The process's CA, made on first use."""
     return Authority()

@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from fakepop.cli import main
 from fakepop.log import SessionLog
 from fakepop.mail.loaders import fixtures_dir, load, load_eml_dir
 from fakepop.mail.maildir import JOURNAL
+from fakepop.mail.message import LoadedMessage
 from fakepop.mail.wire import to_crlf
 from fakepop.tls import CA_CERT, CA_KEY, Authority
 
@@ -191,22 +193,20 @@ def test_session_log_is_told_until_it_unsubscribes() -> None:
     assert {r["session"] for r in records} == {1}
 
 
-@pytest.mark.interop  # runs curl
 def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
     # Only the ports come from the environment, so that nothing else on the machine is hit.
-    with serve(env=environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0")) as served:
-        info = re.fullmatch(r"fakepop ready pop3=(\S+):(\d+) pop3s=\S+ ca=(\S+)", served.ready)
+    env = environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0", FAKEPOP_CONTROL_PORT="0")
+    with serve(env=env) as served:
+        info = re.fullmatch(
+            r"fakepop ready pop3=(\S+):(\d+) pop3s=\S+ control=(\S+) ca=(\S+)", served.ready
+        )
         assert info, served.ready
         with login(info[1], int(info[2])) as client:
             assert client.stat() == (len(DEMO), sum(map(len, DEMO)))
             assert [body(client.retr(n + 1)[1]) for n in range(len(DEMO))] == DEMO
         # Each line: two spaces, a label in ten columns, then what to paste.
         how_to = {line[2:12].strip(): line[12:] for line in served.how_to}
-        assert how_to["CA"].startswith(info[3])
-        curl = shlex.split(how_to["curl TLS"])
-        curl[0] = program(curl[0])
-        fetched = subprocess.run(curl, capture_output=True, check=True, timeout=10).stdout
-        assert fetched == DEMO[0]
+        assert how_to["CA"].startswith(info[4])
         printed = subprocess.run(
             [sys.executable, "-c", how_to["poplib"]],
             capture_output=True,
@@ -215,6 +215,19 @@ def test_no_arguments_serve_the_demo_and_say_how_to_connect() -> None:
             timeout=10,
         ).stdout
         assert printed.strip() == str((len(DEMO), sum(map(len, DEMO))))
+        assert how_to["control"] == f"curl {info[3]}/health"
+        with NO_PROXY.open(f"{info[3]}/health", timeout=5) as answer:
+            assert answer.status == 200
+
+
+@pytest.mark.interop  # runs curl
+def test_the_curl_line_printed_fetches_the_demo() -> None:
+    with serve(env=environment(FAKEPOP_PORT="0", FAKEPOP_TLS_PORT="0")) as served:
+        how_to = {line[2:12].strip(): line[12:] for line in served.how_to}
+        curl = shlex.split(how_to["curl TLS"])
+        curl[0] = program(curl[0])
+        fetched = subprocess.run(curl, capture_output=True, check=True, timeout=10).stdout
+        assert fetched == DEMO[0]
 
 
 def test_flags_choose_accounts_mail_and_plain_pop3() -> None:
@@ -283,6 +296,61 @@ def test_environment_variables_set_what_flags_set() -> None:
         )
         with NO_PROXY.open(request, timeout=5) as answer:
             assert {a["name"] for a in json.load(answer)["accounts"]} == {"alice", "bob"}
+
+
+def test_verbose_and_log_format_from_the_environment() -> None:
+    # A container is set up by its environment alone: -vv --log-format json as variables.
+    env = environment(FAKEPOP_VERBOSE="2", FAKEPOP_LOG_FORMAT="json")
+    with serve("--no-tls", "--port", "0", env=env) as served:
+        port = int(served.ready.rsplit(":", 1)[1])
+        with login("127.0.0.1", port) as client:
+            client.quit()
+        code, out, err = served.stop()
+    assert (code, out) == (0, "")
+    records = [json.loads(line) for line in err.splitlines()]
+    assert {r["event"] for r in records} == {"line", "session"}  # -vv: the lines too
+    # A flag beats its variable.
+    with serve("--no-tls", "--port", "0", "--log-format", "text", env=env) as served:
+        port = int(served.ready.rsplit(":", 1)[1])
+        with login("127.0.0.1", port) as client:
+            client.quit()
+        code, out, err = served.stop()
+    assert err.splitlines()[-1].split()[1] == "session"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("FAKEPOP_VERBOSE", "3", "FAKEPOP_VERBOSE: expected 0, 1 (as -v) or 2 (as -vv), got '3'"),
+        ("FAKEPOP_LOG_FORMAT", "xml", "FAKEPOP_LOG_FORMAT: expected text or json, got 'xml'"),
+    ],
+)
+def test_output_variables_that_cannot_be_used_exit_2(variable: str, value: str, says: str) -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "fakepop", "serve", "--port", "0", "--no-tls"],
+        env=environment(**{variable: value}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert process.returncode == 2
+    assert says in process.stderr
+    assert "ignoring" not in process.stderr
+
+
+def test_serve_takes_the_samples_by_name(tmp_path: Path) -> None:
+    config = tmp_path / "fakepop.toml"
+    config.write_text('mailbox = ["bob=fakepop:demo"]\n')
+    args = ("--manifest", "fakepop:fakepop.toml", "--config", str(config), "--json")
+    with serve(*ANY_PORTS, "--no-tls", *args) as served:
+        port = served.info["pop3"]["port"]
+        with login("127.0.0.1", port, "alice", "alice-secret") as client:
+            assert client.stat()[0] == 11
+        with login("127.0.0.1", port, "bob", "bob-secret") as client:
+            assert client.stat()[0] == 4 + 200 + len(DEMO)
+    [result] = run(["serve", "--port", "0", "--mailbox", "user=fakepop:dmeo"])
+    assert result.returncode == 2
+    assert "no sample mailbox 'dmeo'; the samples: demo, eml," in result.stderr
 
 
 def test_a_config_file_says_all_that_and_more(tmp_path: Path) -> None:
@@ -398,11 +466,40 @@ def test_the_transcript_keeps_the_latest_sessions(
         assert transcript_sessions(control) == kept
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_server_ended_any_way_leaves_no_ca_directory(tmp_path: Path, signum: int) -> None:
+    # Without --cert-dir the CA is written to a temporary directory: removed at exit, and
+    # by a watcher process when SIGKILL leaves no exit to run.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    with serve(*ANY_PORTS, "--json", env=environment(TMPDIR=str(private))) as served:
+        ca = Path(served.info["ca"])
+        assert ca.is_file()
+        assert ca.is_relative_to(private)
+        assert [p.name.startswith("fakepop-ca-") for p in private.iterdir()] == [True]
+        served.process.send_signal(signum)
+        served.process.wait(10)
+    wait_until(lambda: not any(private.iterdir()), f"{private} emptied after {signum!r}")
+
+
 def test_bad_flag_exits_2_with_usage() -> None:
     [result] = run(["serve", "--user", "nopassword"])
     assert result.returncode == 2
     assert "usage: fakepop serve" in result.stderr
     assert "expected NAME:PASSWORD" in result.stderr
+
+
+def test_a_mistyped_flag_names_the_nearest_before_the_usage() -> None:
+    typo, typo_with_value, unlike = run(
+        ["serve", "--idle-timout", "3"],
+        ["--tls-prot=1995"],
+        ["serve", "--zzzzzz"],
+    )
+    assert typo.returncode == typo_with_value.returncode == unlike.returncode == 2
+    assert typo.stderr.startswith("fakepop: did you mean --idle-timeout?\nusage: fakepop serve")
+    assert "unrecognized arguments: --idle-timout 3" in typo.stderr
+    assert typo_with_value.stderr.startswith("fakepop: did you mean --tls-port?\n")
+    assert unlike.stderr.startswith("usage: fakepop serve")
 
 
 def test_port_in_use_exits_1_saying_which() -> None:
@@ -522,6 +619,50 @@ def test_generate_writes_what_generate_messages_makes(tmp_path: Path, form: str)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"wrote 7 messages to {out} ({form})\n"
     assert [to_crlf(m.raw) for m in load(out)] == [to_crlf(r) for r in generate_messages(7, seed=3)]
+
+
+def test_generate_to_standard_output() -> None:
+    def generate(*args: str) -> subprocess.CompletedProcess[bytes]:
+        command = [sys.executable, "-m", "fakepop", "generate", "--seed", "5", "--out", "-"]
+        return subprocess.run([*command, *args], env=environment(), capture_output=True, timeout=60)
+
+    one, mbox, eml, maildir = (
+        generate("--count", "1"),
+        generate("--count", "3"),
+        generate("--count", "3", "--format", "eml"),
+        generate("--count", "1", "--format", "maildir"),
+    )
+    assert (one.returncode, one.stderr) == (0, b"")
+    assert one.stdout == generate_messages(1, seed=5)[0]  # the message alone, as an .eml
+    assert (mbox.returncode, mbox.stderr) == (0, b"")
+    assert mbox.stdout.startswith(b"From ")
+    assert [to_crlf(m.raw) for m in load_mbox_bytes(mbox.stdout)] == [
+        to_crlf(raw) for raw in generate_messages(3, seed=5)
+    ]
+    for refused in (eml, maildir):
+        assert (refused.returncode, refused.stdout) == (2, b"")
+        assert b"--out - writes one message (--count 1) or an mbox" in refused.stderr
+
+
+def test_generate_to_a_pipe_closed_early_ends_quietly() -> None:
+    command = [sys.executable, "-m", "fakepop", "generate", "--count", "3000", "--out", "-"]
+    process = subprocess.Popen(
+        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    assert process.stdout.readline().startswith(b"From ")
+    process.stdout.close()  # as `| head -1` does
+    err = process.stderr.read()
+    process.stderr.close()
+    assert (process.wait(60), err) == (0, b"")
+
+
+def load_mbox_bytes(data: bytes) -> list[LoadedMessage]:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "out.mbox"
+        path.write_bytes(data)
+        return load(path)
 
 
 @pytest.mark.parametrize(

@@ -313,3 +313,23 @@ def test_under_xdist_each_worker_has_its_own_shared_server(pytester: pytest.Pyte
     pairs = {tuple(line.split()) for line in set(lines)}
     assert {worker for worker, _ in pairs} == {"gw0", "gw1"}
     assert len({port for _, port in pairs}) == 2  # one server a worker, the same for its tests
+
+
+def test_relative_paths_are_read_from_the_directory_of_the_conftest_that_makes_it(
+    pytester: pytest.Pytester,
+) -> None:
+    sub = pytester.mkdir("sub")
+    (sub / "mail").mkdir()
+    (sub / "mail" / "hello.eml").write_bytes(b"Subject: hello\r\n\r\nfrom beside the module\r\n")
+    (sub / "conftest.py").write_text(
+        "from fakepop.pytest_plugin import pop3_server_fixture\n"
+        "\n"
+        'shared = pop3_server_fixture(scope="session", messages=["mail/hello.eml"])\n'
+    )
+    (sub / "test_beside.py").write_text(
+        "def test_it(shared):\n"
+        '    [message] = shared.mailbox("user")\n'
+        '    assert message.read().endswith(b"from beside the module\\r\\n")\n'
+    )
+    # Run from the parent directory: the path is not the working directory's.
+    pytester.runpytest("-p", "no:cacheprovider", "sub").assert_outcomes(passed=1)

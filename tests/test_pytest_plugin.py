@@ -8,6 +8,7 @@ import re
 import stat
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -501,8 +502,8 @@ def test_the_marker(pytester: pytest.Pytester) -> None:
             [
                 "ERROR test_suite.py::test_positional_arguments - *UsageError:"
                 " @pytest.mark.fakepop takes keyword arguments only",
-                "ERROR test_suite.py::test_unknown_option - TypeError:"
-                "*unexpected keyword argument 'tsl'",
+                "ERROR test_suite.py::test_unknown_option - Failed: @pytest.mark.fakepop:"
+                " unknown option 'tsl'",
             ]
         )
     first, second = (pytester.path / "uids-11.txt").read_text().splitlines()
@@ -534,6 +535,184 @@ def test_marker_fixtures_accounts_replace_the_default_one(pytester: pytest.Pytes
         """,
     )
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_marker_relative_paths_are_read_from_the_test_files_directory(
+    pytester: pytest.Pytester,
+) -> None:
+    # pytest runs from the project's root, the test file lies deeper: a path beside the
+    # test file should be found from there, whatever the current directory.
+    here = pytester.mkdir("tests")
+    mail = here / "mail"
+    mail.mkdir()
+    (mail / "one.eml").write_bytes(b"Subject: beside the test\r\n\r\nx\r\n")
+    (mail / "fakepop.toml").write_text(
+        '[accounts.alice]\npassword = "a"\nmessages = [{ path = "one.eml" }]\n'
+    )
+    absolute = pytester.path / "elsewhere.eml"
+    absolute.write_bytes(b"Subject: absolute\r\n\r\nx\r\n")
+    (here / "test_paths.py").write_text(
+        textwrap.dedent(
+            f"""
+            from pathlib import Path
+
+            import pytest
+
+
+            @pytest.mark.fakepop(messages=["mail/one.eml", Path({str(absolute)!r})])
+            def test_messages(pop3_mailbox):
+                assert len(pop3_mailbox) == 2
+
+
+            @pytest.mark.fakepop(fixtures="mail")
+            def test_fixtures(pop3_server):
+                assert len(pop3_server.mailbox("alice")) == 1
+
+
+            @pytest.mark.fakepop(messages=["mail/missing.eml"])
+            def test_missing_messages(pop3_server):
+                pass
+
+
+            @pytest.mark.fakepop(fixtures=Path("no-such-dir"))
+            def test_missing_fixtures(pop3_server):
+                pass
+            """
+        )
+    )
+    result = pytester.runpytest("-rA")
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at setup of test_missing_messages*",
+            f"@pytest.mark.fakepop(messages=...): no mail at {mail / 'missing.eml'}: *",
+            "*ERROR at setup of test_missing_fixtures*",
+            f"@pytest.mark.fakepop(fixtures=...): no manifest at {here / 'no-such-dir'}: *",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*During handling*")
+
+
+def test_marker_takes_the_samples_by_name(pytester: pytest.Pytester) -> None:
+    # "fakepop:NAME" names a sample mailbox shipped in the package, so a README snippet
+    # works outside a checkout; an unknown name lists the samples there are.
+    suite(
+        pytester,
+        """
+        import pytest
+
+        import fakepop
+
+
+        @pytest.mark.fakepop(messages=["fakepop:demo", "fakepop:many.mbox"])
+        def test_messages(pop3_mailbox):
+            assert len(pop3_mailbox) == 3 + 200
+
+
+        @pytest.mark.fakepop(fixtures="fakepop:fakepop.toml")
+        def test_fixtures(pop3_server):
+            assert sorted(pop3_server.users) == ["alice", "bob", "carol"]
+
+
+        def test_function():
+            assert fakepop.sample("demo").is_dir()
+            assert fakepop.load(fakepop.sample("eml/dot-lines.eml"))
+
+
+        @pytest.mark.fakepop(messages=["fakepop:dmeo"])
+        def test_unknown(pop3_server):
+            pass
+        """,
+    )
+    result = pytester.runpytest("-rA")
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.fakepop(messages=...): no sample mailbox 'dmeo';"
+            " the samples: demo, eml, *, many.mbox, *"
+        ]
+    )
+
+
+def test_a_mistyped_marker_key_names_the_nearest(pytester: pytest.Pytester) -> None:
+    # The marker's own keys are candidates as much as POP3Server's; the test errors with
+    # the message alone, not a traceback through fakepop.
+    suite(
+        pytester,
+        """
+        import pytest
+
+
+        @pytest.mark.fakepop(idle_timout=1)
+        def test_setting(pop3_server):
+            pass
+
+
+        @pytest.mark.fakepop(messags=["fakepop:demo"])
+        def test_own(pop3_server):
+            pass
+
+
+        def test_factory(pop3_server_factory):
+            with pytest.raises(TypeError, match="did you mean 'generate'"):
+                pop3_server_factory(generat=3)
+        """,
+    )
+    result = pytester.runpytest("-rA")
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*@pytest.mark.fakepop: unknown option 'idle_timout'",
+            "did you mean 'idle_timeout'? The valid names: *",
+            "*@pytest.mark.fakepop: unknown option 'messags'",
+            "did you mean 'messages'? The valid names: *",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*Traceback*")
+    result.stdout.no_fnmatch_line("*pytest_plugin.py*")
+
+
+def test_assertion_helpers_fail_at_the_tests_line(pytester: pytest.Pytester) -> None:
+    # __tracebackhide__: the report points at the line of the test that asked, and shows
+    # none of fakepop's own frames.
+    suite(
+        pytester,
+        """
+        from pophelp import login
+
+
+        def test_sent(pop3_server):
+            login(pop3_server).quit()
+            pop3_server.transcript.assert_sent("RETR")  # line 6
+
+
+        def test_login(pop3_server):
+            login(pop3_server).quit()
+            pop3_server.transcript.assert_login("APOP")  # line 11
+
+
+        def test_quit(pop3_server):
+            login(pop3_server).close()
+            pop3_server.transcript.wait_for(quit=False)
+            pop3_server.transcript.assert_quit()  # line 17
+
+
+        def test_deleted(pop3_server, pop3_mailbox):
+            pop3_mailbox.add(b"Subject: x\\r\\n\\r\\nx\\r\\n", uid="kept")
+            pop3_mailbox.assert_deleted("kept")  # line 22
+        """,
+    )
+    result = pytester.runpytest("--no-fakepop-transcript")
+    result.assert_outcomes(failed=4)
+    failures = [line for line in result.outlines if re.match(r"\S+\.py:\d+: \w+Error", line)]
+    assert failures == [
+        "test_suite.py:6: AssertionError",
+        "test_suite.py:11: AssertionError",
+        "test_suite.py:17: AssertionError",
+        "test_suite.py:22: AssertionError",
+    ]
+    result.stdout.no_fnmatch_line("*fakepop/*")
 
 
 # --- options: ini and command line -----------------------------------------------------------

@@ -125,9 +125,10 @@ def load(
 ) -> list[LoadedMessage]:
     """Whatever is at ``path``: a Maildir, a directory of .eml files, an .eml file or an mbox.
 
-    With ``root``, every file read must lie inside that resolved directory.
+    ``path`` may name a sample that ships with fakepop: ``"fakepop:many.mbox"`` (see
+    ``sample``). With ``root``, every file read must lie inside that resolved directory.
     """
-    target = Path(path)
+    target = mail_path(path)
     if target.is_dir():
         if (target / "cur").is_dir() and (target / "new").is_dir():
             return load_maildir(target, root=root)
@@ -146,3 +147,50 @@ def fixtures_dir() -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("the sample mailboxes (fixtures/) are missing from this installation")
+
+
+SAMPLE_PREFIX = "fakepop:"  # "fakepop:demo" names a sample wherever a mail path is taken
+
+
+def samples() -> list[str]:
+    """The names of the sample mailboxes that ship with fakepop (see fixtures/README.md)."""
+    return sorted(
+        entry.name
+        for entry in fixtures_dir().iterdir()
+        if entry.name[0] not in "._" and entry.name != "README.md"
+    )
+
+
+def sample(name: str) -> Path:
+    """The path of a sample mailbox that ships with fakepop, such as ``"demo"`` or ``"many.mbox"``.
+
+    ``"fakepop.toml"`` is the manifest of the samples (accounts alice, bob and carol); a
+    file inside a sample directory may be named too (``"eml/dot-lines.eml"``). The same
+    names, written ``"fakepop:demo"``, work as paths in ``load``, the pytest marker and
+    ``fakepop serve``.
+
+    Raises:
+        ValueError: there is no such sample; the message lists those there are.
+    """
+    root = fixtures_dir()
+    name = name.removeprefix(SAMPLE_PREFIX)
+    path = (root / name).resolve()
+    if not name or not path.is_relative_to(root) or not path.exists():
+        raise ValueError(f"no sample mailbox {name!r}; the samples: {', '.join(samples())}")
+    return path
+
+
+def mail_path(path: str | os.PathLike[str], base: Path | None = None) -> Path:
+    """Where a path given for mail leads: a sample for ``fakepop:NAME``, else ``path``.
+
+    Args:
+        path: a path, or ``fakepop:`` and the name of a sample.
+        base: the directory a relative path is read from; the current one when None.
+
+    Raises:
+        ValueError: ``fakepop:`` and a name that is no sample's.
+    """
+    text = os.fspath(path)
+    if text.startswith(SAMPLE_PREFIX):
+        return sample(text)
+    return Path(text) if base is None else base / text

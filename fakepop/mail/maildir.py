@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid
+from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid, subject_of
 from fakepop.mail.store import Mailbox, MaildropError, MessageGone, Snapshot
 from fakepop.mail.wire import crlf_chunks, dot_stuff, stuff_chunks, to_crlf, top_lines
 
@@ -181,7 +181,7 @@ def _another_uid(uid: str, inode: int, taken: set[str]) -> str:
     return other
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, repr=False)
 class MaildirMessage:
     """A message in a Maildir file, read each time it is sent."""
 
@@ -202,6 +202,13 @@ class MaildirMessage:
 
     def top_chunks(self, lines: int) -> Iterator[bytes]:
         return stuff_chunks(top_lines(crlf_chunks(_read(self.path, self.inode)), lines))
+
+    def __repr__(self) -> str:
+        try:  # the header is in the first piece but for freak mail
+            subject = subject_of(to_crlf(next(_read(self.path, self.inode), b"")))
+        except OSError:  # gone since it was listed
+            subject = None
+        return f"<MaildirMessage uid={self.uid!r} size={self.size} subject={subject!r}>"
 
 
 class _KeptFile(Message):
@@ -239,7 +246,7 @@ class MaildirMailbox(Mailbox):
         self._sweep_tmp()
 
     def __repr__(self) -> str:
-        return f"<MaildirMailbox {self.path}>"
+        return super().__repr__().removesuffix(">") + f" in {self.path}>"
 
     # --- the lock on disk ------------------------------------------------------------------
 

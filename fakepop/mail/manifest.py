@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fakepop.mail.generate import FakerMissing, generate_messages
-from fakepop.mail.loaders import load, read_file
+from fakepop.mail.loaders import load, mail_path, read_file
 from fakepop.mail.message import LoadedMessage, check_uid
 
 MANIFEST = "fakepop.toml"
@@ -45,8 +45,14 @@ class AccountFixture:
 
 
 def load_manifest(path: str | os.PathLike[str]) -> dict[str, AccountFixture]:
-    """Read a manifest (the file, or a directory holding ``fakepop.toml``) and its mail."""
-    file = Path(path)
+    """Read a manifest (the file, or a directory holding ``fakepop.toml``) and its mail.
+
+    ``"fakepop:fakepop.toml"`` is the manifest of the samples that ship with fakepop.
+    """
+    try:
+        file = mail_path(path)
+    except ValueError as e:
+        raise ManifestError(str(e)) from None
     if file.is_dir():
         file = file / MANIFEST
     try:

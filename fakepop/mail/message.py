@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.message
+import email.parser
 import email.policy
 import hashlib
 import re
@@ -30,6 +31,24 @@ def as_bytes(source: MessageSource) -> bytes:
     raise TypeError(
         f"a message must be bytes, str or email.message.Message, not {type(source).__name__}"
     )
+
+
+_SUBJECT_SHOWN = 60  # characters of the Subject a repr shows
+
+
+def subject_of(head: bytes) -> str | None:
+    """The decoded Subject of a message from its first bytes, cut for a repr; None if none."""
+    end = head.find(b"\r\n\r\n")
+    header = head if end < 0 else head[: end + 2]
+    parsed = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(header)
+    try:
+        subject = parsed["Subject"]
+    except (ValueError, IndexError):  # a header the parser cannot make sense of
+        return None
+    if subject is None:
+        return None
+    text = " ".join(str(subject).split())
+    return text if len(text) <= _SUBJECT_SHOWN else text[: _SUBJECT_SHOWN - 3] + "..."
 
 
 def content_uid(wire: bytes) -> str:
@@ -128,4 +147,4 @@ class Message:
         return dot_stuff(wire[:end])
 
     def __repr__(self) -> str:
-        return f"<Message uid={self.uid!r} size={self.size}>"
+        return f"<Message uid={self.uid!r} size={self.size} subject={subject_of(self.wire)!r}>"

@@ -75,6 +75,7 @@ class Mailbox:
     commit and the record of what happened stay here.
 
     Attributes:
+        name: the name of the account whose maildrop it is, once a store gives it one.
         deleted: UIDs whose deletion a session committed at QUIT, oldest first.
         retrieved: per session number, the UIDs it was sent by RETR or TOP.
         record_limit: when set, ``retrieved`` keeps the latest this many sessions and
@@ -90,6 +91,7 @@ class Mailbox:
         self._holder: object | None = None
         self._held = Snapshot()  # what the holder was handed: its deletions are among these
         self._refusal: _Refusal | None = None  # logins refused as if another session held it
+        self.name: str | None = None
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
         self.record_limit: int | None = None
@@ -263,8 +265,18 @@ class Mailbox:
                 self._held = Snapshot()
                 self._unlock_storage()
 
+    def __repr__(self) -> str:
+        messages = self.messages
+        retrieved = {uid for uids in self.retrieved.values() for uid in uids}
+        return (
+            f"<{type(self).__name__} {self.name!r}: {len(messages)} messages,"
+            f" {sum(m.size for m in messages)} octets, {len(retrieved)} retrieved,"
+            f" {len(self.deleted)} deleted>"
+        )
+
     def assert_deleted(self, *uids: str) -> None:
         """Fail unless exactly these UIDs were deleted by a committed QUIT."""
+        __tracebackhide__ = True  # a failure points at the test's line, not this one
         if sorted(self.deleted) != sorted(uids):
             raise AssertionError(f"deleted {sorted(self.deleted)}, expected {sorted(uids)}")
 
@@ -454,6 +466,7 @@ class MailStore:
         account = self._accounts.get(name)
         if account is None:
             account = Account(name, password, self._new_mailbox(name))
+            account.mailbox.name = name
             self._accounts[name] = account
         else:
             account.password = password

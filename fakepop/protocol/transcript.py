@@ -231,6 +231,7 @@ class Transcript:
 
     def assert_sent(self, command: str) -> None:
         """Fail unless some client sent ``command`` (a line, or its start: "RETR", "TOP 1")."""
+        __tracebackhide__ = True  # a failure points at the test's line, not this one
         wanted = command.upper()
         sent = self.commands()
         if not any(
@@ -245,6 +246,7 @@ class Transcript:
             method: how: USER/PASS, APOP, or a SASL mechanism with or without "AUTH ".
             user: and as this account.
         """
+        __tracebackhide__ = True  # a failure points at the test's line, not this one
         wanted = method.upper()
         logins = [(s.login, s.user) for s in self if s.login is not None]
         for login, who in logins:
@@ -259,6 +261,7 @@ class Transcript:
 
     def assert_quit(self) -> None:
         """Fail unless every session ended with QUIT answered +OK."""
+        __tracebackhide__ = True  # a failure points at the test's line, not this one
         unquit = [s.session_id for s in self if not s.quit]
         if unquit:
             raise AssertionError(f"sessions {unquit} ended without a completed QUIT")

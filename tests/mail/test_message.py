@@ -148,4 +148,4 @@ def test_rejects_other_types() -> None:
 
 
 def test_repr() -> None:
-    assert repr(Message(b"x", uid="u1")) == "<Message uid='u1' size=3>"
+    assert repr(Message(b"x", uid="u1")) == "<Message uid='u1' size=3 subject=None>"
