@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import poplib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from fakepop.mail.generate import generate_messages
 from fakepop.mail.manifest import AccountFixture, ManifestError, load_manifest
 from fakepop.mail.message import LoadedMessage
 from fakepop.mail.wire import to_crlf
+from fakepop.pytest_plugin import pop3_server_fixture
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 TIMEOUT = 10.0
@@ -63,11 +63,7 @@ def test_the_uid_override_replaces_the_file_name(manifest: dict[str, AccountFixt
     assert load_eml(FIXTURES / "large.eml").uid == "large"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[POP3Server]:
-    with POP3Server() as server:
-        server.load_manifest(FIXTURES / "fakepop.toml")
-        yield server
+server = pop3_server_fixture(scope="module", fixtures=FIXTURES / "fakepop.toml", tls=False)
 
 
 @pytest.mark.parametrize("account", PASSWORDS)
