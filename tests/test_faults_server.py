@@ -114,7 +114,8 @@ def test_lock_rule_gives_in_use_for_its_attempts_then_login_succeeds(user: str |
                 with pytest.raises(poplib.error_proto) as info:
                     client.pass_(PASSWORD)
                 assert info.value.args == (IN_USE,)
-                client.quit()
+                with pytest.raises(poplib.error_proto, match="EOF"):  # closed after [IN-USE]
+                    client.noop()
         with pop(server) as client:
             assert poplib_login(client) == b"+OK alice's maildrop has 3 messages (74 octets)"
             client.quit()
@@ -123,7 +124,8 @@ def test_lock_rule_gives_in_use_for_its_attempts_then_login_succeeds(user: str |
 
 def test_lock_rule_for_seconds() -> None:
     rule = {"action": "lock", "seconds": 0.3, "user": USER}
-    with make_server([rule]) as server, pop(server) as client:
+    # Tried again on one connection: the default closes it after [IN-USE].
+    with make_server([rule], in_use_closes=False) as server, pop(server) as client:
         client.user(USER)
         with pytest.raises(poplib.error_proto, match=r"IN-USE"):
             client.pass_(PASSWORD)
@@ -137,9 +139,10 @@ def test_lock_rule_for_seconds() -> None:
         client.quit()
 
 
-def test_hold_lock_released_mid_test(server: POP3Server) -> None:
+def test_hold_lock_released_mid_test() -> None:
+    server = make_server(in_use_closes=False)  # tried again on one connection
     mailbox = server.mailbox(USER)
-    with pop(server) as client:
+    with server, pop(server) as client:
         with mailbox.hold_lock():
             client.user(USER)
             with pytest.raises(poplib.error_proto) as info:
