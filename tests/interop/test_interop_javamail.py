@@ -553,5 +553,5 @@ def test_a_locked_maildrop_fails_the_login(jakarta_mail: JakartaMail) -> None:
         "jakarta.mail.AuthenticationFailedException: [IN-USE] Mailbox is locked by another session"
     )
     assert result.records == {}
-    assert commands == ["CAPA", "USER alice", "PASS ****", "QUIT"]
+    assert commands == ["CAPA", "USER alice", "PASS ****"]  # closed after [IN-USE]: no QUIT
     assert len(mailbox) == 3
