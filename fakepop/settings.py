@@ -534,6 +534,13 @@ class Settings(_Described):
         SPEAKS,
         runtime=True,
     )
+    keep_bare_cr: bool = setting(
+        False,
+        "send a CR not followed by LF in stored mail as it is, as Dovecot does (off: as a line"
+        " end, CRLF, as RFC 1939 and RFC 5322 have every line end)",
+        Switch(),
+        SPEAKS,
+    )
     in_use_closes: bool = setting(
         True,
         "close the connection after -ERR [IN-USE], as Dovecot does",

@@ -1,15 +1,17 @@
 """The default is no kinder than real servers: what Dovecot 2.3 refuses, fakepop refuses too,
 and each behaviour is a setting a persona can change (``argument_syntax``, ``long_line_closes``,
-``in_use_closes``, ``lock_wait``, ``max_bad_commands_before_login``)."""
+``in_use_closes``, ``lock_wait``, ``max_bad_commands_before_login``, ``keep_bare_cr``)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pop3 import LineClient, ServerFactory
 
 from fakepop import POP3Server
+from fakepop.mail.wire import crlf_chunks, to_crlf
 
 MAIL = b"Subject: one\r\n\r\nHello\r\n"
 RFC = b"words are separated by one space (RFC 1939, section 3)\r\n"
@@ -175,3 +177,38 @@ def test_a_login_that_waited_in_vain_gets_in_use_and_is_closed(make: ServerFacto
         assert second.closed_by_server()
     waited = [line for line in server.transcript[1].lines() if line.startswith("S: ")]
     assert waited == ["S: +OK fakepop ready", "S: +OK Send PASS", "S: " + IN_USE[:-2].decode()]
+
+
+# --- a bare CR in stored mail ----------------------------------------------------------------
+
+BARE_CR = b"Subject: cr\r\n\r\nbare\rCR\r.not a line\n"
+
+
+@pytest.mark.parametrize("store", ["memory", "maildir"])
+def test_a_bare_cr_is_a_line_end_by_default_and_kept_when_told(
+    pop3_server_factory: ServerFactory, tmp_path: Path, store: str
+) -> None:
+    for keep, wire in (
+        (False, b"Subject: cr\r\n\r\nbare\r\nCR\r\n..not a line\r\n"),
+        (True, b"Subject: cr\r\n\r\nbare\rCR\r.not a line\r\n"),  # as Dovecot sends it
+    ):
+        maildir = tmp_path / str(keep) if store == "maildir" else None
+        server = pop3_server_factory(
+            users={"alice": "secret"}, tls=False, maildir=maildir, keep_bare_cr=keep
+        )
+        server.mailbox("alice").add(BARE_CR)
+        size = len(wire.replace(b"\r\n..", b"\r\n."))  # the size is before byte-stuffing
+        with connect(server) as client:
+            client.command("USER alice")
+            client.command("PASS secret")
+            assert client.command("LIST 1") == b"+OK 1 %d\r\n" % size
+            assert client.command("RETR 1") == b"+OK %d octets\r\n" % size
+            assert client.read(len(wire) + 3) == wire + b".\r\n"
+
+
+@pytest.mark.parametrize("raw", [BARE_CR, b"a\rb\r\nc\nd\r", b"\r\r\n\r", b"no line end"])
+def test_crlf_chunks_keeping_bare_cr_is_to_crlf_at_every_boundary(raw: bytes) -> None:
+    whole = to_crlf(raw, keep_bare_cr=True)
+    for cut in range(len(raw) + 1):
+        chunks = [raw[:cut], raw[cut:]]
+        assert b"".join(crlf_chunks(chunks, keep_bare_cr=True)) == whole

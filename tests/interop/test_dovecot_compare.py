@@ -33,6 +33,7 @@ MESSAGES = (
     b"Subject: one\r\n\r\nHello\r\n",
     b"Subject: two\r\n\r\n.a line with a dot\r\n..and two\r\nend\r\n",
     b"Subject: three\n\nLF line ends only\n",
+    b"Subject: four\r\n\na bare\rCR\r.and a dot after one\r\n",
 )
 # fakepop's settings that match Dovecot 2.3 as tests/real_dovecot.py configures it.
 AS_DOVECOT: dict[str, Any] = {
@@ -46,6 +47,7 @@ AS_DOVECOT: dict[str, Any] = {
     "long_line_closes": True,
     "in_use_closes": True,
     "lock_wait": 2,  # Dovecot waits 10 s; the wait is not compared
+    "keep_bare_cr": True,
 }
 TIMEOUT = 30.0  # Dovecot answers a locked maildrop after 10 s
 END_WAIT = 2.0  # for the close after a session's last line (immediate when it comes)
@@ -132,6 +134,8 @@ SCRIPTS = [
                 "RETR 1",
                 "RETR 2",
                 "RETR 3",
+                "RETR 4",
+                "TOP 4 1",
                 "RETR",
                 "RETR 9",
                 "RETR 1 ",
