@@ -88,6 +88,9 @@ SCRIPTS = [
                 "RSET",
                 "LAST",  # Dovecot has no LAST (RFC 1081; gone since RFC 1725)
                 "CAPA",
+                "UTF8",  # neither offers RFC 6856
+                "LANG",
+                "CAPA",
                 "APOP {account} 0123456789abcdef0123456789abcdef",  # no APOP offered
                 "AUTH",
                 "AUTH PLAIN",
@@ -153,6 +156,11 @@ SCRIPTS = [
                 "USER {account}",
                 "PASS {password}",
                 "AUTH PLAIN",
+                "APOP {account} 0123456789abcdef0123456789abcdef",
+                "NOOP",
+                "STLS",
+                "UTF8",
+                "LANG",
                 "LAST",
                 "FOO",
                 "",
