@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import itertools
@@ -271,18 +272,20 @@ class Session:
         """
         if self.closed or self._awaiting_tls:
             return None
+        act: Callable[[], list[Action]]
         if self._lock_wait is not None:  # try the maildrop again before reading on
-            account, method, _, _ = self._lock_wait
-            return self._take(account, method)
-        line = self._buffer.next_line()
-        if line is None:
-            return None
-        if line is Overflow.LINE_TOO_LONG:
-            self.transcript.add("C", f"<line over {self._buffer.exceeded} octets>")
-            return self._too_long()
-        assert isinstance(line, Line)
+            act = functools.partial(self._take, *self._lock_wait[:2])
+        else:
+            line = self._buffer.next_line()
+            if line is None:
+                return None
+            if line is Overflow.LINE_TOO_LONG:
+                self.transcript.add("C", f"<line over {self._buffer.exceeded} octets>")
+                return self._too_long()
+            assert isinstance(line, Line)
+            act = functools.partial(self._line, line)
         try:
-            return self._line(line)
+            return act()
         except OSError as e:  # the session does no I/O but the store's
             return self._store_failed(e)
 
