@@ -174,6 +174,7 @@ class POP3Server:
         def new_mailbox(name: str) -> Mailbox:
             mailbox = Mailbox() if on_disk is None else on_disk(name)
             mailbox.record_limit = limit
+            mailbox.keep_bare_cr = self.settings.keep_bare_cr
             return mailbox
 
         self.store = MailStore(dict(users or {}), new_mailbox)

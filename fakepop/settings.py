@@ -25,6 +25,10 @@ from typing import Any, Literal
 MAX_LINE_LENGTH = 4096  # RFC 2449 asks clients for 255 octets; long XOAUTH2 lines need more
 MAX_SASL_LENGTH = 16384  # a base64 SASL line: OAuth tokens run to a few KiB
 MAX_BAD_COMMANDS = 20  # as Dovecot: then the server says so and closes
+MAX_BAD_COMMANDS_BEFORE_LOGIN = 3  # as Dovecot's login process
+# How a command line's arguments are split: "strict" is RFC 1939, section 3 (one space between
+# words, none at the line's end); "dovecot" is Dovecot 2.3's parser.
+ARGUMENT_SYNTAXES = ("strict", "dovecot")
 IDLE_TIMEOUT = 600.0  # RFC 1939, section 3: an autologout timer of at least 10 minutes
 MAX_CONNECTIONS = 1024  # threads are cheap; a leaking client should still not take the host
 # The SASL registry (fakepop.protocol.sasl) in CAPA's order; named here because importing the
@@ -521,6 +525,37 @@ class Settings(_Described):
         runtime=True,
     )
     last: bool = setting(False, "accept RFC 1081's LAST command", Switch(), SPEAKS, runtime=True)
+    argument_syntax: str = setting(
+        "strict",
+        "strict: -ERR to a space at a line's end, two in a row, or arguments to a command that"
+        " takes none (RFC 1939, section 3); dovecot: as Dovecot 2.3, names taken as written,"
+        " spaces before a number skipped, arguments to such commands ignored",
+        Choice(ARGUMENT_SYNTAXES, "SYNTAX"),
+        SPEAKS,
+        runtime=True,
+    )
+    keep_bare_cr: bool = setting(
+        False,
+        "send a CR not followed by LF in stored mail as it is, as Dovecot does (off: as a line"
+        " end, CRLF, as RFC 1939 and RFC 5322 have every line end)",
+        Switch(),
+        SPEAKS,
+    )
+    in_use_closes: bool = setting(
+        True,
+        "close the connection after -ERR [IN-USE], as Dovecot does",
+        Switch(),
+        SPEAKS,
+        runtime=True,
+    )
+    lock_wait: float = setting(
+        0.0,
+        "seconds a login waits for a maildrop another session holds before -ERR [IN-USE];"
+        " Dovecot waits 10",
+        Seconds(),
+        SPEAKS,
+        runtime=True,
+    )
     max_connections: int = setting(
         MAX_CONNECTIONS,
         "connections served at once; one more is told -ERR [SYS/TEMP] and closed",
@@ -539,9 +574,24 @@ class Settings(_Described):
         LIMITS,
         runtime=True,
     )
+    long_line_closes: bool = setting(
+        True,
+        "close the connection after refusing a line over max_line_length, as Dovecot does"
+        " (off: the session goes on at the next line)",
+        Switch(),
+        LIMITS,
+        runtime=True,
+    )
     max_bad_commands: int = setting(
         MAX_BAD_COMMANDS,
-        "bad commands a session may send before it is closed",
+        "bad commands in a row after login; the last of them closes the session",
+        Whole(),
+        LIMITS,
+        runtime=True,
+    )
+    max_bad_commands_before_login: int = setting(
+        MAX_BAD_COMMANDS_BEFORE_LOGIN,
+        "bad commands in a row before login; the last of them closes the session",
         Whole(),
         LIMITS,
         runtime=True,
@@ -569,6 +619,10 @@ class Settings(_Described):
             raise ValueError("max_sasl_length must be at least 255 octets")
         if self.max_bad_commands < 1:
             raise ValueError("max_bad_commands must be at least 1")
+        if self.max_bad_commands_before_login < 1:
+            raise ValueError("max_bad_commands_before_login must be at least 1")
+        if self.lock_wait < 0:
+            raise ValueError("lock_wait must not be negative")
         if self.idle_timeout <= 0:
             raise ValueError("idle_timeout must be a positive number of seconds")
         if not self.languages:

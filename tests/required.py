@@ -51,6 +51,8 @@ CLIENTS = {
     "Emacs's pop3.el": "emacs-nox",
     "NeoMutt": "neomutt",
     "movemail": "mailutils",
+    # Not a client: the real server tests/interop/test_dovecot_compare.py compares fakepop with.
+    "Dovecot": "dovecot-pop3d",
 }
 
 

@@ -173,7 +173,8 @@ def test_no_sasl_means_no_auth(make_server: ServerFactory, connect: Connect) -> 
 
 
 def test_sasl_only_server(make_server: ServerFactory, connect: Connect) -> None:
-    server = make_server(user_login=False, apop=False)
+    # Three refused commands in a row: more than the default budget before login.
+    server = make_server(user_login=False, apop=False, max_bad_commands_before_login=4)
     client = connect(server)
     assert client.greeting == b"+OK fakepop ready\r\n"  # no APOP timestamp
     capa = client.multiline("CAPA")

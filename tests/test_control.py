@@ -383,13 +383,13 @@ def test_the_openapi_settings_are_the_schema() -> None:
 
 def test_a_patch_changes_the_running_fakepop_serve(served: Served, client: ControlClient) -> None:
     started = client.settings()
-    assert (started["max_bad_commands"], started["apop"], started["tls_minimum"]) == (
-        20,
-        True,
-        "1.2",
-    )
-    changed = client.change_settings(max_bad_commands=1, apop=False)
-    assert changed == {**started, "max_bad_commands": 1, "apop": False}
+    assert (
+        started["max_bad_commands_before_login"],
+        started["apop"],
+        started["tls_minimum"],
+    ) == (3, True, "1.2")
+    changed = client.change_settings(max_bad_commands_before_login=1, apop=False)
+    assert changed == {**started, "max_bad_commands_before_login": 1, "apop": False}
     with (
         socket.create_connection(("127.0.0.1", served.info["pop3"]["port"]), timeout=5) as sock,
         sock.makefile("rb") as replies,

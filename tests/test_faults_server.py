@@ -132,7 +132,8 @@ def test_lock_rule_gives_in_use_for_its_attempts_then_login_succeeds(
             with pytest.raises(poplib.error_proto) as info:
                 client.pass_(PASSWORD)
             assert info.value.args == (IN_USE,)
-            client.quit()
+            with pytest.raises(poplib.error_proto, match="EOF"):  # closed after [IN-USE]
+                client.noop()
     with pop(server) as client:
         assert poplib_login(client) == b"+OK alice's maildrop has 3 messages (74 octets)"
         client.quit()
@@ -141,7 +142,8 @@ def test_lock_rule_gives_in_use_for_its_attempts_then_login_succeeds(
 
 def test_lock_rule_for_seconds(make_server: MakeServer) -> None:
     rule = {"action": "lock", "seconds": 0.3, "user": USER}
-    server = make_server([rule])
+    # Tried again on one connection: the default closes it after [IN-USE].
+    server = make_server([rule], in_use_closes=False)
     with pop(server) as client:
         client.user(USER)
         with pytest.raises(poplib.error_proto, match=r"IN-USE"):
@@ -156,7 +158,8 @@ def test_lock_rule_for_seconds(make_server: MakeServer) -> None:
         client.quit()
 
 
-def test_hold_lock_released_mid_test(server: POP3Server) -> None:
+def test_hold_lock_released_mid_test(make_server: MakeServer) -> None:
+    server = make_server(in_use_closes=False)  # tried again on one connection
     mailbox = server.mailbox(USER)
     with pop(server) as client:
         with mailbox.hold_lock():

@@ -86,9 +86,9 @@ def connect() -> Iterator[Connect]:
 
 
 def test_a_mebibyte_line_without_crlf_gets_one_err_and_memory_stays_bounded(
-    server: POP3Server, connect: Connect
+    make_server: ServerFactory, connect: Connect
 ) -> None:
-    client = connect(server)
+    client = connect(make_server(long_line_closes=False))  # the rest of the line is read too
     junk = memoryview(b"x" * MEBIBYTE)  # made before tracing: only the server's memory counts
     tracemalloc.start()
     try:
@@ -242,12 +242,13 @@ def test_an_overlong_auth_line_names_the_limit_it_broke(
     )
     # ... so the refusal of a longer one must name that limit, not the command line's.
     refused = client.command(b"AUTH PLAIN " + b"A" * MAX_SASL_LENGTH)
-    assert refused == b"-ERR Line too long: the limit is 16384 octets\r\n"
+    assert refused == b"-ERR Line too long: the limit is 16384 octets, closing the connection\r\n"
 
 
 def test_the_transcript_names_the_limit_an_overlong_line_broke(
-    server: POP3Server, connect: Connect
+    make_server: ServerFactory, connect: Connect
 ) -> None:
+    server = make_server(long_line_closes=False)
     client = connect(server)
     assert client.command(b"NOOP " + b"x" * 5000) == (
         b"-ERR Line too long: the limit is 4096 octets\r\n"
@@ -448,8 +449,10 @@ def test_line_length(connect: Connect, limit: int | None, make_server: ServerFac
     client = connect(server)
     assert client.command(b"USER " + b"a" * (longest - 5)) == b"+OK Send PASS\r\n"
     too_long = b"USER " + b"a" * (longest - 4)
-    assert client.command(too_long) == b"-ERR Line too long: the limit is %d octets\r\n" % (longest)
-    client.login()
+    refused = b"-ERR Line too long: the limit is %d octets, closing the connection\r\n"
+    assert client.command(too_long) == refused % longest
+    assert client.closed_by_server()
+    connect(server).login()
 
 
 @pytest.mark.parametrize("limit", [None, 1000])
@@ -472,11 +475,11 @@ def test_sasl_response_size(
 
 
 def test_every_limit_can_be_set_for_fakepop_serve(tmp_path: Path) -> None:
-    """The command line (and so the container) can set all five, in the config's [server]."""
+    """The command line (and so the container) can set them all, in the config's [server]."""
     config = tmp_path / "fakepop-serve.toml"
     config.write_text(
-        "[server]\nmax_connections = 2\nmax_bad_commands = 3\nidle_timeout = 1\n"
-        "max_line_length = 300\nmax_sasl_length = 1000\n"
+        "[server]\nmax_connections = 2\nmax_bad_commands_before_login = 2\nidle_timeout = 1\n"
+        "max_line_length = 300\nmax_sasl_length = 1000\nlong_line_closes = false\n"
     )
     with serve("--port", "0", "--no-tls", "--json", "--config", str(config)) as served:
         port = served.info["pop3"]["port"]

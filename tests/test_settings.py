@@ -262,7 +262,9 @@ def test_a_session_started_after_a_patch_sees_it(pop3_server: POP3Server) -> Non
         earlier.makefile("rb") as earlier_replies,
     ):
         earlier_replies.readline()  # the greeting: this session began with the old settings
-        ControlClient(control.url).change_settings(max_bad_commands=2, idle_timeout=0.2)
+        ControlClient(control.url).change_settings(
+            max_bad_commands_before_login=2, idle_timeout=0.2
+        )
         with (
             socket.create_connection((pop3_server.host, pop3_server.port), timeout=5) as sock,
             sock.makefile("rb") as replies,

@@ -136,7 +136,7 @@ def _read_whole(path: str, inode: int, size: int) -> bytes:
         os.close(descriptor)
 
 
-def _wire_size(name: str, path: str) -> int:
+def _wire_size(name: str, path: str, keep_bare_cr: bool) -> int:
     """The size with CRLF line ends: Maildir++'s ",W=" where the name has one, else counted."""
     key = unique_name(name)
     own = _OWN_UID.search(key)
@@ -145,7 +145,7 @@ def _wire_size(name: str, path: str) -> int:
     match = _WIRE_SIZE.search(key)
     if match:
         return int(match[1])
-    return sum(len(chunk) for chunk in crlf_chunks(_read(path)))
+    return sum(len(chunk) for chunk in crlf_chunks(_read(path), keep_bare_cr))
 
 
 def maildir_uid(name: str) -> str:
@@ -190,18 +190,23 @@ class MaildirMessage:
     size: int
     file_size: int  # on disk, before CRLF normalisation
     inode: int  # which file it is, wherever another program moves it
+    keep_bare_cr: bool = False  # a CR not followed by LF is sent as it is
 
     def read(self) -> bytes:
-        return b"".join(crlf_chunks(_read(self.path, self.inode)))
+        return b"".join(self._wire())
 
     def chunks(self) -> Iterator[bytes]:
         if self.file_size <= WHOLE_READ:  # most mail: one read, converted in C
-            wire = dot_stuff(to_crlf(_read_whole(self.path, self.inode, self.file_size)))
+            raw = _read_whole(self.path, self.inode, self.file_size)
+            wire = dot_stuff(to_crlf(raw, self.keep_bare_cr))
             return iter((wire,) if wire else ())
-        return stuff_chunks(crlf_chunks(_read(self.path, self.inode)))
+        return stuff_chunks(self._wire())
 
     def top_chunks(self, lines: int) -> Iterator[bytes]:
-        return stuff_chunks(top_lines(crlf_chunks(_read(self.path, self.inode)), lines))
+        return stuff_chunks(top_lines(self._wire(), lines))
+
+    def _wire(self) -> Iterator[bytes]:
+        return crlf_chunks(_read(self.path, self.inode), self.keep_bare_cr)
 
     def __repr__(self) -> str:
         try:  # the header is in the first piece but for freak mail
@@ -353,14 +358,16 @@ class MaildirMailbox(Mailbox):
             if message is None:
                 try:
                     file_size = entry.stat().st_size
-                    size = _wire_size(entry.name, entry.path)
+                    size = _wire_size(entry.name, entry.path, self.keep_bare_cr)
                 except FileNotFoundError:
                     continue  # deleted by someone else since the listing
                 uid = maildir_uid(entry.name)
                 if uid in taken:
                     uid = _another_uid(uid, key[0], taken)
                 taken.add(uid)
-                message = MaildirMessage(entry.path, uid, size, file_size, key[0])
+                message = MaildirMessage(
+                    entry.path, uid, size, file_size, key[0], self.keep_bare_cr
+                )
             elif message.path != entry.path:  # moved between new/ and cur/, or flagged
                 message = dataclasses.replace(message, path=entry.path)
             seen[key] = message

@@ -102,8 +102,10 @@ class Message:
 
     __slots__ = ("_stuffed", "uid", "wire")
 
-    def __init__(self, source: MessageSource, uid: str | None = None) -> None:
-        self.wire = to_crlf(as_bytes(source))
+    def __init__(
+        self, source: MessageSource, uid: str | None = None, *, keep_bare_cr: bool = False
+    ) -> None:
+        self.wire = to_crlf(as_bytes(source), keep_bare_cr)
         self.uid = check_uid(uid) if uid is not None else content_uid(self.wire)
         self._stuffed: bytes | None = None
 

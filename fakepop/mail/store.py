@@ -81,7 +81,11 @@ class Mailbox:
         record_limit: when set, ``retrieved`` keeps the latest this many sessions and
             the first this many UIDs of each, and ``deleted`` the latest this many UIDs,
             so a long-running server's record stays bounded; None keeps all.
+        keep_bare_cr: mail added from now on (and, in a Maildir, all of it) keeps a CR
+            not followed by LF as a byte of its line (``Settings.keep_bare_cr``).
     """
+
+    keep_bare_cr = False
 
     def __init__(self) -> None:
         self._messages: list[StoredMessage] = []
@@ -352,7 +356,10 @@ class Mailbox:
 
     def _append(self, item: bytes | Message, uid: str | None) -> str:
         # A Message passed in may sit in another mailbox, or here already: give this one its own.
-        message = copy.copy(item) if isinstance(item, Message) else Message(item)
+        if isinstance(item, Message):
+            message = copy.copy(item)
+        else:
+            message = Message(item, keep_bare_cr=self.keep_bare_cr)
         if uid is not None:
             message.uid = uid
         if uid is not None and uid in self._uids:

@@ -14,13 +14,16 @@ _LINE_END = re.compile(rb"\r\n|\r|\n")
 _DOT_LINE = re.compile(rb"\n\.")
 
 
-def to_crlf(raw: bytes) -> bytes:
+def to_crlf(raw: bytes, keep_bare_cr: bool = False) -> bytes:
     """Normalise bare LF and bare CR to CRLF and end a non-empty message with CRLF.
 
     The result is the message as sent, before byte-stuffing: its length is the
-    size that STAT, LIST and RETR report.
+    size that STAT, LIST and RETR report. With ``keep_bare_cr`` a CR not followed by
+    LF is no line end but a byte of its line, sent as it is, as Dovecot does.
     """
-    if b"\r" not in raw:  # the common case: LF only
+    if keep_bare_cr:
+        wire = raw.replace(CRLF, b"\n").replace(b"\n", CRLF)
+    elif b"\r" not in raw:  # the common case: LF only
         wire = raw.replace(b"\n", CRLF)
     elif b"\n" not in raw:
         wire = raw.replace(b"\r", CRLF)
@@ -29,6 +32,26 @@ def to_crlf(raw: bytes) -> bytes:
     if wire and not wire.endswith(CRLF):
         wire += CRLF
     return wire
+
+
+def _lf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``to_crlf(..., keep_bare_cr=True)`` over a stream: only LF is a line end."""
+    held_cr = False
+    last = b""
+    for chunk in chunks:
+        if held_cr:
+            chunk = b"\r" + chunk
+        held_cr = chunk.endswith(b"\r")
+        if held_cr:
+            chunk = chunk[:-1]
+        if chunk:
+            last = chunk.replace(CRLF, b"\n").replace(b"\n", CRLF)
+            yield last
+    if held_cr:  # a bare CR, the message's last byte
+        last = b"\r"
+        yield last
+    if last and not last.endswith(CRLF):
+        yield CRLF
 
 
 def dot_stuff(wire: bytes) -> bytes:
@@ -45,12 +68,15 @@ def dot_stuff(wire: bytes) -> bytes:
     return stuffed
 
 
-def crlf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
+def crlf_chunks(chunks: Iterable[bytes], keep_bare_cr: bool = False) -> Iterator[bytes]:
     """``to_crlf`` over a stream: the same bytes, whatever the chunk boundaries.
 
     A CR at the end of a chunk is held back until the next one shows whether
     it begins a CRLF.
     """
+    if keep_bare_cr:
+        yield from _lf_chunks(chunks)
+        return
     held_cr = False
     last = b""
     for chunk in chunks:

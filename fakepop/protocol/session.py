@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import itertools
+import math
 import os
 import re
 import time
@@ -68,6 +70,10 @@ from fakepop.settings import Settings
 MASK = "****"
 _WORD = re.compile(r"[A-Za-z]+")
 COMMAND_MAX_LENGTH = 255  # RFC 2449, section 4: octets in a command line, CRLF included
+# RFC 1939, section 7: a password may hold spaces, so PASS takes the rest of the line as written.
+VERBATIM = frozenset({"PASS"})
+_SPACES = re.compile(" +")
+LOCK_POLL = 0.1  # seconds between tries for a maildrop another session holds (lock_wait)
 # The CAPA tag that offers a command, where it is not the verb itself.
 CAPABILITY_OF = {"PASS": "USER", "AUTH": "SASL"}
 
@@ -219,7 +225,10 @@ class Session:
         self._live_count = 0
         self._live_octets = 0
         self._highest = 0  # for LAST
-        self._bad_commands = 0
+        self._bad_commands = 0  # in a row: a good command starts the count again
+        # A login waiting for a maildrop another session holds: the account, the method,
+        # when to give up (on the session's clock) and the tries left.
+        self._lock_wait: tuple[Account, str, float, int] | None = None
         self._auth_failures = 0
         self._exchange: Exchange | None = None  # a SASL exchange under way
         self._offered: set[str] | None = None  # CAPA tags (and SASL mechanisms) last listed
@@ -263,15 +272,20 @@ class Session:
         """
         if self.closed or self._awaiting_tls:
             return None
-        line = self._buffer.next_line()
-        if line is None:
-            return None
-        if line is Overflow.LINE_TOO_LONG:
-            self.transcript.add("C", f"<line over {self._buffer.exceeded} octets>")
-            return self._too_long()
-        assert isinstance(line, Line)
+        act: Callable[[], list[Action]]
+        if self._lock_wait is not None:  # try the maildrop again before reading on
+            act = functools.partial(self._take, *self._lock_wait[:2])
+        else:
+            line = self._buffer.next_line()
+            if line is None:
+                return None
+            if line is Overflow.LINE_TOO_LONG:
+                self.transcript.add("C", f"<line over {self._buffer.exceeded} octets>")
+                return self._too_long()
+            assert isinstance(line, Line)
+            act = functools.partial(self._line, line)
         try:
-            return self._line(line)
+            return act()
         except OSError as e:  # the session does no I/O but the store's
             return self._store_failed(e)
 
@@ -346,6 +360,11 @@ class Session:
         if self._exchange is not None:
             self._exchange = None
             return [self._send(_err(f"SASL response over {limit} octets"))]
+        if self.settings.long_line_closes:  # as Dovecot: the rest of the line is not waited for
+            text = f"Line too long: the limit is {limit} octets, closing the connection"
+            events: list[Action] = [self._send(_err(text)), self._close()]
+            self.connection_lost()
+            return events
         return self._bad(f"Line too long: the limit is {limit} octets")
 
     def _line(self, line: Line) -> list[Action]:
@@ -359,7 +378,7 @@ class Session:
         except UnicodeDecodeError:
             text = raw.decode("utf-8", "replace")
             valid = False
-        verb, _, rest = text.partition(" ")
+        verb, space, rest = text.partition(" ")
         # Keywords are ASCII (RFC 2449, section 3): str.upper() would map "\u017ftat" to "STAT".
         cmd = COMMANDS.get(verb.upper()) if verb.isascii() else None
         # Mask by the leading word, whatever follows it: "PASS\tsecret" is no command, but a secret.
@@ -388,17 +407,58 @@ class Session:
             where = "before login" if self.state is State.AUTHORIZATION else "after login"
             self.transcript.violate(f"{cmd.verb} sent {where}, in the wrong state")
             return self._bad(f"{cmd.verb} is not allowed {where}")
-        if cmd.rest:
-            args: tuple[str, ...] = (rest,) if rest else ()
-        else:
-            args = tuple(rest.split())
-            if any(len(a) > ARG_MAX_LENGTH for a in args):
-                return self._bad(f"Argument too long: the limit is {ARG_MAX_LENGTH} characters")
-        if not cmd.min_args <= len(args) <= cmd.max_args:
-            return self._bad(f"Usage: {cmd.syntax}")
+        try:
+            args = self._arguments(cmd, bool(space), rest)
+        except CommandError as e:
+            return self._bad(e.text)
         # USER and APOP name the account before the session knows it: rules may match on it.
         named = args[0].strip().split(" ")[0] if cmd.verb in ("USER", "APOP") and args else None
         return self._unless_fault(cmd.verb, named, lambda: self._run(cmd.handler, args))
+
+    def _arguments(self, cmd: Command[Session], space: bool, rest: str) -> tuple[str, ...]:
+        """The arguments of ``cmd`` in ``rest``, the line after the verb and ``space``.
+
+        As ``settings.argument_syntax`` says: "strict" refuses what RFC 1939, section 3,
+        does not allow, with a CommandError naming it (noted for strict mode too);
+        "dovecot" reads the line as Dovecot 2.3 does.
+        """
+        dovecot = self.settings.argument_syntax == "dovecot"
+        if cmd.rest:
+            args: tuple[str, ...] = (rest,) if rest else ()
+            if not dovecot and cmd.verb not in VERBATIM:
+                self._check_spaces(cmd, space, rest)
+        elif dovecot:
+            if cmd.max_args == 0:
+                return ()  # Dovecot ignores them
+            words = _SPACES.split(rest.lstrip(" ")) if rest.strip(" ") else []
+            if words and not words[-1]:
+                raise CommandError("Noise after the last argument: a space ends the line")
+            args = tuple(words)
+        else:
+            self._check_spaces(cmd, space, rest)
+            args = tuple(rest.split(" ")) if rest else ()
+            if args and cmd.max_args == 0:
+                self.transcript.violate(f"{cmd.verb} sent with arguments: it takes none")
+        if not cmd.rest and any(len(a) > ARG_MAX_LENGTH for a in args):
+            raise CommandError(f"Argument too long: the limit is {ARG_MAX_LENGTH} characters")
+        if not cmd.min_args <= len(args) <= cmd.max_args:
+            raise CommandError(f"Usage: {cmd.syntax}")
+        return args
+
+    def _check_spaces(self, cmd: Command[Session], space: bool, rest: str) -> None:
+        """Refuse a space RFC 1939, section 3, does not allow: one separates each word."""
+        if space and (not rest or rest.endswith(" ")):
+            where = "a space at the end of the line"
+        elif rest.startswith(" ") or "  " in rest:
+            where = "two spaces in a row"
+        else:
+            return
+        self.transcript.violate(
+            f"{cmd.verb} line with {where}: RFC 1939, section 3, separates words by one space"
+        )
+        raise CommandError(
+            f"{where[0].upper()}{where[1:]}: words are separated by one space (RFC 1939, section 3)"
+        )
 
     def _conformance(self, line: Line, cmd: Command[Session] | None) -> None:
         """Note what the client does against the RFCs, for strict mode; changes no reply."""
@@ -424,6 +484,7 @@ class Session:
             if e.bad:
                 return self._bad(e.text)
             return [self._send(_err(e.text, e.code))]
+        self._bad_commands = 0
         if isinstance(result, Reply):
             return [self._send(result)]
         assert isinstance(result, list)
@@ -522,9 +583,16 @@ class Session:
         return [Close(reset=reset)]
 
     def _bad(self, text: str) -> list[Action]:
-        """Answer a client's mistake; past the budget, say so and close."""
+        """Answer a client's mistake; at the budget's end (bad commands in a row), say so and close.
+
+        As Dovecot, the budget before login is smaller: a client that cannot log in
+        gets few tries at guessing commands.
+        """
         self._bad_commands += 1
-        if self._bad_commands >= self.settings.max_bad_commands:
+        settings = self.settings
+        before = self.state is State.AUTHORIZATION
+        limit = settings.max_bad_commands_before_login if before else settings.max_bad_commands
+        if self._bad_commands >= limit:
             reply = self._send(_err("Too many bad commands, closing the connection"))
             events: list[Action] = [reply, self._close()]
             self.connection_lost()
@@ -627,23 +695,40 @@ class Session:
 
     def _enter(self, account: Account, method: str) -> list[Action]:
         """Lock the maildrop and move to the transaction state; ``method`` is how we got here."""
-        return self._unless_fault(
-            "login", account.name, lambda: [self._send(self._take(account, method))]
-        )
+        return self._unless_fault("login", account.name, lambda: self._take(account, method))
 
-    def _take(self, account: Account, method: str) -> Reply:
+    def _take(self, account: Account, method: str) -> list[Action]:
+        """Lock the maildrop and enter TRANSACTION; on [IN-USE], wait (``lock_wait``) and retry.
+
+        The wait is a Pause between tries, so the server stays responsive to a stop; after
+        [IN-USE], with ``in_use_closes``, the connection is closed, as Dovecot does.
+        """
+        now = self._clock()
         try:
-            now = self._clock()
             self._messages = self.store.open(account, self, now, self.settings.login_delay)
         except MaildropError as e:
-            return _err(e.text, e.code)
+            wait = self.settings.lock_wait
+            if e.code == "IN-USE" and wait > 0:
+                if self._lock_wait is None:
+                    self._lock_wait = (account, method, now + wait, math.ceil(wait / LOCK_POLL))
+                _, _, until, tries = self._lock_wait
+                if now < until and tries > 0:
+                    self._lock_wait = (account, method, until, tries - 1)
+                    return [Pause(min(LOCK_POLL, until - now))]
+            self._lock_wait = None
+            events: list[Action] = [self._send(_err(e.text, e.code))]
+            if e.code == "IN-USE" and self.settings.in_use_closes:
+                events.append(self._close())
+                self.connection_lost()
+            return events
+        self._lock_wait = None
         self.account = account
         self.state = State.TRANSACTION
         self.transcript.logged_in(account.name, method)
         self._count_live()
         name = self._echo(account.name)
         count, octets = self._live_count, self._live_octets
-        return _ok(f"{name}'s maildrop has {_messages(count)} ({octets} octets)")
+        return [self._send(_ok(f"{name}'s maildrop has {_messages(count)} ({octets} octets)"))]
 
     def _auth_failed(self, text: str, code: str = "AUTH") -> list[Action]:
         """Refuse a login: after the configured delay, and past the limit, hang up."""
@@ -773,7 +858,7 @@ class Session:
     )
     def do_user(self, args: tuple[str, ...]) -> Reply:
         self._check_tls()
-        name = args[0].strip()
+        name = args[0]  # as written: a space is part of the name (strict syntax refuses it)
         self._check_utf8(name, "user names")
         self._user = name
         return _ok("Send PASS")

@@ -565,5 +565,5 @@ def test_a_locked_maildrop_fails_the_login(
         "jakarta.mail.AuthenticationFailedException: [IN-USE] Mailbox is locked by another session"
     )
     assert result.records == {}
-    assert commands == ["CAPA", "USER alice", "PASS ****", "QUIT"]
+    assert commands == ["CAPA", "USER alice", "PASS ****"]  # closed after [IN-USE]: no QUIT
     assert len(mailbox) == 3

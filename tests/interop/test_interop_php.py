@@ -378,19 +378,20 @@ def test_an_empty_password_cancels_the_exchange(c_client: CClient, serve: Serve)
 
 
 def test_a_locked_maildrop(c_client: CClient, serve: Serve) -> None:
-    """-ERR [IN-USE] (RFC 2449, section 8.1.2) to each mechanism; unlocked, the mail comes."""
+    """-ERR [IN-USE] (RFC 2449, section 8.1.2) to the first mechanism, and the server closes,
+    as Dovecot does: c-client would try the next mechanism, finds the connection gone and
+    reports no error text, so [IN-USE] never reaches the application; unlocked, the mail comes.
+    """
     server = serve("ssl")
     mailbox = server.mailbox(USER)
     mailbox.extend(SMALL)
     with mailbox.hold_lock():
         run = refused(c_client(server, "ssl", retries=1), server)
-    assert run.texts("ERROR") == [
-        "Can not authenticate to POP3 server: [IN-USE] Mailbox is locked by another session"
-    ]
+    assert run.texts("ERROR") == []
     run = opened(c_client(server, "ssl", each=["header", "body"]), server)
     assert run["HEADER", 2] + run["BODY", 2] == to_crlf(SMALL[1])
     first, _ = sent(server)
-    assert first[1:] == ["CAPA", "AUTH CRAM-MD5", "****", "AUTH PLAIN", "****", "QUIT"]
+    assert first[1:] == ["CAPA", "AUTH CRAM-MD5", "****"]
 
 
 def test_an_empty_maildrop(c_client: CClient, serve: Serve) -> None:

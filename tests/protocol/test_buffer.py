@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fakepop.protocol.buffer import Line, LineBuffer, Overflow
+from fakepop.settings import Settings
 
 from .pair import Pair
 
@@ -108,7 +109,7 @@ def test_clear_forgets_the_unfinished_line_and_the_discarding() -> None:
 
 
 def test_session_resynchronises_after_an_overlong_line() -> None:
-    pair = Pair()
+    pair = Pair(settings=Settings(long_line_closes=False))
     limit = pair.session.settings.max_line_length
     too_long = b"-ERR Line too long: the limit is %d octets\r\n" % limit
     # Reported as soon as it is too long, not when its end arrives.
@@ -120,7 +121,7 @@ def test_session_resynchronises_after_an_overlong_line() -> None:
 
 
 def test_session_memory_stays_bounded_when_a_mebibyte_arrives_without_lf() -> None:
-    pair = Pair()
+    pair = Pair(settings=Settings(long_line_closes=False))  # the buffer, not the close
     limit = pair.session.settings.max_line_length
     replies = b""
     for _ in range(16):

@@ -67,7 +67,9 @@ class Faulty:
         self.transcript = SessionTranscript(session_id)
         self.session = Session(
             self.store,
-            Settings(apop=False),  # a greeting without a timestamp: exact bytes
+            # A greeting without a timestamp (exact bytes); a login refused [IN-USE] may be
+            # tried again on the same connection.
+            Settings(apop=False, in_use_closes=False),
             transcript=self.transcript,
             clock=clock,
             stls=stls,
