@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -163,6 +163,16 @@ def _fail(message: str, code: int = 1) -> int:
 # --- fakepop generate ----------------------------------------------------------------------
 
 
+def _generated(args: argparse.Namespace) -> Iterator[bytes] | int:
+    """The messages ``generate`` asks for, or the exit code of a message saying what is wrong."""
+    try:
+        return iter_messages(args.count, seed=args.seed, locale=args.locale)
+    except FakerMissing as e:
+        return _fail(str(e))
+    except ValueError as e:
+        return _fail(str(e), 2)
+
+
 def generate(args: argparse.Namespace) -> int:
     if args.out == "-":
         return _generate_to_stdout(args)
@@ -175,12 +185,9 @@ def generate(args: argparse.Namespace) -> int:
             return _fail(f"{out} is not empty; give a new or empty directory")
     if form == "mbox" and out.is_dir():
         return _fail(f"{out} is a directory; --format mbox writes a file")
-    try:
-        messages = iter_messages(args.count, seed=args.seed, locale=args.locale)
-    except FakerMissing as e:
-        return _fail(str(e))
-    except ValueError as e:
-        return _fail(str(e), 2)
+    messages = _generated(args)
+    if isinstance(messages, int):
+        return messages
     try:
         if form == "eml":
             out.mkdir(parents=True, exist_ok=True)
@@ -209,12 +216,9 @@ def _generate_to_stdout(args: argparse.Namespace) -> int:
             " give --format mbox, or a directory to --out",
             2,
         )
-    try:
-        messages = iter_messages(args.count, seed=args.seed, locale=args.locale)
-    except FakerMissing as e:
-        return _fail(str(e))
-    except ValueError as e:
-        return _fail(str(e), 2)
+    messages = _generated(args)
+    if isinstance(messages, int):
+        return messages
     out = sys.stdout.buffer
     try:
         for raw in messages:

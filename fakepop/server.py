@@ -361,12 +361,7 @@ class POP3Server:
         saved = self._saved
         if saved is None:
             raise RuntimeError("nothing to restore: call server.checkpoint() first")
-        with self._lock:
-            connections = list(self._connections.values())
-        for connection in connections:
-            connection.abort()
-        for connection in connections:
-            connection.thread.join()
+        self._end_sessions()
         self.store.restore(saved.accounts)
         self.faults.clear()
         for rule in copy.deepcopy(saved.faults):
@@ -430,12 +425,7 @@ class POP3Server:
             listening.thread.join()
             for sock in (*listening.listeners, listening.wake_read, listening.wake_write):
                 sock.close()
-            with self._lock:
-                connections = list(self._connections.values())
-            for connection in connections:
-                connection.abort()
-            for connection in connections:
-                connection.thread.join()
+            self._end_sessions()
         self.check()
 
     def check(self) -> None:
@@ -463,6 +453,15 @@ class POP3Server:
         return f"<POP3Server {state} users={sorted(self.users)}>"
 
     # --- internals ------------------------------------------------------------------------
+
+    def _end_sessions(self) -> None:
+        """Close every open connection and wait for its thread."""
+        with self._lock:
+            connections = list(self._connections.values())
+        for connection in connections:
+            connection.abort()
+        for connection in connections:
+            connection.thread.join()
 
     def _netloc(self, port: int) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

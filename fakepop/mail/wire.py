@@ -34,26 +34,6 @@ def to_crlf(raw: bytes, keep_bare_cr: bool = False) -> bytes:
     return wire
 
 
-def _lf_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """``to_crlf(..., keep_bare_cr=True)`` over a stream: only LF is a line end."""
-    held_cr = False
-    last = b""
-    for chunk in chunks:
-        if held_cr:
-            chunk = b"\r" + chunk
-        held_cr = chunk.endswith(b"\r")
-        if held_cr:
-            chunk = chunk[:-1]
-        if chunk:
-            last = chunk.replace(CRLF, b"\n").replace(b"\n", CRLF)
-            yield last
-    if held_cr:  # a bare CR, the message's last byte
-        last = b"\r"
-        yield last
-    if last and not last.endswith(CRLF):
-        yield CRLF
-
-
 def dot_stuff(wire: bytes) -> bytes:
     """Prefix every line that starts with "." with another ".", the first line included.
 
@@ -74,9 +54,6 @@ def crlf_chunks(chunks: Iterable[bytes], keep_bare_cr: bool = False) -> Iterator
     A CR at the end of a chunk is held back until the next one shows whether
     it begins a CRLF.
     """
-    if keep_bare_cr:
-        yield from _lf_chunks(chunks)
-        return
     held_cr = False
     last = b""
     for chunk in chunks:
@@ -85,11 +62,20 @@ def crlf_chunks(chunks: Iterable[bytes], keep_bare_cr: bool = False) -> Iterator
         held_cr = chunk.endswith(b"\r")
         if held_cr:
             chunk = chunk[:-1]
-        if chunk:
-            last = _LINE_END.sub(CRLF, chunk) if b"\r" in chunk else chunk.replace(b"\n", CRLF)
-            yield last
-    if held_cr or (last and not last.endswith(CRLF)):  # a held CR ends the text as a CRLF
-        yield CRLF
+        if not chunk:
+            continue
+        if keep_bare_cr:  # only LF ends a line
+            last = chunk.replace(CRLF, b"\n").replace(b"\n", CRLF)
+        elif b"\r" in chunk:
+            last = _LINE_END.sub(CRLF, chunk)
+        else:
+            last = chunk.replace(b"\n", CRLF)
+        yield last
+    if held_cr and keep_bare_cr:  # a bare CR, the message's last byte
+        last = b"\r"
+        yield last
+    if (held_cr and not keep_bare_cr) or (last and not last.endswith(CRLF)):
+        yield CRLF  # a held CR ends the text as a CRLF
 
 
 def stuff_chunks(chunks: Iterable[bytes]) -> Iterator[bytes]:
