@@ -1,0 +1,252 @@
+"""Quirks: how real servers always depart from the RFCs, one switch each.
+
+A quirk is a standing behaviour (qmail's blank line before the dot, Exchange's
+bare "+OK" to CAPA), not a scripted event: faults are those. Each is a field of
+``Quirks``, whose metadata say its kebab-case name, what it does and the source
+that shows a real server doing it; ``REGISTRY`` is made from them. A quirk is
+given as its name (a switch), or ``name=value`` (a whole number or a text).
+
+This module imports only the standard library: ``fakepop.settings`` checks
+quirk specs with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Parameter = Literal["none", "number", "text"]
+SEPARATOR = ";"  # between quirks in one text (a variable, an ini line): a text may hold spaces
+
+
+@dataclass(frozen=True)
+class QuirkInfo:
+    """One quirk as the registry describes it."""
+
+    name: str
+    parameter: Parameter
+    help: str
+    source: str
+
+    @property
+    def usage(self) -> str:
+        """How it is written: ``no-capa``, ``top-bytes=N``, ``greeting=TEXT``."""
+        return {"none": self.name, "number": f"{self.name}=N", "text": f"{self.name}=TEXT"}[
+            self.parameter
+        ]
+
+
+def quirk(default: Any, help: str, source: str) -> Any:
+    """A field of ``Quirks``: its help and the source showing a real server does it."""
+    return field(default=default, metadata={"help": help, "source": source})
+
+
+MAILKIT = "https://github.com/jstedfast/MailKit/tree/master/UnitTests/Net/Pop3/Resources"
+QMAIL = "https://github.com/notqmail/notqmail/blob/master"
+
+
+@dataclass(frozen=True)
+class Quirks:
+    """The quirks a session applies, one attribute each; all off by default.
+
+    Build it with ``Quirks.parse(["no-capa", "top-bytes=512"])``.
+    """
+
+    # CAPA
+    no_capa: bool = quirk(
+        False,
+        "CAPA is an unknown command: -ERR, and clients fall back to guessing",
+        f"qmail-pop3d and qmail-popup have no CAPA ({QMAIL}/qmail-pop3d.c, commands table)",
+    )
+    capa_bare_ok: bool = quirk(
+        False,
+        'the first line of the CAPA answer is a bare "+OK", with no text',
+        f"Exchange's recorded CAPA answer ({MAILKIT}/exchange/capa.txt)",
+    )
+    capa_by_state: bool = quirk(
+        False,
+        "CAPA differs before and after login: PIPELINING only after, SASL only before",
+        f"Gmail's recorded CAPA answers ({MAILKIT}/gmail/capa1.txt and capa2.txt)",
+    )
+    sasl_bare_plus: bool = quirk(
+        False,
+        'an empty SASL challenge is "+" with no space after it (RFC 5034 wants "+ ")',
+        f"Exchange's recorded continuation ({MAILKIT}/exchange/plus.txt); Gmail sends"
+        f' "+ " ({MAILKIT}/gmail/plus.txt)',
+    )
+    # texts: everything after "+OK " or "-ERR ", response codes included
+    greeting: str | None = quirk(
+        None,
+        'the greeting\'s text, after "+OK " (the APOP timestamp follows it when APOP is on)',
+        f'qmail-popup greets with the timestamp alone ({QMAIL}/qmail-popup.c); Gmail "Gpop'
+        f' ready for requests from ..." ({MAILKIT}/gmail/greeting.txt)',
+    )
+    user_text: str | None = quirk(
+        None,
+        "the text of USER's +OK",
+        f'qmail-popup answers "+OK " with nothing after it ({QMAIL}/qmail-popup.c, okay())',
+    )
+    login_text: str | None = quirk(
+        None,
+        "the text of the +OK to a login (PASS, APOP or AUTH)",
+        f'Gmail "Welcome." ({MAILKIT}/gmail/auth.txt), Exchange "User successfully logged'
+        f' on." ({MAILKIT}/exchange/auth.txt)',
+    )
+    quit_text: str | None = quirk(
+        None,
+        "the text of QUIT's +OK",
+        f'Gmail "Farewell." ({MAILKIT}/gmail/quit.txt), qmail "+OK " ({QMAIL}/qmail-pop3d.c)',
+    )
+    login_failure_text: str | None = quirk(
+        None,
+        'the whole text of a refused login, after "-ERR " (write a response code in it,'
+        " or leave it out)",
+        f'qmail-popup "-ERR authorization failed" ({QMAIL}/qmail-popup.c); Gmail "-ERR [AUTH]'
+        ' Username and password not accepted." (countless client reports)',
+    )
+    busy_text: str | None = quirk(
+        None,
+        "the whole text of a login refused because the maildrop is locked or the login too"
+        ' soon, after "-ERR ": free text instead of [IN-USE] or [LOGIN-DELAY]',
+        "RFC 2449, section 8.1: response codes are optional; servers before it (and many"
+        " since) say it in words, which a client cannot tell from a wrong password",
+    )
+    drop_after_login_failure: bool = quirk(
+        False,
+        "a refused login ends the connection: the client must connect again to retry",
+        f"qmail-popup exits after checkpassword refuses ({QMAIL}/qmail-popup.c, doanddie())",
+    )
+    # sizes and framing
+    sizes_lf: bool = quirk(
+        False,
+        "STAT, LIST and RETR count sizes with LF line ends: less than the octets RETR sends",
+        f"qmail-pop3d reports the Maildir file's size, stored with LF ({QMAIL}/qmail-pop3d.c,"
+        " getlist())",
+    )
+    sizes_kib: bool = quirk(
+        False,
+        "STAT, LIST and RETR round each size up to a whole KiB (1024 octets)",
+        f"MailKit's recorded Comcast (Zimbra) LIST: every size a multiple of 1024"
+        f" ({MAILKIT}/comcast/list.txt); the recording may be edited by hand: unconfirmed",
+    )
+    blank_before_dot: bool = quirk(
+        False,
+        "RETR and TOP add a blank line before the terminating dot",
+        "qmail-pop3d(8): it appends an extra blank line to every message"
+        f" ({QMAIL}/qmail-pop3d.c, blast())",
+    )
+    top_bytes: int | None = quirk(
+        None,
+        "TOP sends at most the first N octets of the message, whatever its line count",
+        "fetchmail's pop3.c: the Maillennium POP3 server (Comcast, AT&T) truncates TOP after"
+        ' 64 or 80 kB, so fetchmail uses RETR when the greeting says "Maillennium POP3"',
+    )
+    top_ignores_lines: bool = quirk(
+        False,
+        "TOP sends the whole message, whatever its line count",
+        "Jakarta Mail's mail.pop3.disabletop, for servers that do not implement TOP properly"
+        " (the com.sun.mail.pop3 package documentation)",
+    )
+    # UIDL
+    no_uidl: bool = quirk(
+        False,
+        "UIDL is an unknown command: -ERR, and it is not in CAPA (RFC 1939 makes it optional)",
+        "RFC 1939, section 7: UIDL is optional, and clients keep a way to work without it"
+        " (fetchmail's LAST and message-id fallbacks)",
+    )
+    uidl_blank: bool = quirk(
+        False,
+        'UIDL lines have no unique-id: "1 " and nothing after it',
+        'getmail\'s troubleshooting page, "failed to identify message in UIDL output", and its'
+        " BrokenUIDLPOP3Retriever (https://getmail6.org/troubleshooting.html)",
+    )
+    uidl_duplicate: bool = quirk(
+        False,
+        "each even-numbered message has the unique-id of the message before it",
+        "getmail's troubleshooting page: a server's UIDL \"does not uniquely identify"
+        ' messages" (https://getmail6.org/troubleshooting.html)',
+    )
+    uidl_long: bool = quirk(
+        False,
+        "unique-ids of more than 70 characters, which RFC 1939, section 7 forbids",
+        "RFC 1939, section 7 limits unique-ids to 70 characters; clients size buffers by it"
+        " (fetchmail's IDLEN is 128)",
+    )
+    uidl_per_session: bool = quirk(
+        False,
+        "unique-ids change in every session, so a client refetches everything",
+        "getmail's BrokenUIDLPOP3Retriever, for servers whose unique-ids do not last from one"
+        " session to the next (https://getmail6.org/configuration.html)",
+    )
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> Quirks:
+        """The quirks ``specs`` name ("no-capa", "top-bytes=512", "greeting=Hi there").
+
+        Raises:
+            ValueError: an unknown name (with the nearest), or a value the quirk cannot take.
+        """
+        values: dict[str, Any] = {}
+        for spec in specs:
+            info, value = check(spec)
+            values[info.name.replace("-", "_")] = value
+        return cls(**values)
+
+
+def _registry() -> dict[str, QuirkInfo]:
+    kinds: dict[Any, Parameter] = {"bool": "none", "int | None": "number", "str | None": "text"}
+    infos = {}
+    for item in dataclasses.fields(Quirks):
+        name = item.name.replace("_", "-")
+        infos[name] = QuirkInfo(
+            name, kinds[item.type], item.metadata["help"], item.metadata["source"]
+        )
+    return infos
+
+
+REGISTRY: dict[str, QuirkInfo] = _registry()
+
+
+def check(spec: str) -> tuple[QuirkInfo, Any]:
+    """The quirk ``spec`` names and its value (True for a switch).
+
+    Raises:
+        ValueError: saying what to write instead.
+    """
+    name, sep, value = spec.partition("=")
+    name = name.strip()
+    info = REGISTRY.get(name)
+    if info is None:
+        near = difflib.get_close_matches(name, REGISTRY, n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ValueError(
+            f"unknown quirk {name!r}{hint} The quirks: {', '.join(REGISTRY)}"
+            " (fakepop personas --quirks says what each does)"
+        )
+    if info.parameter == "none":
+        if sep:
+            raise ValueError(f"quirk {name} takes no value: write {name}")
+        return info, True
+    if not sep:
+        raise ValueError(f"quirk {name} needs a value: write {info.usage}")
+    if info.parameter == "number":
+        if not (value.isascii() and value.isdigit() and int(value) > 0):
+            raise ValueError(f"quirk {name} needs a whole number over 0: {name}=N, not {value!r}")
+        return info, int(value)
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"quirk {name}'s text must be on one line")
+    return info, value
+
+
+def canonical(spec: str) -> str:
+    """``spec`` checked and written one way: "top-bytes=0512" is "top-bytes=512"."""
+    info, value = check(spec)
+    return info.name if info.parameter == "none" else f"{info.name}={value}"
+
+
+def split(text: str) -> list[str]:
+    """The quirk specs of one text (a variable, an ini line), separated by ``SEPARATOR``."""
+    return [item.strip() for item in text.split(SEPARATOR) if item.strip()]
