@@ -499,8 +499,8 @@ def personas_command(args: argparse.Namespace) -> int:
         return 0
     if args.name is None:
         width = max(map(len, PERSONAS))
-        for persona in PERSONAS.values():
-            print(f"{persona.name:<{width}}  {persona.about}")
+        for each in PERSONAS.values():
+            print(f"{each.name:<{width}}  {each.about}")
         print(f"not built yet: {', '.join(PLANNED)}")
         return 0
     persona = PERSONAS.get(args.name)
