@@ -112,9 +112,9 @@ def test_capa_bare_ok(pop3_server_factory: ServerFactory) -> None:
     with LineClient(server, greeting=True) as client:
         assert client.command("CAPA") == b"+OK\r\n"
         assert b"UIDL\r\n" in body(client)
-    client = poplib.POP3(server.host, server.port, timeout=5)
-    assert "UIDL" in client.capa()
-    client.quit()
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    assert "UIDL" in pop.capa()
+    pop.quit()
 
 
 def test_capa_by_state(pop3_server_factory: ServerFactory) -> None:
@@ -163,9 +163,9 @@ def test_an_empty_greeting_leaves_the_timestamp_alone(pop3_server_factory: Serve
     server = make(pop3_server_factory, "greeting=")
     with LineClient(server, greeting=True) as client:
         assert re.fullmatch(rb"\+OK <\d+\.\d+@localhost>\r\n", client.greeting)
-    client = poplib.POP3(server.host, server.port, timeout=5)
-    client.apop("alice", "secret")  # poplib finds the timestamp
-    client.quit()
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    pop.apop("alice", "secret")  # poplib finds the timestamp
+    pop.quit()
 
 
 def test_user_login_and_quit_texts(pop3_server_factory: ServerFactory) -> None:
@@ -236,11 +236,11 @@ def test_blank_before_dot(pop3_server_factory: ServerFactory) -> None:
         assert multiline(client, "RETR 1")[1] == SHORT + b"\r\n.\r\n"
         assert multiline(client, "TOP 1 0")[1] == b"Subject: a\r\n\r\n\r\n.\r\n"
         client.command("QUIT")
-    client = poplib.POP3(server.host, server.port, timeout=5)
-    client.user("alice")
-    client.pass_("secret")
-    assert client.retr(1)[1] == [b"Subject: a", b"", b"body", b""]
-    client.quit()
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    pop.user("alice")
+    pop.pass_("secret")
+    assert pop.retr(1)[1] == [b"Subject: a", b"", b"body", b""]
+    pop.quit()
 
 
 def test_top_bytes(pop3_server_factory: ServerFactory) -> None:
