@@ -1,0 +1,191 @@
+"""Personas: what a client sees of each, how explicit options override them, every surface."""
+
+from __future__ import annotations
+
+import poplib
+import re
+
+import pytest
+from pop3 import LineClient, ServerFactory
+from serving import run, serve
+
+from fakepop import POP3Server
+from fakepop.cli import main
+from fakepop.config import resolve
+from fakepop.personas import PERSONAS, PLANNED
+from fakepop.protocol.quirks import Quirks
+
+pytest_plugins = ["pytester"]
+
+MAIL = b"Subject: hi\r\n\r\nHello\r\n"  # 22 octets in 3 lines
+
+
+def make(factory: ServerFactory, persona: str, **options: object) -> POP3Server:
+    options.setdefault("messages", [MAIL])
+    return factory(users={"alice": "secret"}, tls=False, persona=persona, **options)
+
+
+@pytest.mark.parametrize("name", PERSONAS)
+def test_a_persona_is_whole(name: str) -> None:
+    persona = PERSONAS[name]
+    Quirks.parse(persona.quirks)  # every quirk it names exists and takes its value
+    assert persona.about
+    assert all(what and source for what, source in persona.sources)
+    POP3Server(persona=name, tls=True)  # every setting it names is a field that takes its value
+
+
+def test_a_planned_persona_says_it_is_not_built_yet() -> None:
+    with pytest.raises(ValueError, match="persona outlook is not built yet; the personas are"):
+        POP3Server(persona=PLANNED[0])
+
+
+# --- Gmail -------------------------------------------------------------------------------
+
+
+def test_gmail(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "gmail")
+    with LineClient(server, greeting=True) as client:
+        # MailKit's recording: "+OK Gpop ready for requests from ADDRESS ID", and no APOP.
+        assert re.fullmatch(rb"\+OK Gpop ready for requests from \S+ \S+\r\n", client.greeting)
+        client.command("USER alice")
+        assert client.command("PASS nope") == (
+            b"-ERR [AUTH] Username and password not accepted.\r\n"
+        )
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    before = pop.capa()
+    assert before["SASL"] == ["PLAIN", "XOAUTH2"]
+    assert before["EXPIRE"] == ["0"]
+    assert "PIPELINING" not in before
+    assert b"<" not in pop.getwelcome()  # no APOP timestamp
+    pop.user("alice")
+    assert pop.pass_("secret") == b"+OK Welcome."
+    after = pop.capa()
+    assert "PIPELINING" in after
+    assert "SASL" not in after
+    assert pop.quit() == b"+OK Farewell."
+
+
+def test_gmail_takes_recent_logins(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "gmail")
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    pop.user("recent:alice")
+    assert pop.pass_("secret") == b"+OK Welcome."
+    pop.quit()
+
+
+# --- qmail -------------------------------------------------------------------------------
+
+
+def test_qmail(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "qmail")
+    with LineClient(server, greeting=True) as client:
+        assert re.fullmatch(rb"\+OK <\d+\.\d+@localhost>\r\n", client.greeting)
+        assert client.command("CAPA").startswith(b"-ERR")
+        assert client.command("USER alice") == b"+OK \r\n"
+        assert client.command("PASS secret") == b"+OK \r\n"
+        assert client.command("STAT") == b"+OK 1 19\r\n"  # the file's size, with LF line ends
+        assert client.command("LIST 1") == b"+OK 1 19\r\n"
+        assert client.command("RETR 1") == b"+OK 19 octets\r\n"
+        assert client.read(len(MAIL) + 5) == MAIL + b"\r\n.\r\n"  # a blank line before the dot
+        assert client.command("LAST") == b"+OK 1\r\n"
+        assert client.command("QUIT") == b"+OK \r\n"
+    with LineClient(server, greeting=True) as client:
+        client.command("USER alice")
+        assert client.command("PASS wrong") == b"-ERR authorization failed\r\n"
+        assert client.closed_by_server()
+
+
+def test_poplib_reads_qmail(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "qmail")
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    pop.apop("alice", "secret")
+    assert pop.retr(1)[1] == [b"Subject: hi", b"", b"Hello", b""]
+    pop.quit()
+
+
+# --- explicit options over the persona ---------------------------------------------------
+
+
+def test_an_explicit_setting_beats_the_persona(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "gmail", apop=True)
+    assert server.settings.apop
+    assert server.settings.sasl == ("PLAIN", "XOAUTH2")  # the rest is Gmail's
+    with LineClient(server, greeting=True) as client:
+        assert re.fullmatch(rb"\+OK Gpop ready .* <[^>]+@localhost>\r\n", client.greeting)
+
+
+def test_explicit_quirks_add_to_the_persona_s(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "gmail", quirks=["uidl-blank", "login-text=Hi."])
+    assert server.settings.quirks == ("uidl-blank", "login-text=Hi.")
+    with LineClient(server, greeting=True) as client:
+        assert client.greeting.startswith(b"+OK Gpop ready")
+        client.command("USER alice")
+        assert client.command("PASS secret") == b"+OK Hi.\r\n"
+        assert client.command("UIDL 1") == b"+OK 1 \r\n"
+
+
+def test_a_whole_settings_object_keeps_its_own_values() -> None:
+    server = POP3Server(settings=POP3Server(persona="qmail").settings, apop=False)
+    assert server.settings.last  # qmail's, carried in the settings given
+    assert not server.settings.apop
+
+
+# --- every surface -----------------------------------------------------------------------
+
+
+def test_serve_resolves_the_persona_under_flags_and_variables() -> None:
+    config = resolve({"idle_timeout": 30.0}, {"FAKEPOP_PERSONA": "qmail", "FAKEPOP_LAST": "0"})
+    assert config.settings.persona == "qmail"
+    assert config.settings.idle_timeout == 30.0  # the flag's
+    assert not config.settings.last  # the variable's
+    assert config.settings.sasl == ()  # qmail's
+    assert config.tls is not None
+    assert not config.tls.stls
+
+
+def test_fakepop_serve_persona() -> None:
+    with serve("--no-tls", "--port", "0", "--json", "--persona", "qmail") as served:
+        port = served.info["pop3"]["port"]
+        with LineClient("127.0.0.1", port, greeting=True) as client:
+            assert client.command("CAPA").startswith(b"-ERR")
+            assert client.command("USER user") == b"+OK \r\n"
+        served.stop()
+
+
+def test_a_persona_from_the_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import poplib
+        import pytest
+
+        @pytest.mark.fakepop(persona="gmail")
+        def test_it(pop3_server):
+            pop = poplib.POP3(pop3_server.host, pop3_server.port, timeout=5)
+            assert pop.getwelcome().startswith(b"+OK Gpop ready")
+            pop.user("user")
+            assert pop.pass_("password") == b"+OK Welcome."
+            pop.quit()
+        """
+    )
+    pytester.runpytest("-p", "no:hypothesispytest", "-p", "no:benchmark").assert_outcomes(passed=1)
+
+
+def test_fakepop_personas_lists_and_describes() -> None:
+    listed, described, quirks, planned = run(
+        ["personas"], ["personas", "qmail"], ["personas", "--quirks"], ["personas", "outlook"]
+    )
+    assert listed.returncode == 0
+    assert [line.split()[0] for line in listed.stdout.splitlines()[:-1]] == list(PERSONAS)
+    assert "no-capa" in described.stdout
+    assert "qmail-pop3d's blast()" in described.stdout
+    assert "top-bytes=N" in quirks.stdout
+    assert planned.returncode == 2
+    assert "not built yet" in planned.stderr
+    assert "Traceback" not in planned.stderr
+
+
+def test_fakepop_personas_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["personas", "gmail"]) == 0
+    assert 'sasl = ["PLAIN", "XOAUTH2"]' in capsys.readouterr().out
+    assert main(["personas", "gmai"]) == 2
+    assert "no persona 'gmai'" in capsys.readouterr().err
