@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-MAILKIT = "MailKit's recorded Gmail session (UnitTests/Net/Pop3/Resources/gmail)"
-QMAIL = "notqmail's qmail-popup.c and qmail-pop3d.c, and qmail-pop3d(8)"
+MAILKIT = "MailKit's Gmail session, recorded in 2014 (UnitTests/Net/Pop3/Resources/gmail)"
+QMAIL = "qmail 1.03 (https://github.com/notqmail/notqmail)"
 
 
 @dataclass(frozen=True)
@@ -114,26 +114,38 @@ QMAIL_PERSONA = Persona(
         "blank-before-dot",
     ),
     sources=(
-        ("no CAPA: -ERR", QMAIL + ": neither program's command table has it"),
+        (
+            "no CAPA: -ERR",
+            QMAIL + ": neither qmail-popup.c's nor qmail-pop3d.c's command table has it",
+        ),
         (
             'greets with the APOP timestamp alone: "+OK <pid.time@host>"',
-            QMAIL + ": qmail-popup's pop3_greet()",
+            QMAIL + ": qmail-popup.c, pop3_greet()",
         ),
-        ('USER, a login and QUIT answer "+OK " and nothing more', QMAIL + ": okay()"),
+        (
+            'USER, a login and QUIT answer "+OK " and nothing more',
+            QMAIL + ": okay() in qmail-popup.c and qmail-pop3d.c",
+        ),
         (
             '"-ERR authorization failed" to a refused login, then the connection ends',
-            QMAIL + ": qmail-popup's doanddie()",
+            QMAIL + ": qmail-popup.c, doanddie()",
         ),
         (
             "STAT, LIST and RETR sizes are the Maildir file's, with LF line ends",
-            QMAIL + ": qmail-pop3d's getlist() takes st_size",
+            QMAIL + ": qmail-pop3d.c, getlist() takes st_size",
         ),
         (
             "a blank line before the terminating dot of RETR and TOP",
-            QMAIL + ": qmail-pop3d's blast(); the manual page says why",
+            QMAIL + ": qmail-pop3d.c, blast(); qmail-pop3d(8) says it works around client bugs",
         ),
-        ("LAST, and no SASL, STLS, UTF8 or implicit TLS", QMAIL + ": the command tables"),
-        ("a 20-minute idle timeout", QMAIL + ": timeoutread(1200, ...)"),
+        (
+            "LAST, and no SASL, STLS, UTF8 or implicit TLS",
+            QMAIL + ": the command tables (STLS and SASL came only with patches)",
+        ),
+        (
+            "a 20-minute idle timeout",
+            QMAIL + ": qmail-pop3d.c, timeoutread(1200, ...); qmail-pop3d(8)",
+        ),
     ),
     missing=(
         "no maildrop lock: two sessions at once both get the mail (fakepop locks)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import poplib
 import re
+from pathlib import Path
 
 import pytest
 from pop3 import LineClient, ServerFactory
@@ -32,6 +33,17 @@ def test_a_persona_is_whole(name: str) -> None:
     assert persona.about
     assert all(what and source for what, source in persona.sources)
     POP3Server(persona=name, tls=True)  # every setting it names is a field that takes its value
+
+
+def test_the_docs_have_every_persona_line() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "personas.md").read_text("utf-8")
+    for persona in PERSONAS.values():
+        assert f"### {persona.name}\n\n{persona.about}." in text
+        for what, source in persona.sources:
+            row = f"| {what.replace('|', chr(92) + '|')} | {source.replace('|', chr(92) + '|')} |"
+            assert row in text, f"docs/personas.md lacks or misstates {persona.name}: {what}"
+        for line in persona.missing:
+            assert f"- {line}" in text
 
 
 def test_a_planned_persona_says_it_is_not_built_yet() -> None:
@@ -177,7 +189,7 @@ def test_fakepop_personas_lists_and_describes() -> None:
     assert listed.returncode == 0
     assert [line.split()[0] for line in listed.stdout.splitlines()[:-1]] == list(PERSONAS)
     assert "no-capa" in described.stdout
-    assert "qmail-pop3d's blast()" in described.stdout
+    assert "qmail-pop3d.c, blast()" in described.stdout
     assert "top-bytes=N" in quirks.stdout
     assert planned.returncode == 2
     assert "not built yet" in planned.stderr

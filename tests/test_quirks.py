@@ -63,6 +63,14 @@ def test_every_quirk_has_a_help_a_source_and_a_test_here() -> None:
         assert f'"{name}' in text, f"quirk {name} has no test in {Path(__file__).name}"
 
 
+def test_the_docs_describe_every_quirk() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "personas.md").read_text("utf-8")
+    for info in REGISTRY.values():
+        cells = [f"`{info.usage}`", info.help, info.source]
+        row = "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+        assert row in text, f"docs/personas.md lacks or misstates {info.name}"
+
+
 def test_an_unknown_quirk_names_the_nearest(pop3_server_factory: ServerFactory) -> None:
     with pytest.raises(ValueError, match="did you mean 'no-capa'"):
         make(pop3_server_factory, "no-cap")

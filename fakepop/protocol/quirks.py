@@ -44,7 +44,7 @@ def quirk(default: Any, help: str, source: str) -> Any:
     return field(default=default, metadata={"help": help, "source": source})
 
 
-MAILKIT = "https://github.com/jstedfast/MailKit/tree/master/UnitTests/Net/Pop3/Resources"
+MAILKIT = "https://github.com/jstedfast/MailKit/blob/master/UnitTests/Net/Pop3/Resources"
 QMAIL = "https://github.com/notqmail/notqmail/blob/master"
 
 
