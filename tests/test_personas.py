@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import poplib
 import re
 from pathlib import Path
@@ -112,6 +113,33 @@ def test_poplib_reads_qmail(pop3_server_factory: ServerFactory) -> None:
     pop = poplib.POP3(server.host, server.port, timeout=5)
     pop.apop("alice", "secret")
     assert pop.retr(1)[1] == [b"Subject: hi", b"", b"Hello", b""]
+    pop.quit()
+
+
+# --- Exchange ----------------------------------------------------------------------------
+
+
+def test_exchange(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "exchange")
+    with LineClient(server, greeting=True) as client:
+        assert client.greeting == b"+OK The Microsoft Exchange POP3 service is ready.\r\n"
+        assert client.command("CAPA") == b"+OK\r\n"
+        while client.line() != b".\r\n":
+            pass
+        client.command("USER alice")
+        assert client.command("PASS nope") == (
+            b"-ERR Logon failure: unknown user name or bad password.\r\n"
+        )
+        assert client.command("AUTH PLAIN") == b"+\r\n"
+        assert client.command(base64.b64encode(b"\0alice\0secret")) == (
+            b"+OK User successfully logged on.\r\n"
+        )
+        assert client.command("QUIT") == b"+OK Good-bye.\r\n"
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    assert pop.capa()["SASL"] == ["PLAIN", "LOGIN"]
+    pop.user("alice")
+    pop.pass_("secret")
+    assert pop.retr(1)[1] == [b"Subject: hi", b"", b"Hello"]
     pop.quit()
 
 
