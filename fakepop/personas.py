@@ -45,7 +45,7 @@ GMAIL = Persona(
     "Gmail's POP3 (pop.gmail.com): Gpop, CAPA by state, XOAUTH2, no APOP",
     settings={
         "apop": False,
-        "sasl": ("PLAIN", "XOAUTH2"),
+        "sasl": ("PLAIN", "XOAUTH2", "OAUTHBEARER"),
         "utf8": False,
         "expire": 0,
         "recent_prefix": True,
@@ -66,8 +66,10 @@ GMAIL = Persona(
         ),
         ("EXPIRE 0: mail may be removed once it was retrieved", MAILKIT + ", capa1.txt"),
         (
-            "SASL PLAIN and XOAUTH2, no APOP, no UTF8 or LANG",
-            MAILKIT + ", capa1.txt (newer reports add OAUTHBEARER: not checked here)",
+            "SASL PLAIN, XOAUTH2 and OAUTHBEARER; no APOP, no UTF8 or LANG",
+            "a capture of 2025 in Horde's pull request adding XOAUTH2 to POP3"
+            " (https://github.com/horde/Imap_Client/pull/36); " + MAILKIT + ", capa1.txt, has"
+            " no OAUTHBEARER yet",
         ),
         ('"+OK Welcome." to a login, "+OK Farewell." to QUIT', MAILKIT + ", auth.txt and quit.txt"),
         (

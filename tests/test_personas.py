@@ -66,7 +66,7 @@ def test_gmail(pop3_server_factory: ServerFactory) -> None:
         )
     pop = poplib.POP3(server.host, server.port, timeout=5)
     before = pop.capa()
-    assert before["SASL"] == ["PLAIN", "XOAUTH2"]
+    assert before["SASL"] == ["PLAIN", "XOAUTH2", "OAUTHBEARER"]
     assert before["EXPIRE"] == ["0"]
     assert "PIPELINING" not in before
     assert b"<" not in pop.getwelcome()  # no APOP timestamp
@@ -149,7 +149,7 @@ def test_exchange(pop3_server_factory: ServerFactory) -> None:
 def test_an_explicit_setting_beats_the_persona(pop3_server_factory: ServerFactory) -> None:
     server = make(pop3_server_factory, "gmail", apop=True)
     assert server.settings.apop
-    assert server.settings.sasl == ("PLAIN", "XOAUTH2")  # the rest is Gmail's
+    assert server.settings.sasl == ("PLAIN", "XOAUTH2", "OAUTHBEARER")  # the rest is Gmail's
     with LineClient(server, greeting=True) as client:
         assert re.fullmatch(rb"\+OK Gpop ready .* <[^>]+@localhost>\r\n", client.greeting)
 
@@ -226,6 +226,6 @@ def test_fakepop_personas_lists_and_describes() -> None:
 
 def test_fakepop_personas_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["personas", "gmail"]) == 0
-    assert 'sasl = ["PLAIN", "XOAUTH2"]' in capsys.readouterr().out
+    assert 'sasl = ["PLAIN", "XOAUTH2", "OAUTHBEARER"]' in capsys.readouterr().out
     assert main(["personas", "gmai"]) == 2
     assert "no persona 'gmai'" in capsys.readouterr().err

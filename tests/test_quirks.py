@@ -155,6 +155,16 @@ def test_without_sasl_bare_plus_the_continuation_has_its_space(
         assert client.command("AUTH PLAIN") == b"+ \r\n"
 
 
+def test_xoauth2_two_step(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "xoauth2-two-step", sasl=("XOAUTH2",))
+    server.add_token("alice", "alice-token")
+    token = base64.b64encode(b"user=alice\x01auth=Bearer alice-token\x01\x01")
+    with LineClient(server, greeting=True) as client:
+        assert client.command(b"AUTH XOAUTH2 " + token).startswith(b"-ERR [AUTH]")
+        assert client.command("AUTH XOAUTH2") == b"+ \r\n"
+        assert client.command(token).startswith(b"+OK")
+
+
 # --- texts -------------------------------------------------------------------------------
 
 

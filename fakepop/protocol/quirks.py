@@ -77,6 +77,15 @@ class Quirks:
         f"Exchange's recorded continuation ({MAILKIT}/exchange/plus.txt); Gmail sends"
         f' "+ " ({MAILKIT}/gmail/plus.txt)',
     )
+    xoauth2_two_step: bool = quirk(
+        False,
+        "AUTH XOAUTH2 with the token on the same line is a failed login: the token must follow"
+        ' the server\'s "+"',
+        "Office 365 and Outlook.com, as client projects found: mpop"
+        " (https://github.com/marlam/mpop/issues/11), Jakarta Mail"
+        " (https://github.com/jakartaee/mail-api/issues/461); Microsoft's OAuth guide for"
+        " POP shows the two steps",
+    )
     # texts: everything after "+OK " or "-ERR ", response codes included
     greeting: str | None = quirk(
         None,

@@ -1060,6 +1060,8 @@ class Session:
             self._plaintext_login(f"AUTH {name}")
         if self._offered is not None and name not in self._offered:
             self.transcript.violate(f"AUTH {name}, a mechanism CAPA did not offer")
+        if len(words) == 2 and name == "XOAUTH2" and self.quirks.xoauth2_two_step:
+            return self._auth_failed("Send AUTH XOAUTH2 alone, then the token after the +")
         initial = None
         if len(words) == 2:
             try:  # RFC 5034, section 4: "=" is an empty initial response
