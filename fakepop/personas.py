@@ -54,6 +54,8 @@ GMAIL = Persona(
     quirks=(
         "greeting=Gpop ready for requests from 127.0.0.1 fakepop",
         "capa-by-state",
+        "popped-on-retr",
+        "oldest=250",
         "login-text=Welcome.",
         "quit-text=Farewell.",
         "login-failure-text=[AUTH] Username and password not accepted.",
@@ -82,12 +84,22 @@ GMAIL = Persona(
             'Gmail Help on POP, "recent mode"',
         ),
         ("POP3 on port 995 only, with implicit TLS: no STLS", "Gmail Help, POP settings"),
+        (
+            "mail RETR sent in a session that QUIT is popped: gone from later sessions without"
+            " DELE, except in recent mode",
+            "OpenPop.NET's developer, and Limilabs' notes on Gmail's POP3 (see the quirk"
+            " popped-on-retr)",
+        ),
+        (
+            "a session lists the oldest 250 or so not yet popped",
+            'Gmail Help, "Why about 250 messages?" (see the quirk oldest)',
+        ),
     ),
     missing=(
         "LOGIN-DELAY 300 is advertised by Gmail, not here: fakepop would enforce it (set"
         " login_delay=300 for both)",
-        "RETR marks mail popped, gone from later sessions without DELE; recent: shows it again",
-        "only the oldest 250 or so messages are listed in a session",
+        "recent: shows the last 30 days: here all mail is recent",
+        "the oldest 250 are conversations, not messages: here they are messages",
         "the greeting names the client's address and a session ID; here they are fixed",
         '"+OK message follows" and "+OK message sizes follow" as the texts of RETR and LIST',
     ),

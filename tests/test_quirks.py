@@ -278,6 +278,41 @@ def test_top_ignores_lines(pop3_server_factory: ServerFactory) -> None:
         assert multiline(client, "TOP 1 1")[1] == whole
 
 
+# --- what a session sees ----------------------------------------------------------------
+
+
+def test_popped_on_retr(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "popped-on-retr", recent_prefix=True)
+    with logged_in(server) as client:
+        multiline(client, "RETR 1")
+        client.close()  # no QUIT: nothing is popped
+    with logged_in(server) as client:
+        multiline(client, "RETR 1")
+        multiline(client, "TOP 2 0")  # TOP pops nothing
+        assert client.command("QUIT").startswith(b"+OK")
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    pop.user("alice")
+    pop.pass_("secret")
+    assert pop.stat() == (1, len(DOTTED))  # the message popped is gone from the listing
+    pop.quit()
+    pop = poplib.POP3(server.host, server.port, timeout=5)
+    pop.user("recent:alice")
+    pop.pass_("secret")
+    assert pop.stat()[0] == 2  # recent mode sees it still
+    pop.quit()
+    assert len(server.mailbox("alice")) == 2  # nothing was deleted
+
+
+def test_oldest(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "oldest=1")
+    with logged_in(server) as client:
+        assert client.command("STAT") == f"+OK 1 {len(SHORT)}\r\n".encode()
+        client.command("DELE 1")
+        client.command("QUIT")
+    with logged_in(server) as client:
+        assert client.command("STAT") == f"+OK 1 {len(DOTTED)}\r\n".encode()  # the next one
+
+
 # --- UIDL --------------------------------------------------------------------------------
 
 

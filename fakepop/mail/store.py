@@ -93,6 +93,8 @@ class Mailbox:
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
         self.record_limit: int | None = None
+        # UIDs sessions retrieved and QUIT with the popped-on-retr quirk: hidden from later ones.
+        self.popped: set[str] = set()
         # Notified where retrievals and deletions are recorded, for the waits.
         self._recorded = threading.Condition()
 
@@ -125,6 +127,7 @@ class Mailbox:
         with self._mutex:
             self._clear()
             self._shared = Snapshot()  # so removed mail is not kept alive by it
+            self.popped.clear()
 
     def remove(self, uid: str) -> None:
         """Take one message out now, as an administrator would; not a session's deletion.

@@ -159,6 +159,24 @@ class Quirks:
         "Jakarta Mail's mail.pop3.disabletop, for servers that do not implement TOP properly"
         " (the com.sun.mail.pop3 package documentation)",
     )
+    # what a session sees of the maildrop
+    popped_on_retr: bool = quirk(
+        False,
+        "a message RETR sent in a session that ends with QUIT is left out of later sessions,"
+        " without DELE; a recent:user login (with recent_prefix) still sees it",
+        "Gmail: RETR, not TOP, marks mail popped, and only when the session QUITs; recent"
+        " mode shows the last 30 days all the same (OpenPop.NET's developer at"
+        " https://w3toppers.com/what-non-standard-behaviour-features-does-gmail-exhibit-when-it-is-programmatically-used-as-a-pop3-server/;"
+        " http://www.limilabs.com/blog/gmail-pop3-behavior)",
+    )
+    oldest: int | None = quirk(
+        None,
+        "a session sees only the oldest N messages (of those not popped); the rest wait for"
+        " a later session",
+        "Gmail lists the oldest 250 or so conversations not yet popped, per session (Gmail"
+        ' Help, "Why about 250 messages?", quoted at'
+        " https://stackguides.com/questions/4075109/sending-pop3-commands-to-gmail-returns-old-messages)",
+    )
     # UIDL
     no_uidl: bool = quirk(
         False,

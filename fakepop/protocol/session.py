@@ -241,6 +241,8 @@ class Session:
         self._uids: Sequence[str] = ()
         self._uid_listing = b""
         self._deleted: set[int] = set()  # indexes into _messages
+        self._retrieved: set[str] = set()  # UIDs RETR sent, for the popped-on-retr quirk
+        self._recent = False  # logged in as Gmail's recent:user
         # Kept up to date by DELE and RSET, so STAT costs nothing per message.
         self._live_count = 0
         self._live_octets = 0
@@ -664,6 +666,16 @@ class Session:
         self._uids = uids
         self._uid_listing = numbered(uids) if changed or quirks.uidl_blank else messages.uid_listing
 
+    def _seen(self, account: Account) -> None:
+        """Leave out of the session what Gmail's quirks hide: popped mail, all but the oldest."""
+        quirks, messages = self.quirks, self._messages
+        if quirks.popped_on_retr and not self._recent and account.mailbox.popped:
+            popped = account.mailbox.popped
+            messages = Snapshot(m for m in messages if m.uid not in popped)
+        if quirks.oldest is not None and len(messages) > quirks.oldest:
+            messages = Snapshot(messages[: quirks.oldest])
+        self._messages = messages
+
     def _ending(self) -> tuple[bytes]:
         """What ends a message's multi-line reply: the dot, after a blank line for qmail."""
         return (CRLF + TERMINATOR,) if self.quirks.blank_before_dot else (TERMINATOR,)
@@ -718,6 +730,7 @@ class Session:
         self.account = account
         self.state = State.TRANSACTION
         self.transcript.logged_in(account.name, method)
+        self._seen(account)
         self._columns()
         self._count_live()
         name = self._echo(account.name)
@@ -748,6 +761,7 @@ class Session:
 
     def resolve(self, name: str) -> Account | None:
         settings = self.settings
+        self._recent = settings.recent_prefix and name.startswith("recent:")
         return self.store.resolve(name, settings.domains, settings.recent_prefix)
 
     def now(self) -> float:
@@ -938,6 +952,8 @@ class Session:
         except OSError as e:  # the commit is all or nothing
             return self._store_failed(e, ": no message was deleted")
         self.account = None
+        if self.quirks.popped_on_retr:
+            account.mailbox.popped.update(self._retrieved.difference(removed))
         if fail is not None:
             text = f"Some deleted messages not removed ({len(removed)} of {len(marked)} removed)"
             return [self._send(_err(text, fail.code)), self._close()]
@@ -965,6 +981,7 @@ class Session:
     def do_retr(self, args: tuple[str, ...]) -> Reply:
         number, message = self._message(args[0])
         self._highest = max(self._highest, number)
+        self._retrieved.add(message.uid)
         body = self._read(number, lambda: message.chunks())
         return Reply(
             status(True, f"{self._sizes[number - 1]} octets"),
