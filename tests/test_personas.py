@@ -210,6 +210,29 @@ def test_a_persona_from_the_marker(pytester: pytest.Pytester) -> None:
     pytester.runpytest("-p", "no:hypothesispytest", "-p", "no:benchmark").assert_outcomes(passed=1)
 
 
+def test_one_test_runs_once_per_persona(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import poplib
+        import pytest
+        from fakepop.personas import PERSONAS
+
+        @pytest.mark.parametrize("persona", PERSONAS)
+        def test_client_survives(pop3_server_factory, persona):
+            mail = b"Subject: x\\r\\n\\r\\nhi\\r\\n"
+            server = pop3_server_factory(persona=persona, tls=False, messages=[mail])
+            pop = poplib.POP3(server.host, server.port, timeout=5)
+            pop.user("user")
+            pop.pass_("password")
+            assert pop.retr(1)[1][:3] == [b"Subject: x", b"", b"hi"]
+            pop.quit()
+        """
+    )
+    result = pytester.runpytest("-v", "-p", "no:hypothesispytest", "-p", "no:benchmark")
+    result.assert_outcomes(passed=len(PERSONAS))
+    result.stdout.fnmatch_lines([f"*test_client_survives?{name}? PASSED*" for name in PERSONAS])
+
+
 def test_fakepop_personas_lists_and_describes() -> None:
     listed, described, quirks, planned = run(
         ["personas"], ["personas", "qmail"], ["personas", "--quirks"], ["personas", "outlook"]
