@@ -221,11 +221,61 @@ EXCHANGE = Persona(
     ),
 )
 
+O365_CAPTURES = (
+    "sessions with outlook.office365.com logged in vmime's issue 267 (2021,"
+    " https://github.com/kisli/vmime/issues/267) and email-oauth2-proxy's issue 62 (2022,"
+    " https://github.com/simonrob/email-oauth2-proxy/issues/62)"
+)
+
+OUTLOOK = Persona(
+    "outlook",
+    "Office 365 and Outlook.com (outlook.office365.com): Exchange Online, XOAUTH2 in two steps",
+    settings={"apop": False, "sasl": ("PLAIN", "XOAUTH2"), "utf8": False},
+    quirks=(
+        # The bracket holds the serving machine's name, UTF-16 and base64: here a made-up one.
+        "greeting=The Microsoft Exchange POP3 service is ready."
+        " [RgBBAEsARQBQAE8AUAAwADEALgBwAHIAbwBkAC4AbwB1AHQAbABvAG8AawAuAGMAbwBtAA==]",
+        "capa-bare-ok",
+        "xoauth2-two-step",
+        "login-failure-text=Logon failure: unknown user name or bad password.",
+    ),
+    sources=(
+        (
+            'greets "+OK The Microsoft Exchange POP3 service is ready. [NAME]", the name of'
+            " the machine in UTF-16 and base64",
+            O365_CAPTURES,
+        ),
+        (
+            'a bare "+OK" begins the CAPA answer; SASL PLAIN and XOAUTH2; no APOP',
+            O365_CAPTURES,
+        ),
+        (
+            "XOAUTH2 only in two steps: AUTH XOAUTH2, then the token after the +",
+            "mpop's issue 11 (https://github.com/marlam/mpop/issues/11), Jakarta Mail's"
+            " issue 461 (https://github.com/jakartaee/mail-api/issues/461), Microsoft's OAuth"
+            " guide for POP",
+        ),
+        (
+            '"-ERR Logon failure: unknown user name or bad password." to a refused login',
+            "fdm's issue 123 (2023, https://github.com/nicm/fdm/issues/123), against Exchange"
+            " Online",
+        ),
+    ),
+    missing=(
+        "on port 110 CAPA offers TOP, UIDL and STLS alone, USER and SASL only under TLS"
+        " (Indy's issue 192): set require_tls=True, with tls",
+        "the CAPA answer lists TOP, UIDL, SASL and USER only: fakepop adds its own",
+        'throttling answered with "Logon failure", and basic authentication refused since'
+        " 2022-2023 for most tenants",
+        "LIST sizes that differ from the octets RETR sends",
+    ),
+)
+
 PERSONAS: dict[str, Persona] = {
-    persona.name: persona for persona in (EXCHANGE, GMAIL, QMAIL_PERSONA)
+    persona.name: persona for persona in (EXCHANGE, GMAIL, OUTLOOK, QMAIL_PERSONA)
 }
 # Named by the issue that asked for personas, built later: a clear message until then.
-PLANNED = ("outlook", "zimbra", "courier", "dovecot", "yahoo")
+PLANNED = ("zimbra", "courier", "dovecot", "yahoo")
 
 
 def expand(values: Mapping[str, Any]) -> dict[str, Any]:
