@@ -59,6 +59,13 @@ GMAIL = Persona(
         "login-text=Welcome.",
         "quit-text=Farewell.",
         "login-failure-text=[AUTH] Username and password not accepted.",
+        "list-text=message sizes follow",
+        "uidl-text=UIDs follow",
+        "retr-text=message follows",
+        "top-text=message follows",
+        "dele-text=",
+        "noop-text=",
+        "rset-text=",
     ),
     sources=(
         ('greets "+OK Gpop ready for requests from ADDRESS ID"', MAILKIT + ", greeting.txt"),
@@ -74,6 +81,11 @@ GMAIL = Persona(
             " no OAUTHBEARER yet",
         ),
         ('"+OK Welcome." to a login, "+OK Farewell." to QUIT', MAILKIT + ", auth.txt and quit.txt"),
+        (
+            '"+OK message sizes follow" to LIST, "+OK UIDs follow" to UIDL, "+OK message'
+            ' follows" to RETR and TOP, a bare "+OK" to DELE, NOOP and RSET',
+            MAILKIT + ", list.txt, uidl.txt, retr1.txt, top.txt, dele.txt, noop.txt, rset.txt",
+        ),
         (
             '"-ERR [AUTH] Username and password not accepted." to a wrong password',
             "quoted in Jakarta Mail's AuthenticationFailedException and KMail users' reports"
@@ -101,7 +113,6 @@ GMAIL = Persona(
         "recent: shows the last 30 days: here all mail is recent",
         "the oldest 250 are conversations, not messages: here they are messages",
         "the greeting names the client's address and a session ID; here they are fixed",
-        '"+OK message follows" and "+OK message sizes follow" as the texts of RETR and LIST',
     ),
 )
 
@@ -123,6 +134,13 @@ QMAIL_PERSONA = Persona(
         "login-text=",
         "quit-text=",
         "login-failure-text=authorization failed",
+        "list-text=",
+        "uidl-text=",
+        "retr-text=",
+        "top-text=",
+        "dele-text=",
+        "noop-text=",
+        "rset-text=",
         "drop-after-login-failure",
         "sizes-lf",
         "blank-before-dot",
@@ -137,7 +155,8 @@ QMAIL_PERSONA = Persona(
             QMAIL + ": qmail-popup.c, pop3_greet()",
         ),
         (
-            'USER, a login and QUIT answer "+OK " and nothing more',
+            'USER, a login, QUIT, LIST, UIDL, RETR, TOP, DELE, NOOP and RSET answer "+OK "'
+            " and nothing more",
             QMAIL + ": okay() in qmail-popup.c and qmail-pop3d.c",
         ),
         (
@@ -163,7 +182,7 @@ QMAIL_PERSONA = Persona(
     ),
     missing=(
         "no maildrop lock: two sessions at once both get the mail (fakepop locks)",
-        'DELE, RSET and NOOP answer "+OK " too (fakepop keeps its texts)',
+        'qmail\'s "+OK " ends in a space; an empty text here sends a bare "+OK"',
         "STAT counts deleted messages in its first number (fakepop counts the live ones)",
         'unknown commands get "-ERR authorization first" before login and "-ERR'
         ' unimplemented" after',
@@ -271,11 +290,60 @@ OUTLOOK = Persona(
     ),
 )
 
+COURIER_SOURCE = "Courier's sources (https://github.com/svarshavchik/courier-libs)"
+
+COURIER = Persona(
+    "courier",
+    "Courier Mail Server's pop3d: chatty texts, a 5-second wait after a wrong password",
+    settings={"apop": False, "sasl": (), "auth_failure_delay": 5.0},
+    quirks=(
+        "greeting=Hello there.",
+        "capa-text=Here's what I can do:",
+        "user-text=Password required.",
+        "login-text=logged in.",
+        "login-failure-text=Login failed.",
+        "quit-text=Bye-bye.",
+        "list-text=POP3 clients that break here, they violate STD53.",
+        "uidl-text=",
+        "retr-text={octets} octets follow.",
+        "top-text=headers follow.",
+        "dele-text=Deleted.",
+        "noop-text=Yup.",
+        "rset-text=Resurrected.",
+    ),
+    sources=(
+        (
+            'greets "+OK Hello there.", with no APOP timestamp; "+OK Password required." to'
+            ' USER; "-ERR Login failed." five seconds after a wrong password',
+            COURIER_SOURCE + ", imap/pop3login.C",
+        ),
+        (
+            'CAPA begins "+OK Here\'s what I can do:" and offers UTF8 USER and LANG; SASL only'
+            " where POP3AUTH is set, which the default configuration leaves empty",
+            COURIER_SOURCE + ", imap/pop3dcapa.C and imap/pop3d.dist.in.git",
+        ),
+        (
+            '"+OK logged in.", "+OK Bye-bye.", "+OK Deleted.", "+OK Yup." (NOOP), "+OK'
+            ' Resurrected." (RSET), "+OK N octets follow." (RETR), "+OK headers follow." (TOP),'
+            ' a bare "+OK" to UIDL and, to LIST, "+OK POP3 clients that break here, they'
+            ' violate STD53."',
+            COURIER_SOURCE + ", imap/pop3dserver.C",
+        ),
+    ),
+    missing=(
+        'QUIT before login answers "+OK Better luck next time."; here "+OK Bye-bye." as after',
+        'a failed AUTH answers "-ERR Authentication failed."; here "-ERR Login failed." as PASS',
+        "CAPA advertises LOGIN-DELAY 10 and IMPLEMENTATION Courier Mail Server: fakepop"
+        " enforces the delay it advertises (set login_delay=10 for both)",
+        'unknown commands answer "-ERR Invalid command."',
+    ),
+)
+
 PERSONAS: dict[str, Persona] = {
-    persona.name: persona for persona in (EXCHANGE, GMAIL, OUTLOOK, QMAIL_PERSONA)
+    persona.name: persona for persona in (COURIER, EXCHANGE, GMAIL, OUTLOOK, QMAIL_PERSONA)
 }
 # Named by the issue that asked for personas, built later: a clear message until then.
-PLANNED = ("zimbra", "courier", "dovecot", "yahoo")
+PLANNED = ("zimbra", "dovecot", "yahoo")
 
 
 def expand(values: Mapping[str, Any]) -> dict[str, Any]:

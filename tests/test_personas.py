@@ -22,6 +22,13 @@ pytest_plugins = ["pytester"]
 MAIL = b"Subject: hi\r\n\r\nHello\r\n"  # 22 octets in 3 lines
 
 
+def logged_in(server: POP3Server) -> LineClient:
+    client = LineClient(server, greeting=True)
+    client.command("USER alice")
+    assert client.command("PASS secret").startswith(b"+OK")
+    return client
+
+
 def make(factory: ServerFactory, persona: str, **options: object) -> POP3Server:
     options.setdefault("messages", [MAIL])
     return factory(users={"alice": "secret"}, tls=False, persona=persona, **options)
@@ -64,6 +71,13 @@ def test_gmail(pop3_server_factory: ServerFactory) -> None:
         assert client.command("PASS nope") == (
             b"-ERR [AUTH] Username and password not accepted.\r\n"
         )
+    with logged_in(server) as client:
+        assert client.command("LIST") == b"+OK message sizes follow\r\n"
+        assert client.read(len(b"1 22\r\n.\r\n")) == b"1 22\r\n.\r\n"
+        assert client.command("RETR 1") == b"+OK message follows\r\n"
+        assert client.read(len(MAIL) + 3) == MAIL + b".\r\n"
+        assert client.command("NOOP") == b"+OK\r\n"
+        client.command("QUIT")  # RETR and QUIT: Gmail pops the message
     pop = poplib.POP3(server.host, server.port, timeout=5)
     before = pop.capa()
     assert before["SASL"] == ["PLAIN", "XOAUTH2", "OAUTHBEARER"]
@@ -94,14 +108,16 @@ def test_qmail(pop3_server_factory: ServerFactory) -> None:
     with LineClient(server, greeting=True) as client:
         assert re.fullmatch(rb"\+OK <\d+\.\d+@localhost>\r\n", client.greeting)
         assert client.command("CAPA").startswith(b"-ERR")
-        assert client.command("USER alice") == b"+OK \r\n"
-        assert client.command("PASS secret") == b"+OK \r\n"
+        assert client.command("USER alice") == b"+OK\r\n"
+        assert client.command("PASS secret") == b"+OK\r\n"
         assert client.command("STAT") == b"+OK 1 19\r\n"  # the file's size, with LF line ends
         assert client.command("LIST 1") == b"+OK 1 19\r\n"
-        assert client.command("RETR 1") == b"+OK 19 octets\r\n"
+        assert client.command("RETR 1") == b"+OK\r\n"
         assert client.read(len(MAIL) + 5) == MAIL + b"\r\n.\r\n"  # a blank line before the dot
         assert client.command("LAST") == b"+OK 1\r\n"
-        assert client.command("QUIT") == b"+OK \r\n"
+        assert client.command("DELE 1") == b"+OK\r\n"
+        assert client.command("RSET") == b"+OK\r\n"
+        assert client.command("QUIT") == b"+OK\r\n"
     with LineClient(server, greeting=True) as client:
         client.command("USER alice")
         assert client.command("PASS wrong") == b"-ERR authorization failed\r\n"
@@ -114,6 +130,35 @@ def test_poplib_reads_qmail(pop3_server_factory: ServerFactory) -> None:
     pop.apop("alice", "secret")
     assert pop.retr(1)[1] == [b"Subject: hi", b"", b"Hello", b""]
     pop.quit()
+
+
+# --- Courier -----------------------------------------------------------------------------
+
+
+def test_courier(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "courier", auth_failure_delay=0)  # not Courier's 5 s here
+    with LineClient(server, greeting=True) as client:
+        assert client.greeting == b"+OK Hello there.\r\n"
+        assert client.command("CAPA") == b"+OK Here's what I can do:\r\n"
+        while client.line() != b".\r\n":
+            pass
+        assert client.command("USER alice") == b"+OK Password required.\r\n"
+        assert client.command("PASS nope") == b"-ERR Login failed.\r\n"
+        client.command("USER alice")
+        assert client.command("PASS secret") == b"+OK logged in.\r\n"
+        status = client.command("LIST")
+        assert status == b"+OK POP3 clients that break here, they violate STD53.\r\n"
+        assert client.read(len(b"1 22\r\n.\r\n")) == b"1 22\r\n.\r\n"
+        assert client.command("UIDL 1").startswith(b"+OK 1 ")
+        assert client.command("RETR 1") == b"+OK 22 octets follow.\r\n"
+        assert client.read(len(MAIL) + 3) == MAIL + b".\r\n"
+        assert client.command("TOP 1 0") == b"+OK headers follow.\r\n"
+        assert client.read(len(b"Subject: hi\r\n\r\n.\r\n")) == b"Subject: hi\r\n\r\n.\r\n"
+        assert client.command("NOOP") == b"+OK Yup.\r\n"
+        assert client.command("DELE 1") == b"+OK Deleted.\r\n"
+        assert client.command("RSET") == b"+OK Resurrected.\r\n"
+        assert client.command("QUIT") == b"+OK Bye-bye.\r\n"
+    assert POP3Server(persona="courier").settings.auth_failure_delay == 5.0
 
 
 # --- Exchange ----------------------------------------------------------------------------
@@ -212,7 +257,7 @@ def test_fakepop_serve_persona() -> None:
         port = served.info["pop3"]["port"]
         with LineClient("127.0.0.1", port, greeting=True) as client:
             assert client.command("CAPA").startswith(b"-ERR")
-            assert client.command("USER user") == b"+OK \r\n"
+            assert client.command("USER user") == b"+OK\r\n"
         served.stop()
 
 

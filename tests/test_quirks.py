@@ -189,11 +189,42 @@ def test_an_empty_greeting_leaves_the_timestamp_alone(pop3_server_factory: Serve
 def test_user_login_and_quit_texts(pop3_server_factory: ServerFactory) -> None:
     server = make(pop3_server_factory, "user-text=", "login-text=Welcome.", "quit-text=Farewell.")
     with LineClient(server, greeting=True) as client:
-        assert client.command("USER alice") == b"+OK \r\n"
+        assert client.command("USER alice") == b"+OK\r\n"
         assert client.command("PASS secret") == b"+OK Welcome.\r\n"
         assert client.command("QUIT") == b"+OK Farewell.\r\n"
     with LineClient(server, greeting=True) as client:
         assert client.command("QUIT") == b"+OK Farewell.\r\n"  # before login too
+
+
+def test_texts_of_the_other_replies(pop3_server_factory: ServerFactory) -> None:
+    server = make(
+        pop3_server_factory,
+        "capa-text=Here it is:",
+        "list-text=sizes",
+        "uidl-text=",
+        "retr-text={octets} octets follow.",
+        "top-text=headers follow.",
+        "dele-text=Deleted.",
+        "noop-text=Yup.",
+        "rset-text=Resurrected.",
+        messages=[SHORT],
+    )
+    with logged_in(server) as client:
+        assert multiline(client, "CAPA")[0] == b"+OK Here it is:\r\n"
+        assert multiline(client, "LIST") == (b"+OK sizes\r\n", b"1 20\r\n.\r\n")
+        assert multiline(client, "UIDL")[0] == b"+OK\r\n"
+        assert multiline(client, "RETR 1") == (b"+OK 20 octets follow.\r\n", SHORT + b".\r\n")
+        assert multiline(client, "TOP 1 0")[0] == b"+OK headers follow.\r\n"
+        assert client.command("NOOP") == b"+OK Yup.\r\n"
+        assert client.command("DELE 1") == b"+OK Deleted.\r\n"
+        assert client.command("RSET") == b"+OK Resurrected.\r\n"
+        client.command("QUIT")
+    pop = poplib.POP3(server.host, server.port, timeout=5)  # poplib reads them all
+    pop.user("alice")
+    pop.pass_("secret")
+    assert pop.list()[1] == [b"1 20"]
+    assert pop.retr(1)[1] == [b"Subject: a", b"", b"body"]
+    pop.quit()
 
 
 def test_login_failure_text(pop3_server_factory: ServerFactory) -> None:

@@ -86,7 +86,7 @@ class Quirks:
         " (https://github.com/jakartaee/mail-api/issues/461); Microsoft's OAuth guide for"
         " POP shows the two steps",
     )
-    # texts: everything after "+OK " or "-ERR ", response codes included
+    # texts: everything after "+OK " or "-ERR ", response codes included; "" is a bare +OK
     greeting: str | None = quirk(
         None,
         'the greeting\'s text, after "+OK " (the APOP timestamp follows it when APOP is on)',
@@ -108,6 +108,54 @@ class Quirks:
         None,
         "the text of QUIT's +OK",
         f'Gmail "Farewell." ({MAILKIT}/gmail/quit.txt), qmail "+OK " ({QMAIL}/qmail-pop3d.c)',
+    )
+    capa_text: str | None = quirk(
+        None,
+        "the text of CAPA's +OK",
+        'Courier "Here\'s what I can do:" (https://github.com/svarshavchik/courier-libs,'
+        " imap/pop3dcapa.C)",
+    )
+    list_text: str | None = quirk(
+        None,
+        "the text of the +OK that begins LIST's listing",
+        f'Gmail "message sizes follow" ({MAILKIT}/gmail/list.txt); Courier "POP3 clients that'
+        ' break here, they violate STD53." (courier-libs, imap/pop3dserver.C)',
+    )
+    uidl_text: str | None = quirk(
+        None,
+        "the text of the +OK that begins UIDL's listing",
+        f'Gmail "UIDs follow" ({MAILKIT}/gmail/uidl.txt); Exchange and Courier a bare "+OK"'
+        f" ({MAILKIT}/exchange/uidl.txt; courier-libs, imap/pop3dserver.C)",
+    )
+    retr_text: str | None = quirk(
+        None,
+        "the text of RETR's +OK; {octets} in it is the message's size",
+        f'Gmail "message follows" ({MAILKIT}/gmail/retr1.txt); Courier "{{octets}} octets'
+        ' follow." (courier-libs, imap/pop3dserver.C)',
+    )
+    top_text: str | None = quirk(
+        None,
+        "the text of TOP's +OK",
+        f'Gmail "message follows" ({MAILKIT}/gmail/top.txt); Courier "headers follow."'
+        " (courier-libs, imap/pop3dserver.C)",
+    )
+    dele_text: str | None = quirk(
+        None,
+        "the text of DELE's +OK",
+        f'Gmail a bare "+OK" ({MAILKIT}/gmail/dele.txt); Courier "Deleted." (courier-libs,'
+        " imap/pop3dserver.C)",
+    )
+    noop_text: str | None = quirk(
+        None,
+        "the text of NOOP's +OK",
+        f'Gmail a bare "+OK" ({MAILKIT}/gmail/noop.txt); Courier "Yup." (courier-libs,'
+        " imap/pop3dserver.C)",
+    )
+    rset_text: str | None = quirk(
+        None,
+        "the text of RSET's +OK",
+        f'Gmail a bare "+OK" ({MAILKIT}/gmail/rset.txt); Courier "Resurrected." (courier-libs,'
+        " imap/pop3dserver.C)",
     )
     login_failure_text: str | None = quirk(
         None,

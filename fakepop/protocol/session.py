@@ -102,8 +102,9 @@ def _err(text: str, code: str | None = None) -> Reply:
 
 
 def _said(ok: bool, text: str) -> Reply:
-    """A status line with a quirk's text as it is: "+OK " and nothing more when it is empty."""
-    return Reply((b"+OK " if ok else b"-ERR ") + text.encode("utf-8") + CRLF)
+    """A status line with a quirk's text as it is, a bare "+OK" when it is empty."""
+    tail = b" " + text.encode("utf-8") if text else b""
+    return Reply((b"+OK" if ok else b"-ERR") + tail + CRLF)
 
 
 def _long_uid(uid: str) -> str:
@@ -693,14 +694,19 @@ class Session:
 
     def _text(self, quirk: str | None, text: str) -> Reply:
         """+OK with ``text``, or the quirk's text in its place."""
-        return _ok(text) if quirk is None else _said(True, quirk)
+        return Reply(self._status_line(quirk, text))
 
-    def _listing(self, text: str, whole: bytes) -> Reply:
+    def _status_line(self, quirk: str | None, text: str) -> bytes:
+        """The +OK status line with ``text``, or the quirk's text in its place."""
+        return status(True, text) if quirk is None else _said(True, quirk).status
+
+    def _listing(self, status_line: bytes, whole: bytes) -> Reply:
         """LIST's or UIDL's reply: ``whole``, a line per message, less the deleted ones."""
         if self._deleted:
             lines = whole.splitlines(keepends=True)
             whole = b"".join([line for i, line in enumerate(lines) if i not in self._deleted])
-        return listing(text, whole, self._live_count)
+        reply = listing("", whole, self._live_count)
+        return Reply(status_line, reply.body, reply.summary)
 
     def _login(
         self, name: str, password: str | None, verify: Callable[[Account], bool], method: str
@@ -975,7 +981,7 @@ class Session:
             number, _ = self._message(args[0])
             return _ok(f"{number} {self._sizes[number - 1]}")
         text = f"{_messages(self._live_count)} ({self._live_octets} octets)"
-        return self._listing(text, self._size_listing)
+        return self._listing(self._status_line(self.quirks.list_text, text), self._size_listing)
 
     @command("RETR msg", TRANSACTION)
     def do_retr(self, args: tuple[str, ...]) -> Reply:
@@ -983,8 +989,12 @@ class Session:
         self._highest = max(self._highest, number)
         self._retrieved.add(message.uid)
         body = self._read(number, lambda: message.chunks())
+        octets = str(self._sizes[number - 1])
+        quirk = self.quirks.retr_text
         return Reply(
-            status(True, f"{self._sizes[number - 1]} octets"),
+            self._status_line(
+                None if quirk is None else quirk.replace("{octets}", octets), f"{octets} octets"
+            ),
             itertools.chain(body, self._ending()),
             f"<message {number}: {message.size} octets>",
         )
@@ -1002,7 +1012,7 @@ class Session:
         else:
             body = self._read(number, lambda: self._quirky_top(message, int(count)))
         return Reply(
-            status(True, "top of message follows"),
+            self._status_line(quirks.top_text, "top of message follows"),
             itertools.chain(body, self._ending()),
             f"<top of message {number}, {count} lines>",
         )
@@ -1014,25 +1024,27 @@ class Session:
         self._live_count -= 1
         self._live_octets -= self._sizes[number - 1]
         self._highest = max(self._highest, number)
-        return _ok(f"Message {number} deleted")
+        return self._text(self.quirks.dele_text, f"Message {number} deleted")
 
     @command("NOOP", TRANSACTION)
     def do_noop(self, args: tuple[str, ...]) -> Reply:
-        return _ok()
+        return self._text(self.quirks.noop_text, "")
 
     @command("RSET", TRANSACTION)
     def do_rset(self, args: tuple[str, ...]) -> Reply:
         self._deleted.clear()
         self._highest = 0
         self._count_live()
-        return _ok(f"maildrop has {_messages(self._live_count)} ({self._live_octets} octets)")
+        text = f"maildrop has {_messages(self._live_count)} ({self._live_octets} octets)"
+        return self._text(self.quirks.rset_text, text)
 
     @command("UIDL [msg]", TRANSACTION, capability="UIDL", available=lambda s: not s.quirks.no_uidl)
     def do_uidl(self, args: tuple[str, ...]) -> Reply:
         if args:
             number, _ = self._message(args[0])
             return _ok(f"{number} {self._uids[number - 1]}")
-        return self._listing("unique-id listing follows", self._uid_listing)
+        text = self._status_line(self.quirks.uidl_text, "unique-id listing follows")
+        return self._listing(text, self._uid_listing)
 
     @command("LAST", TRANSACTION, available=lambda s: s.settings.last)
     def do_last(self, args: tuple[str, ...]) -> Reply:
@@ -1051,8 +1063,12 @@ class Session:
             lines = [line for line in lines if line.split()[0] != unused]
         offered = {line.split()[0] for line in lines}
         self._offered = offered | (set(self._mechanisms()) if "SASL" in offered else set())
-        text = "" if self.quirks.capa_bare_ok else "Capability list follows"
-        return multiline(text, lines)
+        reply = multiline("Capability list follows", lines)
+        if self.quirks.capa_bare_ok:
+            return Reply(b"+OK\r\n", reply.body, reply.summary)
+        if self.quirks.capa_text is not None:
+            return Reply(self._status_line(self.quirks.capa_text, ""), reply.body, reply.summary)
+        return reply
 
     @command(
         "AUTH [mechanism] [initial-response]",
