@@ -53,6 +53,7 @@ GMAIL = Persona(
     },
     quirks=(
         "greeting=Gpop ready for requests from 127.0.0.1 fakepop",
+        "capa-lines=USER,RESP-CODES,PIPELINING,EXPIRE,LOGIN-DELAY 300,TOP,UIDL,X-GOOGLE-RICO,SASL",
         "capa-by-state",
         "popped-on-retr",
         "oldest=250",
@@ -73,7 +74,11 @@ GMAIL = Persona(
             "CAPA before login lists SASL and no PIPELINING; after login PIPELINING and no SASL",
             MAILKIT + ", capa1.txt and capa2.txt",
         ),
-        ("EXPIRE 0: mail may be removed once it was retrieved", MAILKIT + ", capa1.txt"),
+        (
+            "CAPA lists USER, RESP-CODES, EXPIRE 0, LOGIN-DELAY 300, TOP, UIDL, X-GOOGLE-RICO"
+            " and SASL, in this order",
+            MAILKIT + ", capa1.txt and capa2.txt; a capture of 2025 (Horde's pull request 36)",
+        ),
         (
             "SASL PLAIN, XOAUTH2 and OAUTHBEARER; no APOP, no UTF8 or LANG",
             "a capture of 2025 in Horde's pull request adding XOAUTH2 to POP3"
@@ -108,8 +113,8 @@ GMAIL = Persona(
         ),
     ),
     missing=(
-        "LOGIN-DELAY 300 is advertised by Gmail, not here: fakepop would enforce it (set"
-        " login_delay=300 for both)",
+        "LOGIN-DELAY 300 is advertised, not enforced: whether Gmail enforces it is not"
+        " documented (login_delay=300 would enforce it)",
         "recent: shows the last 30 days: here all mail is recent",
         "the oldest 250 are conversations, not messages: here they are messages",
         "the greeting names the client's address and a session ID; here they are fixed",
@@ -204,6 +209,7 @@ EXCHANGE = Persona(
     quirks=(
         "greeting=The Microsoft Exchange POP3 service is ready.",
         "capa-bare-ok",
+        "capa-lines=TOP,UIDL,SASL,USER",
         "sasl-bare-plus",
         "login-text=User successfully logged on.",
         "quit-text=Good-bye.",
@@ -215,7 +221,10 @@ EXCHANGE = Persona(
             ' "Microsoft")',
             EXCHANGE_MAILKIT + ", greeting.txt",
         ),
-        ('a bare "+OK" begins the CAPA answer', EXCHANGE_MAILKIT + ", capa.txt"),
+        (
+            'a bare "+OK" begins the CAPA answer, which lists TOP, UIDL, SASL and USER alone',
+            EXCHANGE_MAILKIT + ", capa.txt",
+        ),
         (
             "SASL PLAIN and LOGIN (NTLM and GSSAPI too, which fakepop does not speak), no APOP",
             EXCHANGE_MAILKIT + ", capa.txt; " + EXCHANGE_2010 + " lists SASL PLAIN alone",
@@ -232,8 +241,6 @@ EXCHANGE = Persona(
         ),
     ),
     missing=(
-        "the CAPA answer lists TOP, UIDL, SASL and USER only: fakepop adds RESP-CODES,"
-        " PIPELINING, EXPIRE, IMPLEMENTATION and the rest of its own",
         "LIST sizes that differ from the octets RETR sends (reported by client projects; the"
         " amount is not documented)",
         'USER answers a bare "+OK"',
@@ -255,6 +262,7 @@ OUTLOOK = Persona(
         "greeting=The Microsoft Exchange POP3 service is ready."
         " [RgBBAEsARQBQAE8AUAAwADEALgBwAHIAbwBkAC4AbwB1AHQAbABvAG8AawAuAGMAbwBtAA==]",
         "capa-bare-ok",
+        "capa-lines=TOP,UIDL,SASL,USER",
         "xoauth2-two-step",
         "login-failure-text=Logon failure: unknown user name or bad password.",
     ),
@@ -265,7 +273,7 @@ OUTLOOK = Persona(
             O365_CAPTURES,
         ),
         (
-            'a bare "+OK" begins the CAPA answer; SASL PLAIN and XOAUTH2; no APOP',
+            'a bare "+OK" begins the CAPA answer: TOP, UIDL, SASL PLAIN XOAUTH2, USER; no APOP',
             O365_CAPTURES,
         ),
         (
@@ -283,7 +291,6 @@ OUTLOOK = Persona(
     missing=(
         "on port 110 CAPA offers TOP, UIDL and STLS alone, USER and SASL only under TLS"
         " (Indy's issue 192): set require_tls=True, with tls",
-        "the CAPA answer lists TOP, UIDL, SASL and USER only: fakepop adds its own",
         'throttling answered with "Logon failure", and basic authentication refused since'
         " 2022-2023 for most tenants",
         "LIST sizes that differ from the octets RETR sends",
@@ -299,6 +306,8 @@ COURIER = Persona(
     quirks=(
         "greeting=Hello there.",
         "capa-text=Here's what I can do:",
+        "capa-lines=SASL,STLS,TOP,USER,LOGIN-DELAY 10,PIPELINING,UIDL,UTF8,LANG,"
+        "IMPLEMENTATION Courier Mail Server",
         "user-text=Password required.",
         "login-text=logged in.",
         "login-failure-text=Login failed.",
@@ -318,8 +327,9 @@ COURIER = Persona(
             COURIER_SOURCE + ", imap/pop3login.C",
         ),
         (
-            'CAPA begins "+OK Here\'s what I can do:" and offers UTF8 USER and LANG; SASL only'
-            " where POP3AUTH is set, which the default configuration leaves empty",
+            'CAPA begins "+OK Here\'s what I can do:", then SASL (only where POP3AUTH is set,'
+            " which the default configuration leaves empty), STLS, TOP, USER, LOGIN-DELAY 10,"
+            " PIPELINING, UIDL, UTF8 USER, LANG, IMPLEMENTATION Courier Mail Server",
             COURIER_SOURCE + ", imap/pop3dcapa.C and imap/pop3d.dist.in.git",
         ),
         (
@@ -333,8 +343,7 @@ COURIER = Persona(
     missing=(
         'QUIT before login answers "+OK Better luck next time."; here "+OK Bye-bye." as after',
         'a failed AUTH answers "-ERR Authentication failed."; here "-ERR Login failed." as PASS',
-        "CAPA advertises LOGIN-DELAY 10 and IMPLEMENTATION Courier Mail Server: fakepop"
-        " enforces the delay it advertises (set login_delay=10 for both)",
+        "LOGIN-DELAY 10 is advertised, not enforced (login_delay=10 would enforce it)",
         'unknown commands answer "-ERR Invalid command."',
     ),
 )

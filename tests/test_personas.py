@@ -59,6 +59,66 @@ def test_a_planned_persona_says_it_is_not_built_yet() -> None:
         POP3Server(persona=PLANNED[0])
 
 
+# What recorded sessions show each persona's CAPA to be: its first line, then its lines, before
+# login and, where the recording has it, after (see docs/personas.md for the recordings).
+RECORDED_CAPA = {
+    ("gmail", False): (
+        b"+OK Capability list follows",
+        [
+            b"USER",
+            b"RESP-CODES",
+            b"EXPIRE 0",
+            b"LOGIN-DELAY 300",
+            b"TOP",
+            b"UIDL",
+            b"X-GOOGLE-RICO",
+            b"SASL PLAIN XOAUTH2 OAUTHBEARER",
+        ],
+    ),
+    ("gmail", True): (
+        b"+OK Capability list follows",
+        [
+            b"USER",
+            b"RESP-CODES",
+            b"PIPELINING",
+            b"EXPIRE 0",
+            b"LOGIN-DELAY 300",
+            b"TOP",
+            b"UIDL",
+            b"X-GOOGLE-RICO",
+        ],
+    ),
+    ("exchange", False): (b"+OK", [b"TOP", b"UIDL", b"SASL PLAIN LOGIN", b"USER"]),
+    ("outlook", False): (b"+OK", [b"TOP", b"UIDL", b"SASL PLAIN XOAUTH2", b"USER"]),
+    ("courier", False): (
+        b"+OK Here's what I can do:",
+        [
+            b"TOP",
+            b"USER",
+            b"LOGIN-DELAY 10",
+            b"PIPELINING",
+            b"UIDL",
+            b"UTF8 USER",
+            b"LANG",
+            b"IMPLEMENTATION Courier Mail Server",
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize(("name", "after_login"), RECORDED_CAPA)
+def test_capa_as_recorded(pop3_server_factory: ServerFactory, name: str, after_login: bool) -> None:
+    first, lines = RECORDED_CAPA[name, after_login]
+    server = make(pop3_server_factory, name)
+    client = logged_in(server) if after_login else LineClient(server, greeting=True)
+    with client:
+        assert client.command("CAPA") == first + b"\r\n"
+        got = []
+        while (line := client.line()) != b".\r\n":
+            got.append(line[:-2])
+        assert got == lines
+
+
 # --- Gmail -------------------------------------------------------------------------------
 
 

@@ -115,6 +115,13 @@ def test_no_capa(pop3_server_factory: ServerFactory) -> None:
     client.quit()
 
 
+def test_capa_lines(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "capa-lines=TOP, X-FOO 1,STLS,SASL", sasl=("PLAIN",))
+    with LineClient(server, greeting=True) as client:
+        # STLS is fakepop's but not offered without TLS: left out; X-FOO 1 is sent as given.
+        assert multiline(client, "CAPA")[1] == b"TOP\r\nX-FOO 1\r\nSASL PLAIN\r\n.\r\n"
+
+
 def test_capa_bare_ok(pop3_server_factory: ServerFactory) -> None:
     server = make(pop3_server_factory, "capa-bare-ok")
     with LineClient(server, greeting=True) as client:

@@ -61,6 +61,15 @@ class Quirks:
         "CAPA is an unknown command: -ERR, and clients fall back to guessing",
         f"qmail-pop3d and qmail-popup have no CAPA ({QMAIL}/qmail-pop3d.c, commands table)",
     )
+    capa_lines: str | None = quirk(
+        None,
+        "CAPA lists these lines, separated by commas, in this order: a bare tag fakepop"
+        " offers (SASL, USER, UTF8, ...) is written as fakepop would write it, one it does"
+        " not offer now is left out, any other line is sent as given (LOGIN-DELAY 300,"
+        " X-GOOGLE-RICO): advertised, not enforced",
+        f"Gmail's ({MAILKIT}/gmail/capa1.txt), Exchange's ({MAILKIT}/exchange/capa.txt) and"
+        " Courier's (courier-libs, imap/pop3dcapa.C) CAPA answers, each its own list",
+    )
     capa_bare_ok: bool = quirk(
         False,
         'the first line of the CAPA answer is a bare "+OK", with no text',

@@ -107,6 +107,39 @@ def _said(ok: bool, text: str) -> Reply:
     return Reply((b"+OK" if ok else b"-ERR") + tail + CRLF)
 
 
+# The capabilities fakepop may list (RFC 2449, 2595, 5034, 6856): in a capa-lines quirk, one
+# of these that fakepop does not offer at the moment is left out rather than sent as given.
+_TAGS = frozenset(
+    [
+        "TOP",
+        "USER",
+        "SASL",
+        "RESP-CODES",
+        "LOGIN-DELAY",
+        "PIPELINING",
+        "EXPIRE",
+        "UIDL",
+        "IMPLEMENTATION",
+        "STLS",
+        "UTF8",
+        "LANG",
+        "AUTH-RESP-CODE",
+    ]
+)
+
+
+def _listed(spec: str, offered: list[str]) -> list[str]:
+    """The CAPA lines a capa-lines quirk lists, ``offered`` being fakepop's own."""
+    own = {line.split()[0]: line for line in offered}
+    lines = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item in own:
+            lines.append(own[item])
+        elif item and item not in _TAGS:
+            lines.append(item)
+    return lines
+
+
 def _long_uid(uid: str) -> str:
     """``uid`` made longer than the 70 characters RFC 1939 allows, and still unique."""
     return f"{uid}-{hashlib.sha256(uid.encode()).hexdigest()}".ljust(71, "0")
@@ -1058,6 +1091,8 @@ class Session:
         if login_delay:
             lines.append(login_delay)
         lines.append(f"IMPLEMENTATION fakepop {__version__}")
+        if self.quirks.capa_lines is not None:
+            lines = _listed(self.quirks.capa_lines, lines)
         if self.quirks.capa_by_state:  # as Gmail: what is of use in the state the session is in
             unused = "PIPELINING" if self.state is State.AUTHORIZATION else "SASL"
             lines = [line for line in lines if line.split()[0] != unused]
