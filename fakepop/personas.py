@@ -211,6 +211,7 @@ EXCHANGE = Persona(
         "capa-bare-ok",
         "capa-lines=TOP,UIDL,SASL,USER",
         "sasl-bare-plus",
+        "uidl-text=",
         "login-text=User successfully logged on.",
         "quit-text=Good-bye.",
         "login-failure-text=Logon failure: unknown user name or bad password.",
@@ -230,6 +231,7 @@ EXCHANGE = Persona(
             EXCHANGE_MAILKIT + ", capa.txt; " + EXCHANGE_2010 + " lists SASL PLAIN alone",
         ),
         ('a bare "+" as the empty SASL challenge', EXCHANGE_MAILKIT + ", plus.txt"),
+        ('a bare "+OK" begins the UIDL listing', EXCHANGE_MAILKIT + ", uidl.txt"),
         (
             '"+OK User successfully logged on." to a login, "+OK Good-bye." to QUIT',
             EXCHANGE_MAILKIT + ', auth.txt and quit.txt; other captures show "+OK Microsoft'

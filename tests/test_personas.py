@@ -119,6 +119,48 @@ def test_capa_as_recorded(pop3_server_factory: ServerFactory, name: str, after_l
         assert got == lines
 
 
+PLAIN = base64.b64encode(b"\0alice\0secret").decode()
+
+# Recorded sessions as facts: each command a persona gets, and the status line its recording
+# shows for it (a pattern where values differ from session to session).
+RECORDINGS = {
+    "gmail": [  # MailKit's Gmail session
+        ("AUTH PLAIN", rb"\+ "),
+        (PLAIN, rb"\+OK Welcome\."),
+        ("STAT", rb"\+OK \d+ \d+"),
+        ("LIST", rb"\+OK message sizes follow"),
+        ("LIST 1", rb"\+OK 1 \d+"),
+        ("UIDL", rb"\+OK UIDs follow"),
+        ("UIDL 1", rb"\+OK 1 \S+"),
+        ("RETR 1", rb"\+OK message follows"),
+        ("TOP 1 0", rb"\+OK message follows"),
+        ("DELE 1", rb"\+OK"),
+        ("NOOP", rb"\+OK"),
+        ("RSET", rb"\+OK"),
+        ("QUIT", rb"\+OK Farewell\."),
+    ],
+    "exchange": [  # MailKit's Exchange session
+        ("AUTH PLAIN", rb"\+"),
+        (PLAIN, rb"\+OK User successfully logged on\."),
+        ("STAT", rb"\+OK \d+ \d+"),
+        ("UIDL", rb"\+OK"),
+        ("QUIT", rb"\+OK Good-bye\."),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_a_recorded_session_replayed(pop3_server_factory: ServerFactory, name: str) -> None:
+    server = make(pop3_server_factory, name)
+    with LineClient(server, greeting=True) as client:
+        for command, expected in RECORDINGS[name]:
+            line = client.command(command)
+            assert re.fullmatch(expected + rb"\r\n", line), (command, line)
+            if command in ("LIST", "UIDL") or command.startswith(("RETR", "TOP")):
+                while client.line() != b".\r\n":  # the body, whose form the recording shares
+                    pass
+
+
 # --- Gmail -------------------------------------------------------------------------------
 
 
