@@ -98,7 +98,8 @@ GMAIL = Persona(
         ),
         (
             "recent:user logs in to the last 30 days of mail",
-            'Gmail Help on POP, "recent mode"',
+            "Limilabs' notes on Gmail's POP3 (http://www.limilabs.com/blog/gmail-pop3-behavior),"
+            " after Gmail Help on recent mode",
         ),
         ("POP3 on port 995 only, with implicit TLS: no STLS", "Gmail Help, POP settings"),
         (
