@@ -268,6 +268,7 @@ OUTLOOK = Persona(
         "capa-lines=TOP,UIDL,SASL,USER",
         "xoauth2-two-step",
         "login-failure-text=Logon failure: unknown user name or bad password.",
+        "login-limit=1000",
     ),
     sources=(
         (
@@ -290,12 +291,16 @@ OUTLOOK = Persona(
             "fdm's issue 123 (2023, https://github.com/nicm/fdm/issues/123), against Exchange"
             " Online",
         ),
+        (
+            "after about a thousand logins, the same refusal, for a while",
+            "node-poplib's issue 34 (2020, https://github.com/ditesh/node-poplib/issues/34)",
+        ),
     ),
     missing=(
         "on port 110 CAPA offers TOP, UIDL and STLS alone, USER and SASL only under TLS"
         " (Indy's issue 192): set require_tls=True, with tls",
-        'throttling answered with "Logon failure", and basic authentication refused since'
-        " 2022-2023 for most tenants",
+        "throttling lifts after a while; here it lasts as long as the server (login-limit)",
+        "basic authentication (USER, PASS, PLAIN) refused for most tenants since 2022-2023",
         "LIST sizes that differ from the octets RETR sends",
     ),
 )

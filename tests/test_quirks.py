@@ -250,6 +250,17 @@ def test_busy_text(pop3_server_factory: ServerFactory) -> None:
         assert client.command("PASS secret") == b"-ERR Unable to lock maildrop\r\n"
 
 
+def test_login_limit(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "login-limit=2", "login-failure-text=Logon failure.")
+    for _ in range(2):
+        with logged_in(server) as client:
+            client.command("QUIT")
+    with LineClient(server, greeting=True) as client:
+        client.command("USER alice")
+        assert client.command("PASS secret") == b"-ERR Logon failure.\r\n"
+    assert server.mailbox("alice").logins == 2
+
+
 def test_drop_after_login_failure(pop3_server_factory: ServerFactory) -> None:
     server = make(pop3_server_factory, "drop-after-login-failure")
     with LineClient(server, greeting=True) as client:

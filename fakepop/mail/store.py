@@ -95,6 +95,7 @@ class Mailbox:
         self.record_limit: int | None = None
         # UIDs sessions retrieved and QUIT with the popped-on-retr quirk: hidden from later ones.
         self.popped: set[str] = set()
+        self.logins = 0  # counted by sessions with the login-limit quirk
         # Notified where retrievals and deletions are recorded, for the waits.
         self._recorded = threading.Condition()
 

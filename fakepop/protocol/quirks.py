@@ -180,6 +180,13 @@ class Quirks:
         "RFC 2449, section 8.1: response codes are optional; servers before it (and many"
         " since) say it in words, which a client cannot tell from a wrong password",
     )
+    login_limit: int | None = quirk(
+        None,
+        "after N logins to an account, each further one is refused as a wrong password is"
+        " (with login-failure-text's text): a throttled account looks like a bad password",
+        'Office 365, after about a thousand logins: "-ERR Logon failure: unknown user name or'
+        ' bad password." until some time has passed (https://github.com/ditesh/node-poplib/issues/34)',
+    )
     drop_after_login_failure: bool = quirk(
         False,
         "a refused login ends the connection: the client must connect again to retry",

@@ -754,6 +754,9 @@ class Session:
 
     def _enter(self, account: Account, method: str) -> list[Action]:
         """Lock the maildrop and move to the transaction state; ``method`` is how we got here."""
+        limit = self.quirks.login_limit
+        if limit is not None and account.mailbox.logins >= limit:
+            return self._auth_failed(f"Too many logins ({limit}), try again later")
         return self._unless_fault(
             "login", account.name, lambda: [self._send(self._take(account, method))]
         )
@@ -769,6 +772,8 @@ class Session:
         self.account = account
         self.state = State.TRANSACTION
         self.transcript.logged_in(account.name, method)
+        if self.quirks.login_limit is not None:
+            account.mailbox.logins += 1
         self._seen(account)
         self._columns()
         self._count_live()
