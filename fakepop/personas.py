@@ -6,7 +6,9 @@ its sessions apply the persona's quirks and the ``quirks`` given besides.
 ``expand`` does that resolution for every surface: POP3Server's keywords, and
 ``fakepop serve``'s flags, variables and file.
 
-This module imports nothing: ``fakepop.settings`` takes the persona names from it.
+This module imports no other of fakepop's, and little of the standard library:
+``fakepop.settings``, which the pytest plugin loads in every run, takes the persona names
+from it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# Where each persona's behaviour is shown, named once for the lines that cite it.
 MAILKIT = "MailKit's Gmail session, recorded in 2014 (UnitTests/Net/Pop3/Resources/gmail)"
 QMAIL = "qmail 1.03 (https://github.com/notqmail/notqmail)"
 
