@@ -1,4 +1,4 @@
-"""Quirks: how real servers always depart from the RFCs, one switch each.
+"""Quirks: how real servers always depart from the RFCs, one field each.
 
 A quirk is a standing behaviour (qmail's blank line before the dot, Exchange's
 bare "+OK" to CAPA), not a scripted event: faults are those. Each is a field of
