@@ -37,9 +37,11 @@ from fakepop.mail.generate import FakerMissing, iter_messages
 from fakepop.mail.loaders import load_eml_dir, mboxrd_entry, sample
 from fakepop.mail.maildir import MaildirMailbox
 from fakepop.mail.manifest import ManifestError, load_manifest
+from fakepop.personas import PERSONAS, PLANNED
 from fakepop.protocol.fault_plan import FaultError
+from fakepop.protocol.quirks import REGISTRY
 from fakepop.server import POP3Server, PortInUse
-from fakepop.settings import SECTIONS
+from fakepop.settings import FIELDS, SECTIONS
 from fakepop.tls import CA_CERT, CA_KEY, Authority, AuthorityError, default_authority
 
 DEMO_USER = ("user", "password")
@@ -128,7 +130,18 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         " clients can be told to trust ca.pem before the server starts.",
     )
     ca.add_argument("--out", type=Path, required=True, metavar="DIR", help="the directory")
-    for command in (serve, make, ca):
+    personas = commands.add_parser(
+        "personas",
+        help="list the personas (real servers fakepop can behave like), or the quirks",
+        description="List the personas --persona takes; with a NAME, what that persona sets,"
+        " its quirks and the source of each thing it does; with --quirks, every quirk --quirks"
+        " takes.",
+    )
+    personas.add_argument("name", nargs="?", metavar="NAME", help="the persona to describe")
+    personas.add_argument(
+        "--quirks", action="store_true", help="list the quirks: name, what it does, source"
+    )
+    for command in (serve, make, ca, personas):
         command.set_defaults(command_parser=command)  # for a mistyped flag's hint
     return parser, serve
 
@@ -532,6 +545,40 @@ def _unrecognized(parser: argparse.ArgumentParser, words: list[str]) -> None:
     parser.error(f"unrecognized arguments: {' '.join(words)}")
 
 
+def personas_command(args: argparse.Namespace) -> int:
+    """``fakepop personas [NAME] [--quirks]``: what the personas and quirks are."""
+    if args.quirks:
+        for info in REGISTRY.values():
+            print(f"{info.usage}\n    {info.help}\n    source: {info.source}")
+        return 0
+    if args.name is None:
+        width = max(map(len, PERSONAS))
+        for each in PERSONAS.values():
+            print(f"{each.name:<{width}}  {each.about}")
+        print(f"not built yet: {', '.join(PLANNED)}")
+        return 0
+    persona = PERSONAS.get(args.name)
+    if persona is None:
+        known = ", ".join(PERSONAS)
+        if args.name in PLANNED:
+            return _fail(f"the persona {args.name} is not built yet; the personas are {known}", 2)
+        return _fail(f"no persona {args.name!r}; the personas are {known}", 2)
+    print(f"{persona.name}: {persona.about}\nsettings (an option given explicitly wins):")
+    for name, value in persona.settings.items():
+        print(f"    {name} = {json.dumps(FIELDS[name].kind.to_data(value))}")
+    print("quirks (--quirks adds to them):")
+    for spec in persona.quirks:
+        print(f"    {spec}")
+    print("what it does, and the source:")
+    for what, source in persona.sources:
+        print(f"    {what}\n        {source}")
+    if persona.missing:
+        print("what the real server does that the persona does not:")
+        for what in persona.missing:
+            print(f"    {what}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
@@ -544,4 +591,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return generate(args)
     if args.command == "ca":
         return ca_command(args)
+    if args.command == "personas":
+        return personas_command(args)
     return serve(args, serve_parser)

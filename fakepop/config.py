@@ -44,6 +44,7 @@ from typing import Any
 
 from fakepop.log import LOG_FORMATS, LogFormat
 from fakepop.mail.loaders import SAMPLE_PREFIX, read_file
+from fakepop.personas import expand
 from fakepop.settings import (
     COMMAND_LINE,
     CONTROL,
@@ -393,6 +394,7 @@ def resolve(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
             values[name] = tuple(gather(name)) if OPTION[name].repeat else pick(name, None)
         elif name in SERVE_DEFAULTS:
             values[name] = SERVE_DEFAULTS[name]
+    values = expand(values)  # a persona's settings, under those given
     tls = not pick("no_tls", False)
     if values.get("require_tls") and not tls:
         raise ConfigError("--require-tls needs TLS, and --no-tls turns it off: drop one of them")
@@ -444,7 +446,8 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
                 continue  # an empty variable is unset: compose files often pass "" for "not given"
             try:
                 if option.repeat:
-                    words = [option.parse(word) for word in text.split()]
+                    items = option.field.kind.split(text) if option.field else text.split()
+                    words = [option.parse(word) for word in items]
                     values[option.key] = [*values.get(option.key, []), *words]
                 else:
                     values[option.key] = option.parse(text)

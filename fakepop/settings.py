@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fakepop.personas import PERSONAS, PLANNED, expand
+
 MAX_LINE_LENGTH = 4096  # RFC 2449 asks clients for 255 octets; long XOAUTH2 lines need more
 MAX_SASL_LENGTH = 16384  # a base64 SASL line: OAuth tokens run to a few KiB
 MAX_BAD_COMMANDS = 20  # as Dovecot: then the server says so and closes
@@ -93,6 +95,10 @@ class Kind:
     def coerce(self, value: Any) -> Any:
         """The value as the field keeps it (a tuple for a list, say); given from Python."""
         return value
+
+    def split(self, text: str) -> list[str]:
+        """The items of a text that holds several (an environment variable): its words."""
+        return text.split()
 
     def schema(self) -> dict[str, Any]:
         """The JSON Schema of ``to_data``'s values (OpenAPI 3.1 takes it as it is)."""
@@ -224,6 +230,20 @@ class Choice(Kind):
         return {"enum": list(self.choices)}
 
 
+class PersonaName(Choice):
+    """A persona of ``fakepop.personas``; one the issue named but not yet built says so."""
+
+    def __init__(self) -> None:
+        super().__init__(PERSONAS, "NAME")
+
+    def from_text(self, text: str) -> str:
+        if text in PLANNED:
+            raise ValueError(
+                f"the persona {text} is not built yet; the personas are {', '.join(self.choices)}"
+            )
+        return super().from_text(text)
+
+
 class TLSVersion(Choice):
     """A TLS version as "1.2"; an ``ssl.TLSVersion`` is taken too, from Python."""
 
@@ -340,6 +360,50 @@ class Many(Kind):
         if isinstance(value, str):  # one name is not a list of its letters
             raise ValueError(f"expected a list of {self.item.expected}, got {value!r}")
         return tuple(self.item.coerce(item) for item in value)
+
+
+class QuirkList(Kind):
+    """Quirk specs, each a name or name=value, checked against ``fakepop.protocol.quirks``.
+
+    A text may hold several, separated by ";", so that a quirk's text may hold spaces.
+    The registry is imported only when there is a quirk to check: the pytest plugin
+    loads this module in every run, and the registry's package loads the protocol core.
+    """
+
+    repeat = True
+    metavar = "QUIRK"
+    expected = 'quirks, each NAME or NAME=VALUE, separated by ";"'
+
+    def split(self, text: str) -> list[str]:
+        from fakepop.protocol import quirks
+
+        return quirks.split(text)
+
+    def from_text(self, text: str) -> tuple[str, ...]:
+        return self.coerce(self.split(text))
+
+    def from_data(self, value: object) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return self.from_text(value)
+        if not (isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)):
+            raise ValueError(f'expected a list of quirks, e.g. ["no-capa"], got {value!r}')
+        return self.coerce(value)
+
+    def to_data(self, value: tuple[str, ...]) -> list[str]:
+        return list(value)
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": {"type": "string"}}
+
+    def coerce(self, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):  # one quirk is not a list of its letters
+            raise ValueError(f'expected a list of quirks, e.g. ["{value}"], got {value!r}')
+        specs = tuple(value)
+        if not specs:
+            return specs
+        from fakepop.protocol import quirks
+
+        return tuple(quirks.canonical(spec) for spec in specs)
 
 
 class Pair(Kind):
@@ -556,6 +620,21 @@ class Settings(_Described):
         SPEAKS,
         runtime=True,
     )
+    persona: str | None = setting(
+        None,
+        "behave like this real server: its settings (under any given explicitly) and quirks",
+        Maybe(PersonaName()),
+        SPEAKS,
+    )
+    quirks: tuple[str, ...] = setting(
+        (),
+        "how a real server departs from the RFCs, each NAME or NAME=VALUE (no-capa,"
+        " top-bytes=512, greeting=Hello there), added to the persona's; in one text, separated"
+        " by semicolons",
+        QuirkList(),
+        SPEAKS,
+        runtime=True,
+    )
     max_connections: int = setting(
         MAX_CONNECTIONS,
         "connections served at once; one more is told -ERR [SYS/TEMP] and closed",
@@ -767,7 +846,10 @@ def apply(
 ) -> tuple[Settings, TLSOptions | None]:
     """``settings`` and ``tls`` with the fields ``overrides`` names replaced.
 
-    An override of a ``TLSOptions`` field does nothing when ``tls`` is None (no TLS).
+    A ``persona`` among them brings its settings, under the others ``overrides``
+    names (``fakepop.personas.expand``); a ``settings`` given whole is not changed by
+    its own persona. An override of a ``TLSOptions`` field does nothing when ``tls`` is
+    None (no TLS).
 
     Raises:
         TypeError: a name that is no field (the first, as Python names one), with the nearest
@@ -779,6 +861,7 @@ def apply(
         raise TypeError(
             unknown_names(unknown[:1], [*FIELDS, *extra], "got an unexpected keyword argument")
         )
+    overrides = expand(overrides)  # a persona's settings, under those given
     mine = {k: v for k, v in overrides.items() if FIELDS[k].owner is Settings}
     if mine:
         settings = dataclasses.replace(settings, **mine)

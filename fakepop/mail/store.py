@@ -99,6 +99,9 @@ class Mailbox:
         self.deleted: list[str] = []
         self.retrieved: dict[int, list[str]] = {}
         self.record_limit: int | None = None
+        # UIDs sessions retrieved and QUIT with the popped-on-retr quirk: hidden from later ones.
+        self.popped: set[str] = set()
+        self.logins = 0  # counted by sessions with the login-limit quirk
         # Notified where retrievals and deletions are recorded, for the waits.
         self._recorded = threading.Condition()
 
@@ -131,6 +134,7 @@ class Mailbox:
         with self._mutex:
             self._clear()
             self._shared = Snapshot()  # so removed mail is not kept alive by it
+            self.popped.clear()
 
     def remove(self, uid: str) -> None:
         """Take one message out now, as an administrator would; not a session's deletion.

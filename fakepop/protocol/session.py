@@ -20,13 +20,14 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from fakepop._version import __version__
 from fakepop.mail.message import StoredMessage
 from fakepop.mail.store import Account, MaildropError, MailStore, MessageGone, Snapshot
-from fakepop.mail.wire import TERMINATOR
+from fakepop.mail.wire import CRLF, TERMINATOR, dot_stuff, numbered, top_lines
+from fakepop.personas import PERSONAS
 from fakepop.protocol import fault_actions
 from fakepop.protocol.actions import (
     CLOSE,
@@ -63,6 +64,7 @@ from fakepop.protocol.fault_actions import (
     Truncate,
 )
 from fakepop.protocol.fault_plan import FaultPlan, Rule
+from fakepop.protocol.quirks import Quirks
 from fakepop.protocol.sasl import MECHANISMS, Challenge, Exchange, Failure, Step, Success
 from fakepop.protocol.transcript import SessionTranscript
 from fakepop.settings import Settings
@@ -102,6 +104,57 @@ def _ok(text: str = "") -> Reply:
 
 def _err(text: str, code: str | None = None) -> Reply:
     return Reply(status(False, text, code))
+
+
+def _said(ok: bool, text: str) -> Reply:
+    """A status line with a quirk's text as it is, a bare "+OK" when it is empty."""
+    tail = b" " + text.encode("utf-8") if text else b""
+    return Reply((b"+OK" if ok else b"-ERR") + tail + CRLF)
+
+
+# The capabilities fakepop may list (RFC 2449, 2595, 5034, 6856): in a capa-lines quirk, one
+# of these that fakepop does not offer at the moment is left out rather than sent as given.
+_TAGS = frozenset(
+    [
+        "TOP",
+        "USER",
+        "SASL",
+        "RESP-CODES",
+        "LOGIN-DELAY",
+        "PIPELINING",
+        "EXPIRE",
+        "UIDL",
+        "IMPLEMENTATION",
+        "STLS",
+        "UTF8",
+        "LANG",
+        "AUTH-RESP-CODE",
+    ]
+)
+
+
+def _listed(spec: str, offered: list[str]) -> list[str]:
+    """The CAPA lines a capa-lines quirk lists, ``offered`` being fakepop's own."""
+    own = {line.split()[0]: line for line in offered}
+    lines = []
+    for item in (part.strip() for part in spec.split(",")):
+        if item in own:
+            lines.append(own[item])
+        elif item and item not in _TAGS:
+            lines.append(item)
+    return lines
+
+
+def _long_uid(uid: str) -> str:
+    """``uid`` made longer than the 70 characters RFC 1939 allows, and still unique."""
+    return f"{uid}-{hashlib.sha256(uid.encode()).hexdigest()}".ljust(71, "0")
+
+
+@functools.lru_cache(maxsize=64)
+def quirks_of(persona: str | None, specs: tuple[str, ...]) -> Quirks:
+    """The quirks of ``persona`` and then ``specs``: a value given in both is the latter's."""
+    own = PERSONAS[persona].quirks if persona is not None else ()
+    return Quirks.parse((*own, *specs))
 
 
 Handler = Callable[["Session", tuple[str, ...]], Any]
@@ -203,6 +256,7 @@ class Session:
     ) -> None:
         self.store = store
         self.settings = settings or Settings()
+        self.quirks = quirks_of(self.settings.persona, self.settings.quirks)
         self.transcript = transcript if transcript is not None else SessionTranscript(0)
         self.state = State.AUTHORIZATION
         self.closed = False
@@ -220,7 +274,14 @@ class Session:
         self._buffer = LineBuffer(longest, self._line_limit)
         self._user: str | None = None  # named by USER, waiting for PASS
         self._messages = Snapshot()
+        # STAT's, LIST's and UIDL's columns, which quirks may make differ from the messages'.
+        self._sizes: Sequence[int] = ()
+        self._size_listing = b""
+        self._uids: Sequence[str] = ()
+        self._uid_listing = b""
         self._deleted: set[int] = set()  # indexes into _messages
+        self._retrieved: set[str] = set()  # UIDs RETR sent, for the popped-on-retr quirk
+        self._recent = False  # logged in as Gmail's recent:user
         # Kept up to date by DELE and RSET, so STAT costs nothing per message.
         self._live_count = 0
         self._live_octets = 0
@@ -238,11 +299,14 @@ class Session:
 
     def start(self) -> list[Action]:
         """The greeting."""
-        text = "fakepop ready" + (f" {self.timestamp}" if self.timestamp else "")
+        text = "fakepop ready" if self.quirks.greeting is None else self.quirks.greeting
+        if self.timestamp:
+            text = f"{text} {self.timestamp}" if text else self.timestamp
+        greet = _ok(text) if self.quirks.greeting is None else _said(True, text)
         events = self._unless_fault(
             "connect",
             None,
-            lambda: self._unless_fault("greeting", None, lambda: [self._send(_ok(text))]),
+            lambda: self._unless_fault("greeting", None, lambda: [self._send(greet)]),
         )
         greeting = next((e for e in events if isinstance(e, Reply)), None)
         if greeting is not None and greeting.status.startswith(b"-ERR") and not self.closed:
@@ -671,16 +735,78 @@ class Session:
             raise
 
     def _count_live(self) -> None:
-        sizes = self._messages.sizes
+        sizes = self._sizes
+        total = self._messages.octets if sizes is self._messages.sizes else sum(sizes)
         self._live_count = len(sizes) - len(self._deleted)
-        self._live_octets = self._messages.octets - sum(sizes[i] for i in self._deleted)
+        self._live_octets = total - sum(sizes[i] for i in self._deleted)
 
-    def _listing(self, text: str, whole: bytes) -> Reply:
+    def _columns(self) -> None:
+        """STAT's, LIST's and UIDL's values for the maildrop just opened, as the quirks say.
+
+        Without quirks they are the snapshot's, made once for every session that shares it.
+        """
+        messages, quirks = self._messages, self.quirks
+        sizes: Sequence[int] = messages.sizes
+        if quirks.sizes_lf:  # as the file on disk holds it, LF line ends
+            sizes = [size - m.read().count(CRLF) for size, m in zip(sizes, messages, strict=True)]
+        if quirks.sizes_kib:
+            sizes = [-(-size // 1024) * 1024 for size in sizes]
+        self._sizes = sizes
+        self._size_listing = messages.size_listing if sizes is messages.sizes else numbered(sizes)
+        uids = [m.uid for m in messages]
+        if quirks.uidl_per_session:
+            stamp = next(_apop_clock)  # unique in the process, and across restarts
+            uids = [f"{uid}.{stamp}" for uid in uids]
+        if quirks.uidl_long:  # RFC 1939 allows 70 characters
+            uids = [_long_uid(uid) for uid in uids]
+        if quirks.uidl_duplicate:  # each even-numbered message takes the one before's
+            uids = [uids[i - 1] if i % 2 else uid for i, uid in enumerate(uids)]
+        if quirks.uidl_blank:
+            uids = [""] * len(uids)
+        changed = quirks.uidl_per_session or quirks.uidl_long or quirks.uidl_duplicate
+        self._uids = uids
+        self._uid_listing = numbered(uids) if changed or quirks.uidl_blank else messages.uid_listing
+
+    def _seen(self, account: Account) -> None:
+        """Leave out of the session what Gmail's quirks hide: popped mail, all but the oldest."""
+        quirks, messages = self.quirks, self._messages
+        if quirks.popped_on_retr and not self._recent and account.mailbox.popped:
+            popped = account.mailbox.popped
+            messages = Snapshot(m for m in messages if m.uid not in popped)
+        if quirks.oldest is not None and len(messages) > quirks.oldest:
+            messages = Snapshot(messages[: quirks.oldest])
+        self._messages = messages
+
+    def _ending(self) -> tuple[bytes]:
+        """What ends a message's multi-line reply: the dot, after a blank line for qmail."""
+        return (CRLF + TERMINATOR,) if self.quirks.blank_before_dot else (TERMINATOR,)
+
+    def _quirky_top(self, message: StoredMessage, lines: int) -> tuple[bytes]:
+        """TOP's body as the quirks make it: the whole message, or cut after N octets."""
+        wire = message.read()
+        if not self.quirks.top_ignores_lines:
+            wire = b"".join(top_lines((wire,), lines))
+        limit = self.quirks.top_bytes
+        if limit is not None and len(wire) > limit:
+            wire = wire[:limit]  # then ended as a line, so that the dot stands alone
+            wire += b"\n" if wire.endswith(b"\r") else CRLF
+        return (dot_stuff(wire),)
+
+    def _text(self, quirk: str | None, text: str) -> Reply:
+        """+OK with ``text``, or the quirk's text in its place."""
+        return Reply(self._status_line(quirk, text))
+
+    def _status_line(self, quirk: str | None, text: str) -> bytes:
+        """The +OK status line with ``text``, or the quirk's text in its place."""
+        return status(True, text) if quirk is None else _said(True, quirk).status
+
+    def _listing(self, status_line: bytes, whole: bytes) -> Reply:
         """LIST's or UIDL's reply: ``whole``, a line per message, less the deleted ones."""
         if self._deleted:
             lines = whole.splitlines(keepends=True)
             whole = b"".join([line for i, line in enumerate(lines) if i not in self._deleted])
-        return listing(text, whole, self._live_count)
+        reply = listing("", whole, self._live_count)
+        return Reply(status_line, reply.body, reply.summary)
 
     def _login(
         self, name: str, password: str | None, verify: Callable[[Account], bool], method: str
@@ -695,6 +821,9 @@ class Session:
 
     def _enter(self, account: Account, method: str) -> list[Action]:
         """Lock the maildrop and move to the transaction state; ``method`` is how we got here."""
+        limit = self.quirks.login_limit
+        if limit is not None and account.mailbox.logins >= limit:
+            return self._auth_failed(f"Too many logins ({limit}), try again later")
         return self._unless_fault("login", account.name, lambda: self._take(account, method))
 
     def _take(self, account: Account, method: str) -> list[Action]:
@@ -716,7 +845,9 @@ class Session:
                     self._lock_wait = (account, method, until, tries - 1)
                     return [Pause(min(LOCK_POLL, until - now))]
             self._lock_wait = None
-            events: list[Action] = [self._send(_err(e.text, e.code))]
+            busy = self.quirks.busy_text
+            refusal = _err(e.text, e.code) if busy is None else _said(False, busy)
+            events: list[Action] = [self._send(refusal)]
             if e.code == "IN-USE" and self.settings.in_use_closes:
                 events.append(self._close())
                 self.connection_lost()
@@ -725,10 +856,15 @@ class Session:
         self.account = account
         self.state = State.TRANSACTION
         self.transcript.logged_in(account.name, method)
+        if self.quirks.login_limit is not None:
+            account.mailbox.logins += 1
+        self._seen(account)
+        self._columns()
         self._count_live()
         name = self._echo(account.name)
         count, octets = self._live_count, self._live_octets
-        return [self._send(_ok(f"{name}'s maildrop has {_messages(count)} ({octets} octets)"))]
+        text = f"{name}'s maildrop has {_messages(count)} ({octets} octets)"
+        return [self._send(self._text(self.quirks.login_text, text))]
 
     def _auth_failed(self, text: str, code: str = "AUTH") -> list[Action]:
         """Refuse a login: after the configured delay, and past the limit, hang up."""
@@ -742,13 +878,18 @@ class Session:
             events += [self._send(_err(text, code)), self._close()]
             self.connection_lost()
             return events
-        events.append(self._send(_err(text, code)))
+        failure = self.quirks.login_failure_text
+        events.append(self._send(_err(text, code) if failure is None else _said(False, failure)))
+        if self.quirks.drop_after_login_failure:
+            events.append(self._close())
+            self.connection_lost()
         return events
 
     # --- what SASL mechanisms ask of the session (fakepop.protocol.sasl.Accounts) ---------
 
     def resolve(self, name: str) -> Account | None:
         settings = self.settings
+        self._recent = settings.recent_prefix and name.startswith("recent:")
         return self.store.resolve(name, settings.domains, settings.recent_prefix)
 
     def now(self) -> float:
@@ -798,6 +939,8 @@ class Session:
     def _sasl_step(self, step: Step) -> list[Action]:
         exchange = self._exchange
         if isinstance(step, Challenge):
+            if not step.data and self.quirks.sasl_bare_plus:
+                return [self._send(Reply(b"+\r\n"))]
             challenge = b"+ " + base64.b64encode(step.data) + b"\r\n"
             return [self._send(Reply(challenge))]
         self._exchange = None
@@ -861,7 +1004,7 @@ class Session:
         name = args[0]  # as written: a space is part of the name (strict syntax refuses it)
         self._check_utf8(name, "user names")
         self._user = name
-        return _ok("Send PASS")
+        return self._text(self.quirks.user_text, "Send PASS")
 
     @command(
         "PASS string",
@@ -921,7 +1064,8 @@ class Session:
         account = self.account
         if account is None:
             self.transcript.quit = True
-            return [self._send(_ok("fakepop signing off")), self._close()]
+            reply = self._text(self.quirks.quit_text, "fakepop signing off")
+            return [self._send(reply), self._close()]
         self.state = State.UPDATE
         marked = [self._messages[i].uid for i in sorted(self._deleted)]
         removed = marked
@@ -936,12 +1080,16 @@ class Session:
         except OSError as e:  # the commit is all or nothing
             return self._store_failed(e, ": no message was deleted")
         self.account = None
+        if self.quirks.popped_on_retr:
+            account.mailbox.popped.update(self._retrieved.difference(removed))
         if fail is not None:
             text = f"Some deleted messages not removed ({len(removed)} of {len(marked)} removed)"
             return [self._send(_err(text, fail.code)), self._close()]
         left = len(self._messages) - len(removed)
         self.transcript.quit = True
-        reply = _ok(f"fakepop signing off ({len(removed)} deleted, {left} left)")
+        reply = self._text(
+            self.quirks.quit_text, f"fakepop signing off ({len(removed)} deleted, {left} left)"
+        )
         return [self._send(reply), self._close()]
 
     @command("STAT", TRANSACTION)
@@ -952,19 +1100,24 @@ class Session:
     @command("LIST [msg]", TRANSACTION)
     def do_list(self, args: tuple[str, ...]) -> Reply:
         if args:
-            number, message = self._message(args[0])
-            return _ok(f"{number} {message.size}")
+            number, _ = self._message(args[0])
+            return _ok(f"{number} {self._sizes[number - 1]}")
         text = f"{_messages(self._live_count)} ({self._live_octets} octets)"
-        return self._listing(text, self._messages.size_listing)
+        return self._listing(self._status_line(self.quirks.list_text, text), self._size_listing)
 
     @command("RETR msg", TRANSACTION)
     def do_retr(self, args: tuple[str, ...]) -> Reply:
         number, message = self._message(args[0])
         self._highest = max(self._highest, number)
+        self._retrieved.add(message.uid)
         body = self._read(number, lambda: message.chunks())
+        octets = str(self._sizes[number - 1])
+        quirk = self.quirks.retr_text
         return Reply(
-            status(True, f"{message.size} octets"),
-            itertools.chain(body, (TERMINATOR,)),
+            self._status_line(
+                None if quirk is None else quirk.replace("{octets}", octets), f"{octets} octets"
+            ),
+            itertools.chain(body, self._ending()),
             f"<message {number}: {message.size} octets>",
         )
 
@@ -975,45 +1128,51 @@ class Session:
         if not (count.isascii() and count.isdigit()):
             raise CommandError(f"Invalid line count: {self._echo(count)}", bad=True)
         self._highest = max(self._highest, number)
-        body = self._read(number, lambda: message.top_chunks(int(count)))
+        quirks = self.quirks
+        if quirks.top_bytes is None and not quirks.top_ignores_lines:
+            body = self._read(number, lambda: message.top_chunks(int(count)))
+        else:
+            body = self._read(number, lambda: self._quirky_top(message, int(count)))
         return Reply(
-            status(True, "top of message follows"),
-            itertools.chain(body, (TERMINATOR,)),
+            self._status_line(quirks.top_text, "top of message follows"),
+            itertools.chain(body, self._ending()),
             f"<top of message {number}, {count} lines>",
         )
 
     @command("DELE msg", TRANSACTION)
     def do_dele(self, args: tuple[str, ...]) -> Reply:
-        number, message = self._message(args[0])
+        number, _ = self._message(args[0])
         self._deleted.add(number - 1)
         self._live_count -= 1
-        self._live_octets -= message.size
+        self._live_octets -= self._sizes[number - 1]
         self._highest = max(self._highest, number)
-        return _ok(f"Message {number} deleted")
+        return self._text(self.quirks.dele_text, f"Message {number} deleted")
 
     @command("NOOP", TRANSACTION)
     def do_noop(self, args: tuple[str, ...]) -> Reply:
-        return _ok()
+        return self._text(self.quirks.noop_text, "")
 
     @command("RSET", TRANSACTION)
     def do_rset(self, args: tuple[str, ...]) -> Reply:
         self._deleted.clear()
         self._highest = 0
         self._count_live()
-        return _ok(f"maildrop has {_messages(self._live_count)} ({self._live_octets} octets)")
+        text = f"maildrop has {_messages(self._live_count)} ({self._live_octets} octets)"
+        return self._text(self.quirks.rset_text, text)
 
-    @command("UIDL [msg]", TRANSACTION, capability="UIDL")
+    @command("UIDL [msg]", TRANSACTION, capability="UIDL", available=lambda s: not s.quirks.no_uidl)
     def do_uidl(self, args: tuple[str, ...]) -> Reply:
         if args:
-            number, message = self._message(args[0])
-            return _ok(f"{number} {message.uid}")
-        return self._listing("unique-id listing follows", self._messages.uid_listing)
+            number, _ = self._message(args[0])
+            return _ok(f"{number} {self._uids[number - 1]}")
+        text = self._status_line(self.quirks.uidl_text, "unique-id listing follows")
+        return self._listing(text, self._uid_listing)
 
     @command("LAST", TRANSACTION, available=lambda s: s.settings.last)
     def do_last(self, args: tuple[str, ...]) -> Reply:
         return _ok(str(self._highest))
 
-    @command("CAPA", BOTH)
+    @command("CAPA", BOTH, available=lambda s: not s.quirks.no_capa)
     def do_capa(self, args: tuple[str, ...]) -> Reply:
         lines = [line for c in COMMANDS.values() if c.capability and (line := c.capability(self))]
         lines += ["RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", self._expire()]
@@ -1021,8 +1180,19 @@ class Session:
         if login_delay:
             lines.append(login_delay)
         lines.append(f"IMPLEMENTATION fakepop {__version__}")
-        self._offered = {line.split()[0] for line in lines} | set(self._mechanisms())
-        return multiline("Capability list follows", lines)
+        if self.quirks.capa_lines is not None:
+            lines = _listed(self.quirks.capa_lines, lines)
+        if self.quirks.capa_by_state:  # as Gmail: what is of use in the state the session is in
+            unused = "PIPELINING" if self.state is State.AUTHORIZATION else "SASL"
+            lines = [line for line in lines if line.split()[0] != unused]
+        offered = {line.split()[0] for line in lines}
+        self._offered = offered | (set(self._mechanisms()) if "SASL" in offered else set())
+        reply = multiline("Capability list follows", lines)
+        if self.quirks.capa_bare_ok:
+            return Reply(b"+OK\r\n", reply.body, reply.summary)
+        if self.quirks.capa_text is not None:
+            return Reply(self._status_line(self.quirks.capa_text, ""), reply.body, reply.summary)
+        return reply
 
     @command(
         "AUTH [mechanism] [initial-response]",
@@ -1047,6 +1217,8 @@ class Session:
             self._plaintext_login(f"AUTH {name}")
         if self._offered is not None and name not in self._offered:
             self.transcript.violate(f"AUTH {name}, a mechanism CAPA did not offer")
+        if len(words) == 2 and name == "XOAUTH2" and self.quirks.xoauth2_two_step:
+            return self._auth_failed("Send AUTH XOAUTH2 alone, then the token after the +")
         initial = None
         if len(words) == 2:
             try:  # RFC 5034, section 4: "=" is an empty initial response
