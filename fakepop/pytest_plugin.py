@@ -233,9 +233,9 @@ def _start(
 
 def _unknown(options: dict[str, Any]) -> str | None:
     """What is wrong with ``options``' names, with the nearest valid one; None if nothing."""
-    from fakepop.server import _KEYWORDS
+    from fakepop.server import KEYWORDS
 
-    valid = [*FIELDS, *_KEYWORDS, *_OWN]
+    valid = [*FIELDS, *KEYWORDS, *_OWN]
     names = [name for name in options if name not in valid]
     return unknown_names(names, valid, "unknown option") if names else None
 

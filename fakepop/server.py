@@ -121,7 +121,7 @@ class _Checkpoint:
 
 
 # POP3Server's own keywords, besides the fields it takes as overrides.
-_KEYWORDS = ("users", "settings", "tls", "faults", "authority")
+KEYWORDS = ("users", "settings", "tls", "faults", "authority")
 
 
 class POP3Server:
@@ -163,7 +163,7 @@ class POP3Server:
         **overrides: Any,
     ) -> None:
         given = TLSOptions() if tls is True else tls or None
-        self.settings, self.tls = apply(settings or Settings(), given, overrides, _KEYWORDS)
+        self.settings, self.tls = apply(settings or Settings(), given, overrides, KEYWORDS)
         if self.settings.require_tls and self.tls is None:
             raise ValueError("require_tls=True needs tls=True: without TLS nobody could log in")
         limit = self.settings.transcript_limit
