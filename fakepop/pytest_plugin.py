@@ -325,16 +325,17 @@ def pop3_server_fixture(*, scope: Scope = "module", **options: Any) -> Any:
     paths in ``messages`` and ``fixtures`` are read from the directory of the file that
     calls this.
 
-    Raises:
-        ValueError: a scope that is not one of ``SCOPES``.
+    A scope that is not one of ``SCOPES`` fails the collection of the module, with the
+    message alone.
     """
     # Relative paths are read from the directory of the file that makes the fixture.
     where = sys._getframe(1).f_globals.get("__file__")
     home = Path(where).parent if where else None
     if scope not in SCOPES:
-        raise ValueError(
+        pytest.fail(
             f"pop3_server_fixture(scope={scope!r}): the scope must be one of"
-            f" {', '.join(SCOPES)}; for one test, use pop3_server and @pytest.mark.fakepop"
+            f" {', '.join(SCOPES)}; for one test, use pop3_server and @pytest.mark.fakepop",
+            pytrace=False,
         )
 
     @pytest.fixture(scope=scope)
