@@ -76,6 +76,17 @@ def test_glued_dot_in_a_large_maildir_message(
         assert client.command("NOOP") == b"+OK\r\n"
 
 
+def test_glued_dot_leaves_poplib_waiting_for_the_end(pop3_server_factory: ServerFactory) -> None:
+    server = make(pop3_server_factory, "glued-dot")
+    pop = poplib.POP3(server.host, server.port, timeout=0.5)
+    pop.user("alice")
+    pop.pass_("secret")
+    assert pop.retr(2)[1] == [b"Subject: b", b"", b"body"]
+    with pytest.raises(TimeoutError):  # "last line." is a line of the message: no end comes
+        pop.retr(1)
+    pop.close()
+
+
 def test_without_glued_dot_the_line_is_ended(pop3_server_factory: ServerFactory) -> None:
     server = make(pop3_server_factory)
     with logged_in(server) as client:
