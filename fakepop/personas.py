@@ -60,6 +60,7 @@ GMAIL = Persona(
         "capa-by-state",
         "popped-on-retr",
         "oldest=250",
+        "recent-days=30",
         "login-text=Welcome.",
         "quit-text=Farewell.",
         "login-failure-text=[AUTH] Username and password not accepted.",
@@ -100,9 +101,9 @@ GMAIL = Persona(
             " against pop.gmail.com",
         ),
         (
-            "recent:user logs in to the last 30 days of mail",
+            "recent:user logs in to the last 30 days of mail, popped or not",
             "Limilabs' notes on Gmail's POP3 (http://www.limilabs.com/blog/gmail-pop3-behavior),"
-            " after Gmail Help on recent mode",
+            " after Gmail Help on recent mode (see the quirk recent-days)",
         ),
         ("POP3 on port 995 only, with implicit TLS: no STLS", "Gmail Help, POP settings"),
         (
@@ -119,7 +120,7 @@ GMAIL = Persona(
     missing=(
         "LOGIN-DELAY 300 is advertised, not enforced: whether Gmail enforces it is not"
         " documented (login_delay=300 would enforce it)",
-        "recent: shows the last 30 days: here all mail is recent",
+        "recent: counts 30 days from when Gmail received the mail; here from its Date header",
         "the oldest 250 are conversations, not messages: here they are messages",
         "the greeting names the client's address and a session ID; here they are fixed",
     ),

@@ -684,10 +684,13 @@ class _Connection:
                 # A line must end within idle_timeout of its first byte: a client that
                 # trickles a byte at a time must not hold its connection for ever.
                 wait = idle if line_began is None else line_began + idle - time.monotonic()
+                left = session.time_left()  # the session-limit quirk's, which commands don't reset
+                if left is not None:
+                    wait = min(wait, left)
                 try:
                     data = self._receive(wait)
                 except TimeoutError:
-                    self.how = "idle timeout"
+                    self.how = "idle timeout" if session.time_left() != 0 else "session time limit"
                     action = self._send(session.timed_out())
                     continue
                 if not data:

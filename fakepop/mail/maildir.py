@@ -33,7 +33,7 @@ from pathlib import Path
 
 from fakepop.mail.message import Message, StoredMessage, check_uid, content_uid, subject_of
 from fakepop.mail.store import Mailbox, MaildropError, MessageGone, Snapshot
-from fakepop.mail.wire import crlf_chunks, dot_stuff, stuff_chunks, to_crlf, top_lines
+from fakepop.mail.wire import crlf_chunks, dot_stuff, stuff_chunks, to_crlf, top_lines, unended
 
 READ_SIZE = 1 << 16
 STAMP_MARGIN = 1_000_000_000  # ns: see _scan
@@ -192,6 +192,17 @@ class MaildirMessage:
     inode: int  # which file it is, wherever another program moves it
     keep_bare_cr: bool = False  # a CR not followed by LF is sent as it is
 
+    @property
+    def unended(self) -> bool:
+        """The file lacks a final line end: its last byte is read only when a quirk asks."""
+        if not self.file_size:
+            return False
+        descriptor = _open_message(self.path, self.inode)
+        try:
+            return unended(os.pread(descriptor, 1, self.file_size - 1), self.keep_bare_cr)
+        finally:
+            os.close(descriptor)
+
     def read(self) -> bytes:
         return b"".join(self._wire())
 
@@ -223,6 +234,7 @@ class _KeptFile(Message):
 
     def __init__(self, message: MaildirMessage, root: Path) -> None:
         super().__init__(message.read(), message.uid)
+        self.unended = message.unended  # read() added the final CRLF the file lacks
         self.place = os.path.relpath(message.path, root)  # "new/<name>" or "cur/<name>"
 
 
@@ -382,6 +394,8 @@ class MaildirMailbox(Mailbox):
 
     def _append(self, item: bytes | Message, uid: str | None) -> str:
         raw = item.wire if isinstance(item, Message) else item
+        if isinstance(item, Message) and item.unended:  # without the final CRLF it added
+            raw = raw[:-2]
         if uid is not None and ("/" in uid or ":" in uid):
             raise ValueError(f"a Maildir UID is part of a file name: {uid!r} cannot hold / or :")
         taken = self._uids_now()
@@ -509,7 +523,8 @@ class MaildirMailbox(Mailbox):
         for key, file in kept.items():
             if key not in now:
                 temporary = self.path / "tmp" / os.path.basename(file.place)
-                temporary.write_bytes(file.wire)
+                # Without the final CRLF read() added, the glued-dot quirk sees it as before.
+                temporary.write_bytes(file.wire[:-2] if file.unended else file.wire)
                 os.rename(temporary, self.path / file.place)
         self._known = None  # the UIDs there: listed again at the next add
         self._shared = Snapshot()

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from fakepop.mail.wire import CRLF, dot_stuff, to_crlf
+from fakepop.mail.wire import CRLF, dot_stuff, to_crlf, unended
 
 UID_MAX_LENGTH = 70  # RFC 1939, section 7: 1 to 70 characters in the range 0x21 to 0x7E
 _UID_CHARACTERS = re.compile(r"[\x21-\x7e]*")  # far faster than a loop over each character
@@ -83,6 +83,10 @@ class StoredMessage(Protocol):
     def size(self) -> int:
         """Octets as sent, before byte-stuffing: what STAT, LIST and RETR report."""
 
+    @property
+    def unended(self) -> bool:
+        """The mail as stored lacked a final line end: the CRLF ending the wire form was added."""
+
     def read(self) -> bytes:
         """The wire form (CRLF line ends), unstuffed."""
 
@@ -100,12 +104,15 @@ class Message:
     for every RETR after that.
     """
 
-    __slots__ = ("_stuffed", "uid", "wire")
+    __slots__ = ("_stuffed", "uid", "unended", "wire")
 
     def __init__(
         self, source: MessageSource, uid: str | None = None, *, keep_bare_cr: bool = False
     ) -> None:
-        self.wire = to_crlf(as_bytes(source), keep_bare_cr)
+        raw = as_bytes(source)
+        self.wire = to_crlf(raw, keep_bare_cr)
+        # Kept for the glued-dot quirk, which sends the mail without the CRLF added here.
+        self.unended = unended(raw[-1:], keep_bare_cr)
         self.uid = check_uid(uid) if uid is not None else content_uid(self.wire)
         self._stuffed: bytes | None = None
 

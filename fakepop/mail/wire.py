@@ -34,6 +34,14 @@ def to_crlf(raw: bytes, keep_bare_cr: bool = False) -> bytes:
     return wire
 
 
+def unended(last: bytes, keep_bare_cr: bool = False) -> bool:
+    """Whether text whose last byte is ``last`` lacks a final line end, which ``to_crlf`` adds.
+
+    Empty text (``last`` is b"") needs none. With ``keep_bare_cr`` a final CR ends no line.
+    """
+    return last not in (b"", b"\n") and (keep_bare_cr or last != b"\r")
+
+
 def dot_stuff(wire: bytes) -> bytes:
     """Prefix every line that starts with "." with another ".", the first line included.
 

@@ -192,6 +192,14 @@ class Quirks:
         "a refused login ends the connection: the client must connect again to retry",
         f"qmail-popup exits after checkpassword refuses ({QMAIL}/qmail-popup.c, doanddie())",
     )
+    session_limit: int | None = quirk(
+        None,
+        "a connection ends N seconds after it began, busy or not: commands do not reset the"
+        ' timer as they reset idle_timeout ("-ERR Session time limit reached", then close)',
+        "WildDuck's POP3 server: its 60-second socket timeout is not reset by commands, so a"
+        " client that keeps sending them is cut off (https://github.com/zone-eu/wildduck/issues/709,"
+        " open); no big provider's cap is documented: the source is thin",
+    )
     # sizes and framing
     sizes_lf: bool = quirk(
         False,
@@ -223,6 +231,15 @@ class Quirks:
         "Jakarta Mail's mail.pop3.disabletop, for servers that do not implement TOP properly"
         " (the com.sun.mail.pop3 package documentation)",
     )
+    glued_dot: bool = quirk(
+        False,
+        'RETR sends a message stored without a final line end as it is, then ".\\r\\n":'
+        " the dot ends its last line and no terminating line comes; sizes leave out the"
+        " CRLF fakepop would add",
+        "thin: no recording or report of a named server found; it is what a server that"
+        ' writes the stored bytes and then ".\\r\\n" sends, where RFC 1939, section 3 wants'
+        " the last line ended first",
+    )
     # what a session sees of the maildrop
     popped_on_retr: bool = quirk(
         False,
@@ -240,6 +257,13 @@ class Quirks:
         "Gmail lists the oldest 250 or so conversations not yet popped, per session (Gmail"
         ' Help, "Why about 250 messages?", quoted at'
         " https://stackguides.com/questions/4075109/sending-pop3-commands-to-gmail-returns-old-messages)",
+    )
+    recent_days: int | None = quirk(
+        None,
+        "a recent:user login (with recent_prefix) sees only the mail of the last N days, by"
+        " its Date header (mail without one is shown), popped or not",
+        "Gmail's recent mode shows the last 30 days of mail, whether popped or not (Gmail Help,"
+        ' "recent mode"; http://www.limilabs.com/blog/gmail-pop3-behavior)',
     )
     # UIDL
     no_uidl: bool = quirk(

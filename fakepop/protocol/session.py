@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import email.parser
+import email.utils
 import functools
 import hashlib
 import hmac
@@ -81,6 +84,30 @@ CAPABILITY_OF = {"PASS": "USER", "AUTH": "SASL"}
 
 # The clock part of APOP timestamps: unique per session, as RFC 1939 requires.
 _apop_clock = itertools.count(time.time_ns() // 1000)
+
+
+def _dated_since(message: StoredMessage, since: float) -> bool:
+    """Whether the message's Date is ``since`` or later; True if it has no Date to read."""
+    header = email.parser.BytesHeaderParser().parsebytes(b"".join(message.top_chunks(0)))
+    try:
+        date = email.utils.parsedate_to_datetime(str(header.get("Date", "")))
+    except (TypeError, ValueError):  # none, or none a reader could make sense of
+        return True
+    if date.tzinfo is None:  # RFC 5322's "-0000": the zone is unknown; take UTC
+        date = date.replace(tzinfo=datetime.UTC)
+    return date.timestamp() >= since
+
+
+def _unended(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A message's stuffed chunks without the CRLF that ends the last: the glued-dot quirk's."""
+    held = b""
+    for chunk in chunks:
+        if held:
+            yield held
+        held = chunk
+    # The added CRLF is never split: to_crlf appends it, crlf_chunks yields it whole.
+    if held := held[: -len(CRLF)]:
+        yield held
 
 
 def apop_timestamp(hostname: str) -> str:
@@ -269,6 +296,8 @@ class Session:
         self.faults = faults
         self._awaiting_tls = False  # STLS was answered: input is dropped until the handshake
         self._clock = clock
+        limit = self.quirks.session_limit  # counted from the connection, on the session's clock
+        self._ends = None if limit is None else clock() + limit
         # SASL responses may be longer than commands (long OAuth tokens).
         longest = max(self.settings.max_line_length, self.settings.max_sasl_length)
         self._buffer = LineBuffer(longest, self._line_limit)
@@ -336,6 +365,8 @@ class Session:
         """
         if self.closed or self._awaiting_tls:
             return None
+        if self.time_left() == 0:  # commands came until the end: they do not extend it
+            return self.timed_out()
         act: Callable[[], list[Action]]
         if self._lock_wait is not None:  # try the maildrop again before reading on
             act = functools.partial(self._take, *self._lock_wait[:2])
@@ -386,14 +417,23 @@ class Session:
             self.connection_lost()
         return actions
 
+    def time_left(self) -> float | None:
+        """Seconds until the session-limit quirk ends the session; None without it.
+
+        The server waits for the client no longer than this, then calls ``timed_out``.
+        """
+        return None if self._ends is None else max(0.0, self._ends - self._clock())
+
     def timed_out(self) -> list[Action]:
-        """The client was idle for ``settings.idle_timeout``: autologout, deleting nothing.
+        """The client was idle for ``settings.idle_timeout``, or the session-limit quirk's
+        time is up: close, deleting nothing.
 
         RFC 1939 would close without a word; like Dovecot, the client is told why.
         """
         if self.closed:
             return []
-        events = [self._send(_err("Autologout: idle for too long")), self._close()]
+        text = "Session time limit reached" if self.time_left() == 0 else None
+        events = [self._send(_err(text or "Autologout: idle for too long")), self._close()]
         self.connection_lost()
         return events
 
@@ -749,6 +789,9 @@ class Session:
         sizes: Sequence[int] = messages.sizes
         if quirks.sizes_lf:  # as the file on disk holds it, LF line ends
             sizes = [size - m.read().count(CRLF) for size, m in zip(sizes, messages, strict=True)]
+        if quirks.glued_dot:  # the line end fakepop added is not sent: not counted
+            added = 1 if quirks.sizes_lf else len(CRLF)
+            sizes = [s - added if m.unended else s for s, m in zip(sizes, messages, strict=True)]
         if quirks.sizes_kib:
             sizes = [-(-size // 1024) * 1024 for size in sizes]
         self._sizes = sizes
@@ -768,11 +811,15 @@ class Session:
         self._uid_listing = numbered(uids) if changed or quirks.uidl_blank else messages.uid_listing
 
     def _seen(self, account: Account) -> None:
-        """Leave out of the session what Gmail's quirks hide: popped mail, all but the oldest."""
+        """Leave out of the session what Gmail's quirks hide: popped mail, mail older than
+        recent mode shows, all but the oldest."""
         quirks, messages = self.quirks, self._messages
         if quirks.popped_on_retr and not self._recent and account.mailbox.popped:
             popped = account.mailbox.popped
             messages = Snapshot(m for m in messages if m.uid not in popped)
+        if quirks.recent_days is not None and self._recent:
+            since = self._clock() - quirks.recent_days * 86400
+            messages = Snapshot(m for m in messages if _dated_since(m, since))
         if quirks.oldest is not None and len(messages) > quirks.oldest:
             messages = Snapshot(messages[: quirks.oldest])
         self._messages = messages
@@ -1111,6 +1158,8 @@ class Session:
         self._highest = max(self._highest, number)
         self._retrieved.add(message.uid)
         body = self._read(number, lambda: message.chunks())
+        if self.quirks.glued_dot and message.unended:
+            body = _unended(body)
         octets = str(self._sizes[number - 1])
         quirk = self.quirks.retr_text
         return Reply(
